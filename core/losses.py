@@ -1,0 +1,74 @@
+"""StarGAN v2 objective: pure tensor functions, plus the two official combiners.
+
+``compute_d_loss`` / ``compute_g_loss`` keep the official names and signatures; the
+parts come back as detached tensors (no device sync per loss; ``float()`` them to log).
+"""
+import torch
+import torch.nn.functional as F
+from munch import Munch
+
+
+def adv_loss(logits, target):
+    """Non-saturating adversarial loss: BCE with logits against an all-``target`` label."""
+    assert target in (0, 1)
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
+
+
+def r1_reg(d_out, x_in):
+    """Zero-centred R1 penalty on real images: 0.5 * batch mean of sum of squared input gradients."""
+    grad, = torch.autograd.grad(outputs=d_out.sum(), inputs=x_in, create_graph=True, retain_graph=True)
+    return 0.5 * grad.pow(2).reshape(x_in.size(0), -1).sum(1).mean(0)
+
+
+def l1(a, b):
+    return torch.mean(torch.abs(a - b))
+
+
+def _style(nets, y_trg, z_trg=None, x_ref=None):
+    """Target style from a latent code (mapping network) or a reference image (style encoder)."""
+    assert (z_trg is None) != (x_ref is None), 'give exactly one of z_trg, x_ref'
+    if z_trg is not None:
+        return nets.mapping_network(z_trg, y_trg)
+    return nets.style_encoder(x_ref, y_trg)
+
+
+def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None):
+    x_real.requires_grad_()  # official: x_real keeps requires_grad from here on
+    out = nets.discriminator(x_real, y_org)
+    loss_real = adv_loss(out, 1)
+    loss_reg = r1_reg(out, x_real)
+
+    with torch.no_grad():
+        s_trg = _style(nets, y_trg, z_trg, x_ref)
+        x_fake = nets.generator(x_real, s_trg, masks=masks)
+    loss_fake = adv_loss(nets.discriminator(x_fake, y_trg), 0)
+
+    loss = loss_real + loss_fake + args.lambda_reg * loss_reg
+    return loss, Munch(real=loss_real.detach(), fake=loss_fake.detach(), reg=loss_reg.detach())
+
+
+def compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=None, x_refs=None, masks=None, lambda_ds=None):
+    """``lambda_ds`` overrides ``args.lambda_ds`` (the trainer passes ``lambda_ds_at(step)``)."""
+    z_trg, z_trg2 = z_trgs if z_trgs is not None else (None, None)
+    x_ref, x_ref2 = x_refs if x_refs is not None else (None, None)
+    lambda_ds = args.lambda_ds if lambda_ds is None else lambda_ds
+
+    s_trg = _style(nets, y_trg, z_trg, x_ref)
+    x_fake = nets.generator(x_real, s_trg, masks=masks)
+    loss_adv = adv_loss(nets.discriminator(x_fake, y_trg), 1)
+
+    loss_sty = l1(nets.style_encoder(x_fake, y_trg), s_trg)
+
+    s_trg2 = _style(nets, y_trg, z_trg2, x_ref2)
+    x_fake2 = nets.generator(x_real, s_trg2, masks=masks).detach()
+    loss_ds = l1(x_fake, x_fake2)
+
+    # cycle: masks recomputed from the fake image (official)
+    masks_fake = nets.fan.get_heatmap(x_fake) if args.w_hpf > 0 else None
+    s_org = nets.style_encoder(x_real, y_org)
+    x_rec = nets.generator(x_fake, s_org, masks=masks_fake)
+    loss_cyc = l1(x_rec, x_real)
+
+    loss = loss_adv + args.lambda_sty * loss_sty - lambda_ds * loss_ds + args.lambda_cyc * loss_cyc
+    return loss, Munch(adv=loss_adv.detach(), sty=loss_sty.detach(),
+                       ds=loss_ds.detach(), cyc=loss_cyc.detach())

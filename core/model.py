@@ -1,0 +1,266 @@
+"""StarGAN v2 networks: Generator, MappingNetwork, StyleEncoder, Discriminator.
+
+Pure ``nn.Module``s with the official class names, constructor signatures and
+state-dict keys, so official checkpoints load as they are. No device logic:
+modules follow their inputs. Construction order matters (it fixes the RNG draws
+of PyTorch's default init, which the EMA copies keep), so every module is built
+in the official order.
+
+``dim_in`` (base channels) is our one addition: ``None`` gives the official
+``2**14 // img_size``; smaller values make CPU-sized configs.
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from munch import Munch
+
+
+def _base_dim(img_size, dim_in):
+    return 2 ** 14 // img_size if dim_in is None else dim_in
+
+
+class ResBlk(nn.Module):
+    def __init__(self, dim_in, dim_out, actv=nn.LeakyReLU(0.2), normalize=False, downsample=False):
+        super().__init__()
+        self.actv = actv
+        self.normalize = normalize
+        self.downsample = downsample
+        self.learned_sc = dim_in != dim_out
+        self.conv1 = nn.Conv2d(dim_in, dim_in, 3, 1, 1)
+        self.conv2 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
+        if normalize:
+            self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
+            self.norm2 = nn.InstanceNorm2d(dim_in, affine=True)
+        if self.learned_sc:
+            self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
+
+    def _shortcut(self, x):
+        if self.learned_sc:
+            x = self.conv1x1(x)
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        return x
+
+    def _residual(self, x):
+        if self.normalize:
+            x = self.norm1(x)
+        x = self.conv1(self.actv(x))
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        if self.normalize:
+            x = self.norm2(x)
+        return self.conv2(self.actv(x))
+
+    def forward(self, x):
+        return (self._shortcut(x) + self._residual(x)) / math.sqrt(2)
+
+
+class AdaIN(nn.Module):
+    def __init__(self, style_dim, num_features):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(num_features, affine=False)
+        self.fc = nn.Linear(style_dim, num_features * 2)
+
+    def forward(self, x, s):
+        h = self.fc(s)
+        gamma, beta = torch.chunk(h.view(h.size(0), h.size(1), 1, 1), chunks=2, dim=1)
+        return (1 + gamma) * self.norm(x) + beta
+
+
+class AdainResBlk(nn.Module):
+    def __init__(self, dim_in, dim_out, style_dim=64, w_hpf=0, actv=nn.LeakyReLU(0.2), upsample=False):
+        super().__init__()
+        self.w_hpf = w_hpf
+        self.actv = actv
+        self.upsample = upsample
+        self.learned_sc = dim_in != dim_out
+        self.conv1 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
+        self.conv2 = nn.Conv2d(dim_out, dim_out, 3, 1, 1)
+        self.norm1 = AdaIN(style_dim, dim_in)
+        self.norm2 = AdaIN(style_dim, dim_out)
+        if self.learned_sc:
+            self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
+
+    def _shortcut(self, x):
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode='nearest')
+        if self.learned_sc:
+            x = self.conv1x1(x)
+        return x
+
+    def _residual(self, x, s):
+        x = self.actv(self.norm1(x, s))
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode='nearest')
+        x = self.conv1(x)
+        x = self.actv(self.norm2(x, s))
+        return self.conv2(x)
+
+    def forward(self, x, s):
+        out = self._residual(x, s)
+        if self.w_hpf == 0:
+            out = (out + self._shortcut(x)) / math.sqrt(2)
+        return out
+
+
+class HighPass(nn.Module):
+    """Depthwise 3x3 Laplacian-like filter; the kernel is a buffer fixed by ``w_hpf``."""
+
+    def __init__(self, w_hpf, device=None):  # ``device`` kept for official call sites; unused
+        super().__init__()
+        kernel = torch.tensor([[-1., -1., -1.], [-1., 8., -1.], [-1., -1., -1.]])
+        self.register_buffer('filter', kernel / w_hpf)
+
+    def forward(self, x):
+        weight = self.filter.to(x.dtype).view(1, 1, 3, 3).repeat(x.size(1), 1, 1, 1)
+        return F.conv2d(x, weight, padding=1, groups=x.size(1))
+
+
+MASKED_SIZES = (32, 64, 128)  # feature sizes where the high-pass skip path joins
+
+
+class Generator(nn.Module):
+    def __init__(self, img_size=256, style_dim=64, max_conv_dim=512, w_hpf=1, dim_in=None):
+        super().__init__()
+        dim_in = _base_dim(img_size, dim_in)
+        self.img_size = img_size
+        self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
+        self.encode = nn.ModuleList()
+        self.decode = nn.ModuleList()
+        self.to_rgb = nn.Sequential(
+            nn.InstanceNorm2d(dim_in, affine=True),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim_in, 3, 1, 1, 0))
+
+        repeat_num = int(math.log2(img_size)) - 4
+        if w_hpf > 0:
+            repeat_num += 1
+        dim_out = dim_in
+        for _ in range(repeat_num):
+            dim_out = min(dim_in * 2, max_conv_dim)
+            self.encode.append(ResBlk(dim_in, dim_out, normalize=True, downsample=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_in, style_dim, w_hpf=w_hpf, upsample=True))
+            dim_in = dim_out
+        for _ in range(2):  # bottleneck
+            self.encode.append(ResBlk(dim_out, dim_out, normalize=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_out, style_dim, w_hpf=w_hpf))
+
+        if w_hpf > 0:
+            self.hpf = HighPass(w_hpf)
+
+    def forward(self, x, s, masks=None):
+        x = self.from_rgb(x)
+        cache = {}
+        for block in self.encode:
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                cache[x.size(2)] = x
+            x = block(x)
+        for block in self.decode:
+            x = block(x, s)
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                mask = masks[0] if x.size(2) == 32 else masks[1]
+                mask = F.interpolate(mask, size=x.size(2), mode='bilinear', align_corners=False)
+                x = x + self.hpf(mask * cache[x.size(2)])
+        return self.to_rgb(x)
+
+
+def _pick(out, y):
+    """Row b of ``out`` (B, K, ...) taken from branch y[b]."""
+    return out[torch.arange(y.size(0), device=y.device), y]
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, latent_dim=16, style_dim=64, num_domains=2):
+        super().__init__()
+        layers = [nn.Linear(latent_dim, 512), nn.ReLU()]
+        for _ in range(3):
+            layers += [nn.Linear(512, 512), nn.ReLU()]
+        self.shared = nn.Sequential(*layers)
+        self.unshared = nn.ModuleList()
+        for _ in range(num_domains):
+            self.unshared.append(nn.Sequential(
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, style_dim)))
+
+    def forward(self, z, y):
+        h = self.shared(z)
+        return _pick(torch.stack([branch(h) for branch in self.unshared], dim=1), y)
+
+
+def _conv_trunk(img_size, max_conv_dim, dim_in):
+    """Shared body of StyleEncoder and Discriminator; returns (layers, out channels)."""
+    dim_in = _base_dim(img_size, dim_in)
+    blocks = [nn.Conv2d(3, dim_in, 3, 1, 1)]
+    dim_out = dim_in
+    for _ in range(int(math.log2(img_size)) - 2):
+        dim_out = min(dim_in * 2, max_conv_dim)
+        blocks.append(ResBlk(dim_in, dim_out, downsample=True))
+        dim_in = dim_out
+    blocks += [nn.LeakyReLU(0.2), nn.Conv2d(dim_out, dim_out, 4, 1, 0), nn.LeakyReLU(0.2)]
+    return blocks, dim_out
+
+
+class StyleEncoder(nn.Module):
+    def __init__(self, img_size=256, style_dim=64, num_domains=2, max_conv_dim=512, dim_in=None):
+        super().__init__()
+        blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
+        self.shared = nn.Sequential(*blocks)
+        self.unshared = nn.ModuleList([nn.Linear(dim_out, style_dim) for _ in range(num_domains)])
+
+    def forward(self, x, y):
+        h = self.shared(x)
+        h = h.view(h.size(0), -1)
+        return _pick(torch.stack([head(h) for head in self.unshared], dim=1), y)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, img_size=256, num_domains=2, max_conv_dim=512, dim_in=None):
+        super().__init__()
+        blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
+        blocks.append(nn.Conv2d(dim_out, num_domains, 1, 1, 0))
+        self.main = nn.Sequential(*blocks)
+
+    def forward(self, x, y):
+        out = self.main(x)
+        return _pick(out.view(out.size(0), -1), y)
+
+
+def _arg(args, name, default=None):
+    return getattr(args, name, default) if not isinstance(args, dict) else args.get(name, default)
+
+
+def build_model(args):
+    """Networks and their EMA copies, as the official ``build_model``.
+
+    ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional
+    max_conv_dim (512), dim_in (None = official width) and wing_path (FAN weights,
+    loaded when given; see ``core.wing.load_fan``).
+    Returns ``(nets, nets_ema)``: Munches with generator, mapping_network,
+    style_encoder, discriminator (online only) and fan when w_hpf > 0 (shared).
+    """
+    img_size, w_hpf = args.img_size, args.w_hpf
+    max_conv_dim = _arg(args, 'max_conv_dim', 512) or 512
+    dim_in = _arg(args, 'dim_in', None)
+    generator = Generator(img_size, args.style_dim, max_conv_dim, w_hpf, dim_in)
+    mapping_network = MappingNetwork(args.latent_dim, args.style_dim, args.num_domains)
+    style_encoder = StyleEncoder(img_size, args.style_dim, args.num_domains, max_conv_dim, dim_in)
+    discriminator = Discriminator(img_size, args.num_domains, max_conv_dim, dim_in)
+    nets = Munch(generator=generator, mapping_network=mapping_network,
+                 style_encoder=style_encoder, discriminator=discriminator)
+    # Official quirk: the EMA copies are taken here, before He init, so they
+    # start from PyTorch's default init (changes numbers; kept on purpose).
+    nets_ema = Munch(generator=copy.deepcopy(generator),
+                     mapping_network=copy.deepcopy(mapping_network),
+                     style_encoder=copy.deepcopy(style_encoder))
+    if w_hpf > 0:
+        from core.wing import FAN, load_fan  # local: FAN is only needed with the high-pass path
+        fan = FAN().eval()
+        if _arg(args, 'wing_path'):
+            load_fan(fan, args.wing_path)
+        nets.fan = nets_ema.fan = fan
+    return nets, nets_ema

@@ -1,0 +1,105 @@
+"""One StarGAN v2 training iteration in the official order, and what it needs:
+He init, optimisers, EMA and the lambda_ds schedule (a pure function of the step).
+"""
+import functools
+
+import torch
+import torch.nn as nn
+from munch import Munch
+
+from core.losses import compute_d_loss, compute_g_loss
+
+TRAINED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
+AVERAGED = ('generator', 'mapping_network', 'style_encoder')
+
+
+def he_init(module):
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, mode='fan_in', nonlinearity='relu')
+        if module.bias is not None:
+            nn.init.constant_(module.bias, 0)
+
+
+def init_weights(nets):
+    """He init on G, F, E, D in that order (never FAN, never the EMA copies)."""
+    for name in TRAINED:
+        nets[name].apply(he_init)
+
+
+def build_optimizers(nets, args):
+    """Adam per trained network (L2 weight decay, not AdamW); f_lr for the mapping network."""
+    return Munch({name: torch.optim.Adam(
+        nets[name].parameters(),
+        lr=args.f_lr if name == 'mapping_network' else args.lr,
+        betas=(args.beta1, args.beta2),
+        weight_decay=args.weight_decay) for name in TRAINED})
+
+
+@torch.no_grad()
+def moving_average(model, model_test, beta=0.999):
+    """p_ema <- lerp(p, p_ema, beta) for every parameter (buffers are not averaged)."""
+    for param, param_test in zip(model.parameters(), model_test.parameters()):
+        param_test.copy_(torch.lerp(param, param_test, beta))
+
+
+@functools.lru_cache(maxsize=16)
+def _ds_schedule(initial, ds_iter):
+    values = [initial]
+    if ds_iter > 0:
+        lam, delta = initial, initial / ds_iter
+        while lam > 0:  # official: subtract while positive (may end slightly below 0)
+            lam -= delta
+            values.append(lam)
+    return tuple(values)
+
+
+def lambda_ds_at(step, initial, ds_iter):
+    """lambda_ds used by iteration ``step`` (0-based): ``initial`` decreased by
+    initial / ds_iter after each earlier iteration while it was > 0, in the same
+    float arithmetic as the official in-place decrement."""
+    values = _ds_schedule(float(initial), int(ds_iter))
+    return values[min(step, len(values) - 1)]
+
+
+def _step(optims, loss, names):
+    for optim in optims.values():  # zero every optimiser before each backward (official)
+        optim.zero_grad()
+    loss.backward()
+    for name in names:
+        optims[name].step()
+
+
+def train_step(nets, nets_ema, optims, inputs, args, step):
+    """One iteration; returns the official log dict (floats are still tensors)."""
+    x_real, y_org = inputs.x_src, inputs.y_src
+    x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
+    z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
+    lambda_ds = lambda_ds_at(step, args.lambda_ds, args.ds_iter)
+
+    # masks come from x_real once per iteration and serve all four losses (official)
+    masks = nets.fan.get_heatmap(x_real) if args.w_hpf > 0 else None
+
+    d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks)
+    _step(optims, d_loss, ['discriminator'])
+    d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks)
+    _step(optims, d_loss, ['discriminator'])
+
+    g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
+                                      masks=masks, lambda_ds=lambda_ds)
+    # official: the latent-guided step updates G, F and E ...
+    _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'])
+    g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
+                                   masks=masks, lambda_ds=lambda_ds)
+    # ... the reference-guided step only G
+    _step(optims, g_loss, ['generator'])
+
+    beta = getattr(args, 'ema_beta', 0.999)
+    for name in AVERAGED:
+        moving_average(nets[name], nets_ema[name], beta=beta)
+
+    logs = Munch()
+    for prefix, parts in (('D/latent_', d_latent), ('D/ref_', d_ref), ('G/latent_', g_latent), ('G/ref_', g_ref)):
+        for key, value in parts.items():
+            logs[prefix + key] = value
+    logs['G/lambda_ds'] = lambda_ds_at(step + 1, args.lambda_ds, args.ds_iter)  # after the decay, as logged upstream
+    return logs

@@ -1,0 +1,165 @@
+"""Checkpoints in the official format, written atomically.
+
+``{step:06d}_nets.ckpt``, ``{step:06d}_nets_ema.ckpt`` and ``{step:06d}_optims.ckpt`` are
+dicts name -> state_dict (no ``module.`` prefix), as the official code writes and
+reads them; FAN is saved with the nets when present, as upstream. Our own extra file,
+``{step:06d}_state.ckpt``, holds what exact resume needs beyond that (RNG states,
+data order); official runs without it still resume.
+"""
+import math
+import os
+import tempfile
+
+import torch
+
+from core.errors import UserError
+
+NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
+
+
+def ckpt_path(ckpt_dir, step, kind):
+    return os.path.join(ckpt_dir, f'{step:06d}_{kind}.ckpt')
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file beside ``path``, then rename: a crash never
+    leaves a truncated checkpoint under the final name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def unwrap(module):
+    """The plain module under a DataParallel / DistributedDataParallel wrapper."""
+    return getattr(module, 'module', module)
+
+
+def state_dicts(modules):
+    return {name: unwrap(m).state_dict() for name, m in modules.items()}
+
+
+def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
+    """Writes the official files of ``step`` (and our state file when given).
+    Each file is atomic; the state file goes last, so its presence means the set is complete."""
+    atomic_save(state_dicts(nets), ckpt_path(ckpt_dir, step, NETS))
+    atomic_save(state_dicts(nets_ema), ckpt_path(ckpt_dir, step, NETS_EMA))
+    if optims is not None:
+        atomic_save({name: o.state_dict() for name, o in optims.items()}, ckpt_path(ckpt_dir, step, OPTIMS))
+    if state is not None:
+        atomic_save(state, ckpt_path(ckpt_dir, step, STATE))
+
+
+def read(path):
+    if not os.path.isfile(path):
+        raise UserError(f'checkpoint not found: {path} (check --checkpoint_dir and --resume_iter, '
+                        f'or run `bash download.sh` for the released models)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserError(f'cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}') from None
+
+
+def strip_prefix(state):
+    """Drops the ``module.`` prefix that DataParallel-wrapped saves carry."""
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+def _count(state, prefix, suffix):
+    return len({k.split('.')[1] for k in state if k.startswith(prefix) and k.endswith(suffix)})
+
+
+def describe(states):
+    """Best-effort configuration of a dict name -> state_dict of StarGAN v2 networks."""
+    info = {}
+    mapping = states.get('mapping_network') or {}
+    if mapping:
+        info['num_domains'] = _count(mapping, 'unshared.', '.0.weight')
+        info['latent_dim'] = mapping['shared.0.weight'].shape[1]
+    trunk = states.get('style_encoder') or {}
+    trunk_prefix = 'shared.'
+    if not trunk:
+        trunk, trunk_prefix = states.get('discriminator') or {}, 'main.'
+    if trunk:
+        info['img_size'] = 2 ** (_count(trunk, trunk_prefix, '.conv1.weight') + 2)
+    gen = states.get('generator') or {}
+    if gen:
+        info['style_dim'] = gen['decode.0.norm1.fc.weight'].shape[1]
+        if 'hpf.filter' in gen:
+            info['w_hpf'] = round(-1 / float(gen['hpf.filter'][0, 0]))
+        elif 'img_size' in info:
+            extra = _count(gen, 'encode.', '.conv1.weight') - 2 - (int(math.log2(info['img_size'])) - 4)
+            info['w_hpf'] = 0 if extra == 0 else '>0'
+    return info
+
+
+def _fmt(info):
+    return ', '.join(f'{k}={v}' for k, v in info.items()) or 'unknown'
+
+
+def load_modules(path, modules, strict_names=None):
+    """Loads a file of name -> state_dict into ``modules`` (a dict name -> nn.Module).
+
+    Accepts ``module.`` prefixes and a generator without ``hpf.filter`` (the released
+    CelebA-HQ model: the buffer is fixed by w_hpf, so the model's own is kept).
+    Anything else must match exactly; a file of another configuration fails with one
+    line naming both. ``fan`` is loaded when the file has it (else left as built).
+    """
+    saved = read(path)
+    if not isinstance(saved, dict):
+        raise UserError(f'{path} is not a StarGAN v2 checkpoint (expected a dict name -> state_dict)')
+    saved = {name: strip_prefix(sd) for name, sd in saved.items()}
+    ours = {name: unwrap(m).state_dict() for name, m in modules.items()}
+    required = [n for n in ours if n != 'fan'] if strict_names is None else strict_names
+    missing = [n for n in required if n not in saved]
+    if missing:
+        raise UserError(f'{path} lacks {", ".join(missing)}: it is not a {os.path.basename(path).split("_", 1)[-1]} '
+                        f'file of this model (has: {", ".join(saved) or "nothing"})')
+    for name, module in modules.items():
+        if name not in saved:
+            continue
+        state = dict(saved[name])
+        if name == 'generator' and 'hpf.filter' in ours[name] and 'hpf.filter' not in state:
+            state['hpf.filter'] = ours[name]['hpf.filter']  # released CelebA-HQ file predates the buffer
+        mismatch = set(state) != set(ours[name]) or any(
+            state[k].shape != ours[name][k].shape for k in state)
+        if mismatch:
+            raise UserError(f'{path} holds a model of another configuration ({_fmt(describe(saved))}) '
+                            f'than this run ({_fmt(describe(ours))}): pass matching flags or --config')
+        unwrap(module).load_state_dict(state, strict=True)
+    return saved
+
+
+def load_optimizers(path, optims):
+    saved = read(path)
+    for name, optim in optims.items():
+        if name not in saved:
+            raise UserError(f'{path} lacks the optimiser of {name}')
+        try:
+            optim.load_state_dict(saved[name])
+        except (ValueError, KeyError) as e:
+            raise UserError(f'{path}: optimiser of {name} does not fit this model ({e})') from None
+
+
+def load_checkpoint(ckpt_dir, step, nets=None, nets_ema=None, optims=None):
+    """Restores what is given from the files of ``step``; returns our state dict or None
+    (official runs have no state file)."""
+    if nets is not None:
+        load_modules(ckpt_path(ckpt_dir, step, NETS), nets)
+    if nets_ema is not None:
+        load_modules(ckpt_path(ckpt_dir, step, NETS_EMA), nets_ema)
+    if optims is not None:
+        load_optimizers(ckpt_path(ckpt_dir, step, OPTIMS), optims)
+    state_file = ckpt_path(ckpt_dir, step, STATE)
+    return read(state_file) if os.path.isfile(state_file) else None

@@ -1,0 +1,304 @@
+"""A small multi-domain image set made on the spot, so that the demo needs no download.
+
+Domains are shapes (circle, square, triangle); the style is the colours: each image has
+a random foreground colour on a random background colour (clearly distinct), and the
+shape a random size (35-70 % of the image side, the side of its bounding box) and
+position (fully inside). Translating to another domain must change the shape and keep
+the colours; reference-guided translation must take the reference's colours.
+
+::
+
+    make_shapes_dataset('expr/demo/data', img_size=32)
+    # expr/demo/data/train/{circle,square,triangle}/00000.png ...
+    # expr/demo/data/val/{circle,square,triangle}/00000.png ...
+
+Each image comes from its own random stream, derived from (seed, split, domain, index):
+the set is the same on every machine for a seed, and a larger set starts with the
+images of a smaller one. ``manifest.json`` is written last; when it is there with the
+same settings, nothing is redone.
+
+:func:`classify_shape` recovers the shape from an image with no learned model (used by
+the tests and by ``bench/demo_quality.py`` to score a trained demo model).
+"""
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+from PIL import Image
+
+from core.errors import UserError
+
+__all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'classify_shape',
+           'segment', 'shape_colours', 'MANIFEST']
+
+SHAPES = ('circle', 'square', 'triangle')
+SPLITS = ('train', 'val')
+MANIFEST = 'manifest.json'
+FORMAT_VERSION = 1
+SIZE_RANGE = (0.35, 0.70)     # shape size as a fraction of the image side
+MIN_COLOUR_DISTANCE = 130.0   # RGB distance between foreground and background (max 441)
+SUPERSAMPLE = 4               # anti-aliasing: rendered at 4x, then box-averaged
+
+# bounding-box fill ratio and top-half / bottom-half area ratio of the ideal shapes
+_PROTOTYPES = {'circle': (np.pi / 4, 1.0), 'square': (1.0, 1.0), 'triangle': (0.5, 1.0 / 3.0)}
+
+
+# ---------------------------------------------------------------------------- rendering
+
+def _inside(domain, x, y, cx, cy, size):
+    """Boolean mask of the points (x, y) inside the shape (bounding box size x size)."""
+    h = size / 2.0
+    if domain == 'circle':
+        return (x - cx) ** 2 + (y - cy) ** 2 <= h * h
+    if domain == 'square':
+        return (np.abs(x - cx) <= h) & (np.abs(y - cy) <= h)
+    if domain == 'triangle':  # apex up, base at the bottom: height = base = size
+        t = (y - (cy - h)) / size  # 0 at the apex, 1 at the base
+        return (t >= 0) & (t <= 1) & (np.abs(x - cx) <= t * h)
+    raise UserError(f"unknown shape '{domain}'; the demo shapes are {', '.join(SHAPES)}")
+
+
+def render_shape(domain, fg, bg, center, size, img_size):
+    """(img_size, img_size, 3) uint8 image: the shape ``domain`` in colour ``fg`` on ``bg``.
+
+    ``center`` (x, y) and ``size`` (side of the bounding box) are in pixels, floats
+    allowed; pixel (i, j) covers [j, j+1) x [i, i+1). Edges are anti-aliased.
+    """
+    k = SUPERSAMPLE
+    n = img_size * k
+    coords = (np.arange(n) + 0.5) / k
+    x, y = np.meshgrid(coords, coords)
+    cover = _inside(domain, x, y, float(center[0]), float(center[1]), float(size)).astype(np.float64)
+    cover = cover.reshape(img_size, k, img_size, k).mean(axis=(1, 3))[..., None]
+    fg = np.asarray(fg, dtype=np.float64).reshape(1, 1, 3)
+    bg = np.asarray(bg, dtype=np.float64).reshape(1, 1, 3)
+    return np.clip(np.rint(cover * fg + (1 - cover) * bg), 0, 255).astype(np.uint8)
+
+
+def random_params(rng, img_size):
+    """Random (fg, bg, center, size) of one image, from the numpy Generator ``rng``."""
+    while True:
+        fg = rng.integers(0, 256, 3)
+        bg = rng.integers(0, 256, 3)
+        if np.linalg.norm(fg.astype(float) - bg) >= MIN_COLOUR_DISTANCE:
+            break
+    size = rng.uniform(*SIZE_RANGE) * img_size
+    margin = 1.0  # keeps the shape (and its anti-aliased edge) off the border
+    lo, hi = size / 2 + margin, img_size - size / 2 - margin
+    center = (rng.uniform(lo, hi), rng.uniform(lo, hi))
+    return tuple(int(c) for c in fg), tuple(int(c) for c in bg), center, size
+
+
+def _image_seed(seed, split, domain, index):
+    # a stable derivation (Python's hash() of strings changes between runs)
+    key = [int(seed), SPLITS.index(split), SHAPES.index(domain), int(index)]
+    return np.random.SeedSequence(key)
+
+
+# ---------------------------------------------------------------------------- dataset
+
+def _settings(img_size, n_train, n_val, seed, domains):
+    return {'format': FORMAT_VERSION, 'img_size': int(img_size), 'n_train': int(n_train),
+            'n_val': int(n_val), 'seed': int(seed), 'domains': list(domains)}
+
+
+def _read_manifest(root):
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _complete(root, settings):
+    """True when ``root`` holds every image the settings call for."""
+    for split in SPLITS:
+        count = settings['n_' + split]
+        for domain in settings['domains']:
+            folder = os.path.join(root, split, domain)
+            if not os.path.isdir(folder):
+                return False
+            names = set(os.listdir(folder))
+            if any(f'{i:05d}.png' not in names for i in range(count)):
+                return False
+    return True
+
+
+def make_shapes_dataset(root, img_size=32, n_train=500, n_val=50, seed=0, domains=SHAPES):
+    """Writes ``root/{train,val}/<domain>/NNNNN.png`` (``n_train`` / ``n_val`` per domain).
+
+    Returns a dict with ``train`` and ``val`` (the two folders) and ``generated``
+    (False when the complete set was already there). A folder holding a demo set made
+    with other settings, or other data, is never overwritten: UserError.
+    """
+    domains = tuple(domains)
+    unknown = [d for d in domains if d not in SHAPES]
+    if unknown or not domains or len(set(domains)) != len(domains):
+        raise UserError(f"demo domains must be distinct names among {', '.join(SHAPES)}; got {', '.join(domains) or 'none'}")
+    if int(img_size) < 8:
+        raise UserError(f'demo images must be at least 8 pixels, not {img_size}')
+    if n_train < 1 or n_val < 1:
+        raise UserError(f'the demo set needs at least one image per split and domain (n_train={n_train}, n_val={n_val})')
+    root = os.fspath(root)
+    settings = _settings(img_size, n_train, n_val, seed, domains)
+    result = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
+
+    found = _read_manifest(root)
+    if found is not None:
+        if found == settings and _complete(root, settings):
+            return result
+        if found != settings:
+            raise UserError(f"'{root}' holds a demo dataset made with other settings "
+                            f"({', '.join(f'{k}={v}' for k, v in found.items() if settings.get(k) != v)}); "
+                            f"delete it or choose another folder")
+    # no (valid) manifest: the splits must not exist yet (they may be someone's data)
+    for split in SPLITS:
+        path = os.path.join(root, split)
+        if os.path.exists(path):
+            raise UserError(f"'{path}' exists but '{root}' has no complete demo dataset "
+                            f"({MANIFEST} missing or incomplete); delete '{root}' or choose another folder")
+
+    os.makedirs(root, exist_ok=True)
+    tmp = os.path.join(root, f'.partial-{uuid.uuid4().hex[:12]}')
+    try:
+        for split in SPLITS:
+            for domain in domains:
+                folder = os.path.join(tmp, split, domain)
+                os.makedirs(folder)
+                for i in range(settings['n_' + split]):
+                    rng = np.random.default_rng(_image_seed(seed, split, domain, i))
+                    fg, bg, center, size = random_params(rng, img_size)
+                    img = render_shape(domain, fg, bg, center, size, img_size)
+                    Image.fromarray(img).save(os.path.join(folder, f'{i:05d}.png'))
+        for split in SPLITS:  # move into place; the manifest goes last
+            os.replace(os.path.join(tmp, split), os.path.join(root, split))
+        with open(os.path.join(tmp, MANIFEST), 'w', encoding='utf-8') as f:
+            json.dump(settings, f, indent=1)
+        os.replace(os.path.join(tmp, MANIFEST), os.path.join(root, MANIFEST))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result['generated'] = True
+    return result
+
+
+# ---------------------------------------------------------------------------- analysis
+
+def _border(img):
+    return np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0)
+
+
+def _otsu(values, bins=64):
+    """Threshold maximising the between-class variance of ``values`` (1-D)."""
+    hist, edges = np.histogram(values, bins=bins)
+    mids = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * mids)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return edges[int(np.argmax(between)) + 1]
+
+
+def _largest_component(mask):
+    """The largest 4-connected component of a boolean mask (same shape)."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    best, best_size, current = 0, 0, 0
+    for i0, j0 in zip(*np.nonzero(mask)):
+        if labels[i0, j0]:
+            continue
+        current += 1
+        labels[i0, j0] = current
+        stack, size = [(i0, j0)], 0
+        while stack:
+            i, j = stack.pop()
+            size += 1
+            for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)):
+                if 0 <= a < h and 0 <= b < w and mask[a, b] and not labels[a, b]:
+                    labels[a, b] = current
+                    stack.append((a, b))
+        if size > best_size:
+            best, best_size = current, size
+    return labels == best if best else np.zeros_like(mask)
+
+
+def _as_image(img):
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'expected an (H, W, 3) image, got shape {img.shape}')
+    return img.astype(np.float64)
+
+
+def segment(img, min_contrast=30.0):
+    """Foreground mask and background colour of an (H, W, 3) RGB image.
+
+    The background is the median colour of the border pixels; foreground pixels are
+    those farther from it than a threshold (Otsu on the colour distances, at least
+    ``min_contrast``); only the largest connected region is kept. Returns
+    ``(mask, bg)``; ``mask`` is all False when nothing stands out.
+    """
+    img = _as_image(img)
+    bg = np.median(_border(img), axis=0)
+    dist = np.linalg.norm(img - bg, axis=2)
+    if dist.max() < min_contrast:
+        return np.zeros(dist.shape, dtype=bool), bg
+    threshold = max(_otsu(dist.ravel()), min_contrast)
+    return _largest_component(dist > threshold), bg
+
+
+def shape_features(mask):
+    """(bounding-box fill ratio, top-half / bottom-half area) of a foreground mask, or None."""
+    rows, cols = np.nonzero(mask)
+    if rows.size < 4:
+        return None
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    box = mask[top:bottom + 1, left:right + 1].astype(np.float64)
+    fill = box.mean()
+    hgt = box.shape[0]
+    upper = box[:hgt // 2].sum() + (box[hgt // 2].sum() / 2 if hgt % 2 else 0)
+    lower = box.sum() - upper
+    return fill, upper / max(lower, 1e-9)
+
+
+def classify_shape(img, candidates=SHAPES):
+    """The shape in an (H, W, 3) uint8 image, among ``candidates``; None when no shape
+    stands out from the background.
+
+    Analytic: segment the foreground (:func:`segment`), then compare its bounding-box
+    fill ratio (circle pi/4, square 1, triangle 1/2) and the ratio of its areas above and
+    below the box's middle (1, 1, 1/3 for an apex-up triangle) with the ideal shapes'.
+    """
+    mask, _ = segment(img)
+    feats = shape_features(mask)
+    if feats is None:
+        return None
+    fill, balance = feats
+    balance = min(balance, 3.0)
+
+    def distance(name):
+        pf, pb = _PROTOTYPES[name]
+        return ((fill - pf) / 0.1) ** 2 + ((balance - pb) / 0.3) ** 2
+
+    return min(candidates, key=distance)
+
+
+def shape_colours(img):
+    """(foreground, background) colours of an image as float RGB arrays; foreground is
+    None when no shape stands out. Foreground = median colour of the segmented region
+    after dropping its edge pixels (anti-aliased mixtures) when enough remain."""
+    mask, bg = segment(img)
+    if not mask.any():
+        return None, bg
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    region = inner if inner.sum() >= 4 else mask
+    return np.median(_as_image(img)[region], axis=0), bg

@@ -1,0 +1,90 @@
+"""Sample grids from (EMA) networks: cycle consistency, latent-guided, reference-guided.
+
+Images are tensors in [-1, 1]; every function follows the device of its inputs.
+"""
+import os
+
+import torch
+import torchvision.utils as vutils
+
+
+def denormalize(x):
+    return ((x + 1) / 2).clamp_(0, 1)
+
+
+def save_image(x, ncol, filename):
+    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+    vutils.save_image(denormalize(x.detach().cpu().clone()), filename, nrow=ncol, padding=0)
+
+
+def source_masks(nets, args, x):
+    return nets.fan.get_heatmap(x) if args.w_hpf > 0 else None
+
+
+@torch.no_grad()
+def mean_style(nets, args, y, n=10000, generator=None):
+    """Mean of F(z, y) over ``n`` random z: the centre for the truncation trick."""
+    device = next(nets.mapping_network.parameters()).device
+    z_many = torch.randn(n, args.latent_dim, generator=generator).to(device)
+    y_many = torch.full((n,), int(y), dtype=torch.long, device=device)
+    return nets.mapping_network(z_many, y_many).mean(dim=0, keepdim=True)
+
+
+def truncated_style(nets, s_avg, z_trg, y_trg, psi):
+    """s = lerp(mean style, F(z), psi)."""
+    return torch.lerp(s_avg, nets.mapping_network(z_trg, y_trg), psi)
+
+
+@torch.no_grad()
+def translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, filename):
+    masks = source_masks(nets, args, x_src)
+    s_ref = nets.style_encoder(x_ref, y_ref)
+    x_fake = nets.generator(x_src, s_ref, masks=masks)
+    s_src = nets.style_encoder(x_src, y_src)
+    x_rec = nets.generator(x_fake, s_src, masks=source_masks(nets, args, x_fake))
+    save_image(torch.cat([x_src, x_ref, x_fake, x_rec]), x_src.size(0), filename)
+
+
+@torch.no_grad()
+def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filename, generator=None):
+    """Rows: the sources, then per target domain one row per latent code."""
+    masks = source_masks(nets, args, x_src)
+    rows = [x_src]
+    for y_trg in y_trg_list:
+        s_avg = mean_style(nets, args, y_trg[0], generator=generator)
+        for z_trg in z_trg_list:
+            s_trg = truncated_style(nets, s_avg, z_trg, y_trg, psi)
+            rows.append(nets.generator(x_src, s_trg, masks=masks))
+    save_image(torch.cat(rows), x_src.size(0), filename)
+
+
+@torch.no_grad()
+def translate_using_reference(nets, args, x_src, x_ref, y_ref, filename):
+    """A white top-left cell, the sources on the first row, then per reference a row of
+    the reference followed by the sources translated with its style."""
+    n = x_src.size(0)
+    masks = source_masks(nets, args, x_src)
+    rows = [torch.cat([torch.ones_like(x_src[:1]), x_src])]
+    s_ref = nets.style_encoder(x_ref, y_ref)
+    for i in range(x_ref.size(0)):
+        x_fake = nets.generator(x_src, s_ref[i:i + 1].expand(n, -1), masks=masks)
+        rows.append(torch.cat([x_ref[i:i + 1], x_fake]))
+    save_image(torch.cat(rows), n + 1, filename)
+
+
+@torch.no_grad()
+def debug_image(nets, args, inputs, step):
+    """The official training-time grids into ``args.sample_dir``. Random codes come from a
+    private generator seeded by (seed, step): sampling never moves the training RNG."""
+    generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    x_src, y_src, x_ref, y_ref = inputs.x_src, inputs.y_src, inputs.x_ref, inputs.y_ref
+    device, n = x_src.device, x_src.size(0)
+    out = lambda name: os.path.join(args.sample_dir, f'{step:06d}_{name}.jpg')
+    translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, out('cycle_consistency'))
+    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(min(args.num_domains, 5))]
+    z_trg_list = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
+    z_trg_list = z_trg_list.repeat(1, n, 1).to(device)
+    for psi in (0.5, 0.7, 1.0):
+        translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi,
+                               out(f'latent_psi_{psi:.1f}'), generator=generator)
+    translate_using_reference(nets, args, x_src, x_ref, y_ref, out('reference'))

@@ -1,0 +1,245 @@
+"""Solver: builds the networks once on one device and runs train / sample / eval.
+
+Official names are kept importable from here (``Solver``, ``compute_d_loss``,
+``compute_g_loss``, ``moving_average``, ``adv_loss``, ``r1_reg``), so scripts written
+against the official repository keep working.
+"""
+import argparse
+import datetime
+import json
+import os
+import signal
+import time
+
+import torch
+from munch import Munch
+from tqdm import tqdm
+
+from core import checkpoint as ckpt
+from core.config import save_config, select_device
+from core.data_loader import InputFetcher, list_domains
+from core.errors import UserError
+from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
+from core.model import build_model
+from core.sampling import debug_image, translate_using_reference, translate_using_latent
+from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
+from core.wing import load_fan
+
+__all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current iteration (and save);
+    a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Solver:
+    def __init__(self, args):
+        self.args = args
+        self.device = select_device(getattr(args, 'device', 'auto'))  # the one device decision
+        torch.manual_seed(args.seed)
+        nets, nets_ema = build_model(Munch(_as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
+        if args.mode == 'train':
+            init_weights(nets)  # He init after the EMA copies were taken (official)
+            self.optims = build_optimizers(nets, args)
+        self.nets = Munch({k: v.to(self.device) for k, v in nets.items()})
+        self.nets_ema = Munch({k: v.to(self.device) for k, v in nets_ema.items()})
+        if 'fan' in nets:
+            self.nets_ema.fan = self.nets.fan
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ensure_fan(self, saved):
+        """FAN weights come from the checkpoint when it has them, else from --wing_path."""
+        if self.args.w_hpf > 0 and 'fan' not in saved:
+            load_fan(self.nets.fan, self.args.wing_path)
+
+    def load_ema(self, step):
+        saved = ckpt.load_modules(ckpt.ckpt_path(self.args.checkpoint_dir, step, ckpt.NETS_EMA), self.nets_ema)
+        self._ensure_fan(saved)
+
+    def _train_state(self, step, fetcher):
+        state = {'step': step, 'fetcher': fetcher.state_dict(), 'torch_rng': torch.get_rng_state()}
+        if self.device.type == 'cuda':
+            state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self, step, fetcher):
+        ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
+                             state=self._train_state(step, fetcher))
+
+    def _resume(self, step, fetcher):
+        args = self.args
+        saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
+        self._ensure_fan(saved)
+        ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS_EMA), self.nets_ema)
+        ckpt.load_optimizers(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.OPTIMS), self.optims)
+        state_file = ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)
+        if not os.path.isfile(state_file):
+            tqdm.write(f'note: {state_file} not found (official checkpoint): networks and optimisers '
+                       f'restored, the data order restarts')
+            return
+        state = ckpt.read(state_file)
+        fetcher.load_state_dict(state['fetcher'])
+        torch.set_rng_state(state['torch_rng'])
+        if 'cuda_rng' in state and self.device.type == 'cuda':
+            torch.cuda.set_rng_state(state['cuda_rng'], self.device)
+
+    # ------------------------------------------------------------------ train
+    def train(self, loaders):
+        args = self.args
+        run_dir = args.checkpoint_dir
+        if not getattr(args, 'domain_names', None):
+            args.domain_names = ','.join(list_domains(args.train_img_dir))
+        save_config(args, run_dir)
+        fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
+        inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
+
+        start = args.resume_iter
+        if start > 0:
+            self._resume(start, fetcher)
+        elif args.w_hpf > 0:
+            load_fan(self.nets.fan, args.wing_path)
+
+        logger = _Logger(run_dir, start, args.total_iters)
+        try:
+            done, stopped = self._loop(fetcher, inputs_val, logger)
+        finally:
+            logger.close()
+        if stopped:
+            print(f'interrupted: saved iteration {done} in {run_dir}; resume with --resume_iter {done}')
+        return done
+
+    def _loop(self, fetcher, inputs_val, logger):
+        args = self.args
+        start = last_saved = step = args.resume_iter
+        with _StopFlag() as stop:
+            for step in range(start, args.total_iters):
+                inputs = next(fetcher)
+                logs = train_step(self.nets, self.nets_ema, self.optims, inputs, args, step)
+                _check_finite(logs, step + 1, last_saved, args.checkpoint_dir)
+                i = step + 1
+                if args.print_every and i % args.print_every == 0:
+                    logger.log(i, logs)
+                if args.sample_every and i % args.sample_every == 0:
+                    sample_nets = self.nets if getattr(args, 'sample_from', 'ema') == 'online' else self.nets_ema
+                    debug_image(sample_nets, args, inputs_val, i)
+                if args.save_every and i % args.save_every == 0:
+                    self.save(i, fetcher)
+                    last_saved = i
+                if args.eval_every and i % args.eval_every == 0:
+                    self.evaluate(step=i)
+                logger.tick()
+                if stop.requested:
+                    break
+            else:
+                step = args.total_iters - 1
+        done = step + 1
+        if done > last_saved and (stop.requested or done == args.total_iters):
+            self.save(done, fetcher)
+        return done, stop.requested
+
+    # ------------------------------------------------------------------ sample / eval
+    @torch.no_grad()
+    def sample(self, loaders):
+        args = self.args
+        self.load_ema(args.resume_iter)
+        os.makedirs(args.result_dir, exist_ok=True)
+        src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
+        ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
+        nets = self.nets_ema
+        translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
+        generator = torch.Generator().manual_seed(args.seed)
+        n = src.x.size(0)
+        z_trg_list = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
+        z_trg_list = z_trg_list.repeat(1, n, 1).to(self.device)
+        for y in range(args.num_domains):
+            y_trg = torch.full((n,), y, dtype=torch.long, device=self.device)
+            for psi in (0.5, 0.7, 1.0):
+                translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
+                                       os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
+                                       generator=generator)
+        try:
+            from core.video import video_latent, video_ref
+        except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
+            raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
+        video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
+        y_trg_list = [torch.full((n,), y, dtype=torch.long, device=self.device) for y in range(args.num_domains)]
+        video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'))
+
+    @torch.no_grad()
+    def evaluate(self, step=None):
+        from metrics.eval import calculate_metrics  # the metrics stack is loaded only when used
+        args = self.args
+        if step is None:
+            step = args.resume_iter
+            self.load_ema(step)
+        for mode in ('latent', 'reference'):
+            calculate_metrics(self.nets_ema, args, step, mode)
+
+
+def _as_dict(args):
+    return dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+
+
+def _check_finite(logs, step, last_saved, run_dir):
+    values = torch.stack([torch.as_tensor(v, dtype=torch.float32).cpu() for v in logs.values()])
+    if not bool(torch.isfinite(values).all()):
+        bad = ', '.join(f'{k}={float(v)}' for k, v in logs.items() if not torch.isfinite(torch.as_tensor(v)))
+        kept = f'the last good checkpoint is iteration {last_saved} in {run_dir}' if last_saved else 'no checkpoint was written'
+        raise TrainingDiverged(f'non-finite loss at iteration {step} ({bad}); stopped, {kept}; '
+                               f'lower --lr or raise --lambda_reg and resume')
+
+
+class _Logger:
+    """Progress bar, log lines, log.jsonl and (when installed) TensorBoard scalars."""
+
+    def __init__(self, run_dir, start, total):
+        self.start_time = time.time()
+        self.total = total
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc='train', unit='it')
+        self.jsonl = open(os.path.join(run_dir, 'log.jsonl'), 'a')
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(run_dir, 'tensorboard'))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, i, logs):
+        values = {k: float(v) for k, v in logs.items()}
+        elapsed = str(datetime.timedelta(seconds=int(time.time() - self.start_time)))
+        line = f'Elapsed time [{elapsed}], Iteration [{i}/{self.total}], ' + \
+            ' '.join(f'{k}: [{v:.4f}]' for k, v in values.items())
+        tqdm.write(line)
+        self.jsonl.write(json.dumps({'step': i, 'time': round(time.time() - self.start_time, 3), **values}) + '\n')
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, i)
+
+    def tick(self):
+        self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()

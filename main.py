@@ -1,0 +1,65 @@
+"""StarGAN v2 command line: a thin dispatcher (see README.md).
+
+    python main.py --mode train --config configs/afhq.yaml
+    python main.py --mode sample --config configs/celeba_hq.yaml --resume_iter 100000
+"""
+import sys
+
+from munch import Munch
+
+from core.config import parse_args
+from core.errors import UserError
+
+
+def train(args):
+    from core.data_loader import get_test_loader, get_train_loader
+    from core.solver import Solver
+    common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob,
+                  num_workers=args.num_workers, seed=args.seed, num_domains=args.num_domains)
+    loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', **common),
+                    ref=get_train_loader(args.train_img_dir, 'reference', **common),
+                    val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
+                                        shuffle=True, num_workers=args.num_workers, seed=args.seed,
+                                        num_domains=args.num_domains))
+    Solver(args).train(loaders)
+
+
+def sample(args):
+    from core.data_loader import get_test_loader
+    from core.solver import Solver
+    common = dict(img_size=args.img_size, batch_size=args.val_batch_size, shuffle=False,
+                  num_workers=args.num_workers, num_domains=args.num_domains)
+    loaders = Munch(src=get_test_loader(args.src_dir, **common), ref=get_test_loader(args.ref_dir, **common))
+    Solver(args).sample(loaders)
+
+
+def evaluate(args):
+    from core.solver import Solver
+    Solver(args).evaluate()
+
+
+def align(args):
+    from core.align import align_faces
+    align_faces(args, args.inp_dir, args.out_dir)
+
+
+def translate(args):
+    from core.translate import translate
+    translate(args)
+
+
+MODES = dict(train=train, sample=sample, eval=evaluate, align=align, translate=translate)
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        MODES[args.mode](args)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Official-format checkpoints: round trip, released-file quirks, wrong configuration."""
+import os
+
+import pytest
+import torch
+from munch import Munch
+
+from core.checkpoint import (atomic_save, ckpt_path, describe, load_checkpoint, load_modules,
+                             save_checkpoint)
+from core.errors import UserError
+from core.model import build_model
+from core.trainer import build_optimizers, init_weights
+
+
+def tiny_args(**over):
+    args = Munch(img_size=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=1, max_conv_dim=32,
+                 dim_in=8, wing_path=None, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99, weight_decay=1e-4)
+    args.update(over)
+    return args
+
+
+def built(seed=0, **over):
+    torch.manual_seed(seed)
+    args = tiny_args(**over)
+    nets, nets_ema = build_model(args)
+    init_weights(nets)
+    return args, nets, nets_ema
+
+
+def outputs(nets, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    z = torch.randn(2, 8, generator=g)
+    y = torch.tensor([0, 1])
+    with torch.no_grad():
+        s = nets.mapping_network(z, y)
+        masks = nets.fan.get_heatmap(x) if 'fan' in nets else None
+        return torch.cat([nets.generator(x, s, masks=masks).flatten(), nets.style_encoder(x, y).flatten()])
+
+
+def test_round_trip_official_format(tmp_path):
+    args, nets, nets_ema = built(0)
+    optims = build_optimizers(nets, args)
+    save_checkpoint(str(tmp_path), 7, nets, nets_ema, optims, state={'step': 7})
+    names = sorted(os.listdir(tmp_path))
+    assert names == ['000007_nets.ckpt', '000007_nets_ema.ckpt', '000007_optims.ckpt', '000007_state.ckpt']
+    raw = torch.load(tmp_path / '000007_nets_ema.ckpt', weights_only=True)
+    assert set(raw) == {'generator', 'mapping_network', 'style_encoder', 'fan'}
+    assert not any(k.startswith('module.') for sd in raw.values() for k in sd)
+
+    _, nets2, nets_ema2 = built(123)  # other weights
+    assert not torch.equal(outputs(nets_ema), outputs(nets_ema2))
+    optims2 = build_optimizers(nets2, args)
+    state = load_checkpoint(str(tmp_path), 7, nets2, nets_ema2, optims2)
+    assert state == {'step': 7}
+    assert torch.equal(outputs(nets_ema), outputs(nets_ema2))
+    assert torch.equal(outputs(nets), outputs(nets2))
+    for k in nets.discriminator.state_dict():
+        assert torch.equal(nets.discriminator.state_dict()[k], nets2.discriminator.state_dict()[k])
+    assert optims2.generator.state_dict()['param_groups'] == optims.generator.state_dict()['param_groups']
+
+
+def test_released_file_without_hpf_filter_and_module_prefixes(tmp_path):
+    _, _, nets_ema = built(0)
+    reference = outputs(nets_ema)
+    sd = {name: dict(m.state_dict()) for name, m in nets_ema.items()}
+    del sd['generator']['hpf.filter']  # as the released CelebA-HQ 100000_nets_ema.ckpt
+    torch.save(sd, tmp_path / 'no_filter.ckpt')
+    prefixed = {name: {'module.' + k: v for k, v in s.items()} for name, s in sd.items()}
+    torch.save(prefixed, tmp_path / 'prefixed.ckpt')
+    for fname in ('no_filter.ckpt', 'prefixed.ckpt'):
+        _, _, fresh = built(99)
+        assert not torch.equal(outputs(fresh), reference)
+        load_modules(str(tmp_path / fname), fresh)
+        assert torch.equal(outputs(fresh), reference), fname
+        assert torch.equal(fresh.generator.hpf.filter, nets_ema.generator.hpf.filter)
+
+
+@pytest.mark.parametrize('other', [dict(num_domains=3), dict(img_size=64), dict(w_hpf=0)])
+def test_wrong_configuration_one_line_error(tmp_path, other):
+    _, nets, nets_ema = built(0, **other)
+    save_checkpoint(str(tmp_path), 1, nets, nets_ema)
+    _, _, mine = built(0)
+    with pytest.raises(UserError) as e:
+        load_modules(ckpt_path(str(tmp_path), 1, 'nets_ema'), mine)
+    msg = str(e.value)
+    assert '\n' not in msg
+    key, value = next(iter(other.items()))
+    assert f'{key}={value}' in msg  # the checkpoint's configuration
+    assert f'{key}={tiny_args()[key]}' in msg  # this run's configuration
+
+
+def test_describe_reads_the_configuration():
+    _, nets, _ = built(0, num_domains=3, w_hpf=2, img_size=64)
+    info = describe({n: m.state_dict() for n, m in nets.items()})
+    assert info == {'num_domains': 3, 'latent_dim': 8, 'img_size': 64, 'style_dim': 16, 'w_hpf': 2}
+
+
+def test_missing_and_corrupt_files_give_one_line_errors(tmp_path):
+    _, _, nets_ema = built(0)
+    with pytest.raises(UserError, match='checkpoint not found'):
+        load_modules(str(tmp_path / 'nope.ckpt'), nets_ema)
+    (tmp_path / 'bad.ckpt').write_bytes(b'not a checkpoint')
+    with pytest.raises(UserError, match='cannot read checkpoint'):
+        load_modules(str(tmp_path / 'bad.ckpt'), nets_ema)
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'x.ckpt'
+    atomic_save({'a': torch.ones(1)}, str(path))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError('boom')
+
+    with pytest.raises(RuntimeError):
+        atomic_save({'a': Unpicklable()}, str(path))
+    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(1))
+    assert os.listdir(tmp_path) == ['x.ckpt']  # no temporary file left behind

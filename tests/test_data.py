@@ -1,0 +1,429 @@
+"""core.data_loader: folders, formats, balanced sampling, reproducible and resumable order."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.config import UserError
+from core.data_loader import (IMG_EXTENSIONS, BalancedSampler, InputFetcher, check_dataset,
+                              get_eval_loader, get_test_loader, get_train_loader, list_domains,
+                              list_images, load_rgb)
+
+S = 16  # image size used by the tests
+
+
+def solid(path, rgb, size=S, mode='RGB'):
+    """A one-colour image: crops, flips and resizes leave its pixels unchanged."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new('RGB', (size, size), tuple(rgb)).convert(mode).save(path)
+
+
+def noise(path, seed, size=S):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = np.random.RandomState(seed).randint(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def coded_dataset(root, counts):
+    """Image i of the d-th domain in SORTED name order -> colour (40 + 60 d, i, 7).
+
+    Pixels tell domain and image apart; folders are created in the given (unsorted) order.
+    """
+    order = sorted(counts)
+    for name, n in counts.items():
+        d = order.index(name)
+        for i in range(n):
+            solid(os.path.join(root, name, f'{i:03d}.png'), (40 + 60 * d, i, 7))
+    return str(root)
+
+
+def decode(x):
+    """(domain, image id) of each solid image in a [-1, 1] batch."""
+    rgb = torch.round((x[:, :, 0, 0] + 1) * 127.5).long()
+    return [((int(r) - 40) // 60, int(g)) for r, g, _ in rgb]
+
+
+def noise_dataset(root, counts, size=S):
+    k = 0
+    for name, n in counts.items():
+        for i in range(n):
+            noise(os.path.join(root, name, f'{i:03d}.png'), k, size)
+            k += 1
+    return str(root)
+
+
+def take(fetcher, n):
+    return [next(fetcher) for _ in range(n)]
+
+
+def same_batches(a, b):
+    assert len(a) == len(b)
+    for p, q in zip(a, b):
+        assert p.keys() == q.keys()
+        for k in p:
+            assert torch.equal(p[k], q[k]), k
+
+
+def one_line_error(fn, *needles):
+    with pytest.raises(UserError) as e:
+        fn()
+    msg = str(e.value)
+    assert '\n' not in msg and msg.strip() == msg and msg
+    for s in needles:
+        assert s in msg, (s, msg)
+    return msg
+
+
+# ----------------------------------------------------------------------------- files
+
+def test_list_domains_and_images(tmp_path):
+    for name in ['zebra', 'apple', 'mango', '.hidden']:
+        (tmp_path / name).mkdir()
+    (tmp_path / 'notes.txt').write_text('x')
+    assert list_domains(str(tmp_path)) == ['apple', 'mango', 'zebra']
+    d = tmp_path / 'apple'
+    for f in ['b.png', 'a.JPG', 'c.jpeg', 'd.webp', 'e.BMP', 'f.Png', 'g.txt', '.h.png']:
+        (d / f).write_bytes(b'')
+    (d / 'sub').mkdir()
+    (d / 'sub' / 'z.jpg').write_bytes(b'')
+    names = [os.path.relpath(p, d) for p in list_images(str(d))]
+    assert names == ['a.JPG', 'b.png', 'c.jpeg', 'd.webp', 'e.BMP', 'f.Png', os.path.join('sub', 'z.jpg')]
+    assert {'png', 'jpg', 'jpeg', 'webp', 'bmp'} <= {e.lower() for e in IMG_EXTENSIONS}
+
+
+def test_list_errors(tmp_path):
+    one_line_error(lambda: list_domains(str(tmp_path / 'missing')), 'missing', 'does not exist')
+    f = tmp_path / 'file.png'
+    f.write_bytes(b'')
+    one_line_error(lambda: list_domains(str(f)), 'file.png', 'not a folder')
+    one_line_error(lambda: list_images(str(tmp_path / 'missing')), 'does not exist')
+
+
+def test_image_formats_become_rgb(tmp_path):
+    rgb = (200, 100, 50)
+    base = Image.new('RGB', (S, S), rgb)
+    paths = {}
+    for ext in ['png', 'jpg', 'webp', 'bmp']:
+        paths[ext] = tmp_path / f'a.{ext}'
+        base.save(paths[ext], **({'lossless': True} if ext == 'webp' else {}))
+    paths['gray'] = tmp_path / 'gray.png'
+    Image.new('L', (S, S), 128).save(paths['gray'])
+    paths['palette'] = tmp_path / 'pal.png'
+    base.convert('P', palette=Image.ADAPTIVE).save(paths['palette'], transparency=0)
+    paths['rgba'] = tmp_path / 'rgba.png'
+    Image.new('RGBA', (S, S), rgb + (90,)).save(paths['rgba'])
+    paths['cmyk'] = tmp_path / 'cmyk.jpg'
+    base.convert('CMYK').save(paths['cmyk'], quality=100)
+    paths['gray16'] = tmp_path / 'g16.png'
+    Image.fromarray(np.full((S, S), 65535, np.uint16)).save(paths['gray16'])
+    for kind, p in paths.items():
+        img = load_rgb(str(p))
+        assert img.mode == 'RGB' and img.size == (S, S), kind
+        px = np.asarray(img)[S // 2, S // 2].astype(int)
+        if kind == 'gray':
+            assert px.tolist() == [128, 128, 128]
+        elif kind == 'gray16':
+            assert px.tolist() == [255, 255, 255]
+        else:  # lossy formats within a few levels
+            assert np.abs(px - rgb).max() <= 6, (kind, px)
+
+
+def test_mixed_formats_in_a_loader(tmp_path):
+    makers = [('png', 'RGB'), ('jpg', 'RGB'), ('webp', 'RGB'), ('bmp', 'RGB'),
+              ('png', 'L'), ('png', 'P'), ('png', 'RGBA'), ('JPG', 'CMYK')]
+    for d in range(2):
+        for i, (ext, mode) in enumerate(makers):
+            solid(str(tmp_path / f'dom{d}' / f'{i}.{ext}'), (30 + 150 * d,) * 3, mode=mode)
+    loader = get_train_loader(str(tmp_path), img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=1)
+    n = 0
+    for x, y in loader:
+        assert x.shape == (4, 3, S, S) and x.dtype == torch.float32
+        assert y.dtype == torch.int64
+        for xi, yi in zip(x, y):  # grey level tells the domain, whatever the file format
+            assert abs((xi.mean().item() + 1) * 127.5 - (30 + 150 * yi.item())) < 8
+        n += 1
+    assert n == 16 // 4
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def test_source_loader_shapes_range_labels(tmp_path):
+    root = coded_dataset(tmp_path, {'zebra': 5, 'apple': 6, 'mango': 7})  # sorted: apple, mango, zebra
+    loader = get_train_loader(root, 'source', img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=3)
+    assert len(loader) == 18 // 4
+    seen = set()
+    for x, y in loader:
+        assert x.shape == (4, 3, S, S) and y.shape == (4,)
+        assert x.min() >= -1 and x.max() <= 1
+        for (d, i), label in zip(decode(x), y.tolist()):
+            assert d == label  # colour of the folder the image came from
+            seen.add(label)
+    assert seen == {0, 1, 2}
+    # labels follow the sorted folder names, not the creation order
+    x, y = next(iter(get_test_loader(root, img_size=S, batch_size=18, shuffle=False, num_workers=0)))
+    assert y.tolist() == [0] * 6 + [1] * 7 + [2] * 5
+    red = torch.round((x[:, 0, 0, 0] + 1) * 127.5).long().tolist()
+    assert red == [40] * 6 + [100] * 7 + [160] * 5  # apple, mango, zebra
+
+
+def test_values_are_normalised_pixels(tmp_path):
+    solid(str(tmp_path / 'a' / '0.png'), (0, 255, 51))
+    solid(str(tmp_path / 'b' / '0.png'), (0, 255, 51))
+    x, _ = next(iter(get_train_loader(str(tmp_path), img_size=8, batch_size=2, num_workers=0, seed=0)))
+    assert x.shape == (2, 3, 8, 8)
+    assert torch.allclose(x[:, 0], torch.tensor(-1.0))
+    assert torch.allclose(x[:, 1], torch.tensor(1.0))
+    assert torch.allclose(x[:, 2], torch.tensor(51 / 127.5 - 1))
+
+
+def test_balanced_sampling_on_imbalanced_set(tmp_path):
+    root = coded_dataset(tmp_path, {'few': 10, 'many': 90})
+    loader = get_train_loader(root, img_size=8, batch_size=10, prob=0.0, num_workers=0, seed=5)
+    labels = torch.cat([y for _ in range(10) for x, y in loader])  # 10 epochs, 1000 draws
+    assert labels.numel() == 1000
+    frac = labels.float().mean().item()
+    assert 0.42 < frac < 0.58, frac  # uniform file sampling would give 0.9
+    # the sampler itself over many epochs
+    sampler = BalancedSampler([0] * 10 + [1] * 90, seed=11)
+    idx = torch.cat([sampler.plan(e)[0] for e in range(100)])
+    frac = (idx >= 10).float().mean().item()
+    assert abs(frac - 0.5) < 0.02, frac
+    assert sampler.replacement and sampler.num_samples == 100
+
+
+def test_reference_pairs_share_domain(tmp_path):
+    root = coded_dataset(tmp_path, {'a': 4, 'b': 5, 'c': 1})
+    loader = get_train_loader(root, 'reference', img_size=S, batch_size=5, prob=0.5, num_workers=0, seed=2)
+    different = 0
+    for _ in range(6):
+        for x_ref, x_ref2, y in loader:
+            assert x_ref.shape == x_ref2.shape == (5, 3, S, S)
+            for (d1, i1), (d2, i2), label in zip(decode(x_ref), decode(x_ref2), y.tolist()):
+                assert d1 == d2 == label
+                if label == 2:
+                    assert i1 == i2 == 0  # a one-image domain pairs the image with itself
+                else:
+                    assert i1 != i2  # otherwise another image of the same domain
+                    different += 1
+    assert different > 0
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 6, 'b': 6})
+
+    def batches(seed, which):
+        loader = get_train_loader(root, which, img_size=12, batch_size=4, prob=0.5, num_workers=0, seed=seed)
+        return [torch.cat([t.flatten().float() for t in b]) for _ in range(2) for b in loader]
+
+    for which in ('source', 'reference'):
+        a, b, c = batches(7, which), batches(7, which), batches(8, which)
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+        assert not all(torch.equal(p, q) for p, q in zip(a, c))
+    # the augmentation really is random: crops and flips vary between epochs
+    loader = get_train_loader(root, img_size=12, batch_size=12, prob=1.0, num_workers=0, seed=7)
+    loader.sampler.set_epoch(0)
+    e0 = next(iter(loader))[0]
+    loader.sampler.set_epoch(1)
+    e1 = next(iter(loader))[0]
+    assert not torch.equal(e0, e1)
+
+
+def test_seed_from_generator_or_torch_seed(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 4, 'b': 4})
+    mk = lambda **kw: next(iter(get_train_loader(root, img_size=S, batch_size=4, num_workers=0, **kw)))[0]
+    assert torch.equal(mk(generator=torch.Generator().manual_seed(1)),
+                       mk(generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(123)
+    a = mk()
+    torch.manual_seed(123)
+    assert torch.equal(a, mk())
+
+
+def test_loading_leaves_global_rng_alone(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 4, 'b': 4})
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    loader = get_train_loader(root, 'reference', img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=1)
+    for _ in range(2):
+        for _ in loader:
+            pass
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_workers_do_not_change_batches(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 5})
+
+    def run(workers):
+        src = get_train_loader(root, 'source', img_size=S, batch_size=3, prob=0.5, num_workers=workers, seed=9)
+        ref = get_train_loader(root, 'reference', img_size=S, batch_size=3, prob=0.5, num_workers=workers, seed=9)
+        return take(InputFetcher(src, ref, latent_dim=4, mode='train', device='cpu', seed=9), 4)
+
+    same_batches(run(0), run(2))
+
+
+def _train_fetcher(root, seed=4, epoch=0, start=0, ref_epoch=0, ref_start=0):
+    kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=seed)
+    src = get_train_loader(root, 'source', epoch=epoch, start=start, **kw)
+    ref = get_train_loader(root, 'reference', epoch=ref_epoch, start=ref_start, **kw)
+    return InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=seed)
+
+
+def test_train_fetcher_contents(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})
+    f = _train_fetcher(root)
+    b = next(f)
+    assert set(b) == {'x_src', 'y_src', 'x_ref', 'x_ref2', 'y_ref', 'z_trg', 'z_trg2'}
+    assert b.x_src.shape == b.x_ref.shape == b.x_ref2.shape == (4, 3, S, S)
+    assert b.z_trg.shape == b.z_trg2.shape == (4, 5)
+    assert not torch.equal(b.z_trg, b.z_trg2)
+    assert all(t.device.type == 'cpu' for t in b.values())
+    # sources and references are drawn independently although given the same seed
+    assert not torch.equal(b.y_src, b.y_ref) or not torch.equal(b.x_src, b.x_ref)
+
+
+def test_resume_at_any_position_is_bitwise(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})  # 14 images: 3 batches of 4 per epoch
+    full = take(_train_fetcher(root), 8)  # crosses two epoch boundaries
+    for k in (1, 3, 5):
+        # a fetcher run for k batches, saved, and restored into freshly built loaders
+        first = _train_fetcher(root)
+        take(first, k)
+        state = first.state_dict()
+        assert (state['src']['epoch'], state['src']['batch']) == (k // 3, k % 3)
+        resumed = _train_fetcher(root)
+        resumed.load_state_dict(state)
+        same_batches(full[k:], take(resumed, 8 - k))
+    # loaders created directly at (epoch, start) give the same image batches
+    direct = _train_fetcher(root, epoch=1, start=1, ref_epoch=1, ref_start=1)
+    rest = take(direct, 4)
+    for a, b in zip(full[4:], rest):
+        for key in ('x_src', 'y_src', 'x_ref', 'x_ref2', 'y_ref'):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_restores_saved_seed(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 4, 'b': 4})
+    first = _train_fetcher(root, seed=1)
+    take(first, 2)
+    state = first.state_dict()
+    expected = take(first, 3)
+    other = _train_fetcher(root, seed=2)  # e.g. --seed changed between runs
+    other.load_state_dict(state)
+    same_batches(expected, take(other, 3))
+
+
+def test_resume_with_other_batch_size_or_data_is_refused(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 4, 'b': 4})
+    first = _train_fetcher(root)
+    take(first, 1)
+    state = first.state_dict()
+    kw = dict(img_size=S, prob=0.5, num_workers=0, seed=4)
+    src = get_train_loader(root, 'source', batch_size=2, **kw)
+    ref = get_train_loader(root, 'reference', batch_size=2, **kw)
+    other = InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu')
+    one_line_error(lambda: other.load_state_dict(state), 'batch size 4', '--batch_size 4')
+    noise(os.path.join(root, 'b', 'extra.png'), 99)
+    grown = _train_fetcher(root)
+    one_line_error(lambda: grown.load_state_dict(state), '8 images', 'holds 9')
+    grown.load_state_dict(state, strict=False)  # allowed on request
+    assert next(grown).x_src.shape == (4, 3, S, S)
+
+
+def test_val_and_test_fetchers(tmp_path):
+    root = coded_dataset(tmp_path, {'a': 3, 'b': 4})
+    val = get_test_loader(root, img_size=S, batch_size=2, shuffle=True, num_workers=0, seed=0)
+    ref = get_test_loader(root, img_size=S, batch_size=2, shuffle=True, num_workers=0, seed=1)
+    b = next(InputFetcher(val, ref, latent_dim=4, mode='val', device='cpu'))
+    assert set(b) == {'x_src', 'y_src', 'x_ref', 'y_ref'}
+    assert [d for d, _ in decode(b.x_ref)] == b.y_ref.tolist()
+    b = next(InputFetcher(val, None, latent_dim=4, mode='val', device='cpu'))
+    assert set(b) == {'x_src', 'y_src', 'x_ref', 'y_ref'}
+    f = InputFetcher(val, mode='test', device='cpu')
+    seen = [next(f) for _ in range(8)]  # 4 batches per epoch (the last one has 1 image), 2 epochs
+    assert set(seen[0]) == {'x', 'y'}
+    assert [len(s.y) for s in seen] == [2, 2, 2, 1, 2, 2, 2, 1]
+    ids = sorted(p for s in seen[:4] for p in decode(s.x))
+    assert ids == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)]  # each image once
+
+
+def test_test_loader_order(tmp_path):
+    root = coded_dataset(tmp_path, {'a': 3, 'b': 4})
+    plain = get_test_loader(root, img_size=S, batch_size=7, shuffle=False, num_workers=0)
+    x, y = next(iter(plain))
+    assert decode(x) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)]
+    shuffled = get_test_loader(root, img_size=S, batch_size=7, shuffle=True, num_workers=0, seed=3)
+    xs, ys = next(iter(shuffled))
+    assert sorted(decode(xs)) == decode(x) and decode(xs) != decode(x)
+    assert [d for d, _ in decode(xs)] == ys.tolist()
+
+
+def test_eval_loader(tmp_path):
+    for i in range(5):
+        solid(str(tmp_path / 'imgs' / f'{i}.png'), (255, 0, 128), size=24)
+    solid(str(tmp_path / 'imgs' / 'deeper' / 'x.jpg'), (255, 0, 128), size=24)
+    loader = get_eval_loader(str(tmp_path / 'imgs'), img_size=8, batch_size=4, num_workers=0)
+    xs = list(loader)
+    assert [tuple(x.shape) for x in xs] == [(4, 3, 299, 299), (2, 3, 299, 299)]  # no drop_last
+    mean = torch.tensor([0.485, 0.456, 0.406])
+    std = torch.tensor([0.229, 0.224, 0.225])
+    expect = (torch.tensor([255, 0, 128]) / 255.0 - mean) / std
+    assert torch.allclose(xs[0][:, :, 100, 100], expect.expand(4, 3), atol=1e-5)
+    loader = get_eval_loader(str(tmp_path / 'imgs'), img_size=8, batch_size=4,
+                             imagenet_normalize=False, num_workers=0, drop_last=True)
+    xs = list(loader)
+    assert len(xs) == 1 and xs[0].shape == (4, 3, 8, 8)
+    assert xs[0].min() >= -1 and xs[0].max() <= 1
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_error_missing_folder(tmp_path):
+    missing = str(tmp_path / 'nope')
+    one_line_error(lambda: get_train_loader(missing, img_size=S, num_workers=0), missing, 'does not exist')
+    one_line_error(lambda: get_test_loader(missing, img_size=S, num_workers=0), missing)
+    one_line_error(lambda: get_eval_loader(missing, img_size=S, num_workers=0), missing)
+
+
+def test_error_no_domain_folders(tmp_path):
+    solid(str(tmp_path / 'x.png'), (1, 2, 3))
+    one_line_error(lambda: check_dataset(str(tmp_path), 2, 1), str(tmp_path), 'no domain sub-folders')
+
+
+def test_error_wrong_number_of_domains(tmp_path):
+    root = coded_dataset(tmp_path, {'cat': 2, 'dog': 2, 'wild': 2})
+    msg = one_line_error(lambda: check_dataset(root, num_domains=2, batch_size=1),
+                         root, '3 domain sub-folders', '--num_domains is 2', 'cat, dog, wild')
+    assert '--num_domains 3' in msg  # names the fix
+    one_line_error(lambda: get_train_loader(root, img_size=S, batch_size=1, num_workers=0,
+                                            num_domains=2), '--num_domains is 2')
+    assert check_dataset(root, 3, 6) == ['cat', 'dog', 'wild']
+
+
+def test_error_empty_domain(tmp_path):
+    root = coded_dataset(tmp_path, {'cat': 2, 'dog': 2})
+    (tmp_path / 'wild').mkdir()
+    (tmp_path / 'wild' / 'readme.txt').write_text('no images here')
+    one_line_error(lambda: get_train_loader(root, img_size=S, batch_size=2, num_workers=0),
+                   "domain 'wild'", 'no images')
+
+
+def test_error_fewer_images_than_batch(tmp_path):
+    root = coded_dataset(tmp_path, {'cat': 2, 'dog': 3})
+    one_line_error(lambda: get_train_loader(root, img_size=S, batch_size=8, num_workers=0),
+                   '5 images', 'batch size 8', '--batch_size')
+    get_train_loader(root, img_size=S, batch_size=5, num_workers=0)  # exactly enough is fine
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_error_corrupt_image(tmp_path, workers):
+    root = coded_dataset(tmp_path, {'cat': 2, 'dog': 2})
+    bad = tmp_path / 'dog' / 'broken.jpg'
+    bad.write_bytes(b'this is not a jpeg')
+    loader = get_train_loader(root, img_size=S, batch_size=5, num_workers=workers, seed=0)
+    one_line_error(lambda: [b for _ in range(3) for b in loader], str(bad), 'cannot read image')
+    truncated = tmp_path / 'cat' / 'cut.png'
+    solid(str(truncated), (1, 2, 3), size=64)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    one_line_error(lambda: load_rgb(str(truncated)), str(truncated))

@@ -1,0 +1,180 @@
+"""End-to-end command line: train on generated data, exact resume, Ctrl-C, divergence, bad input."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import main as cli
+from core import solver as solver_mod
+
+TINY = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
+        '--w_hpf', '0', '--batch_size', '2', '--val_batch_size', '2', '--num_workers', '0', '--eval_every', '0',
+        '--num_outs_per_domain', '2', '--ds_iter', '4']
+
+
+def make_dataset(root, domains=('cat', 'dog'), n=5, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ('train', 'val'):
+        for d in domains:
+            os.makedirs(root / split / d, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / split / d / f'{i}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp('data'))
+
+
+def run_args(data, run, *extra):
+    return ['--mode', 'train', *TINY, '--train_img_dir', str(data / 'train'), '--val_img_dir', str(data / 'val'),
+            '--checkpoint_dir', str(run / 'ckpt'), '--sample_dir', str(run / 'samples'), *extra]
+
+
+def flatten(obj, prefix=''):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from flatten(v, f'{prefix}/{k}')
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from flatten(v, f'{prefix}/{i}')
+    else:
+        yield prefix, obj
+
+
+def assert_files_equal(a, b):
+    fa = dict(flatten(torch.load(a, weights_only=True)))
+    fb = dict(flatten(torch.load(b, weights_only=True)))
+    assert fa.keys() == fb.keys()
+    for key in fa:
+        if torch.is_tensor(fa[key]):
+            assert torch.equal(fa[key], fb[key]), f'{os.path.basename(a)}{key} differs'
+        else:
+            assert fa[key] == fb[key], f'{os.path.basename(a)}{key} differs'
+
+
+def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
+    rc = cli.main(run_args(data, tmp_path, '--total_iters', '4', '--print_every', '2', '--sample_every', '4',
+                           '--save_every', '2'))
+    assert rc == 0
+    ckpt = tmp_path / 'ckpt'
+    for step in (2, 4):
+        for kind in ('nets', 'nets_ema', 'optims', 'state'):
+            assert (ckpt / f'{step:06d}_{kind}.ckpt').is_file()
+    lines = [json.loads(line) for line in (ckpt / 'log.jsonl').read_text().splitlines()]
+    assert [line['step'] for line in lines] == [2, 4]
+    for key in ('D/latent_real', 'D/latent_fake', 'D/latent_reg', 'D/ref_real', 'G/latent_adv', 'G/latent_sty',
+                'G/latent_ds', 'G/latent_cyc', 'G/ref_cyc', 'G/lambda_ds'):
+        assert np.isfinite(lines[-1][key]), key
+    assert lines[0]['G/lambda_ds'] == pytest.approx(1 - 2 / 4) and lines[1]['G/lambda_ds'] <= 0
+    config = yaml.safe_load((ckpt / 'config.yaml').read_text())
+    assert config['img_size'] == 32 and config['total_iters'] == 4 and config['domain_names'] == 'cat,dog'
+    grids = sorted(os.listdir(tmp_path / 'samples'))
+    assert grids == ['000004_cycle_consistency.jpg', '000004_latent_psi_0.5.jpg', '000004_latent_psi_0.7.jpg',
+                     '000004_latent_psi_1.0.jpg', '000004_reference.jpg']
+    # reference grid: (1 + refs) rows of (1 + sources) cells of 32 px
+    assert Image.open(tmp_path / 'samples' / '000004_reference.jpg').size == (3 * 32, 3 * 32)
+
+
+def test_resume_is_bitwise_exact(data, tmp_path):
+    common = ['--print_every', '0', '--sample_every', '0', '--save_every', '3', '--randcrop_prob', '0.5']
+    straight, split = tmp_path / 'straight', tmp_path / 'split'
+    assert cli.main(run_args(data, straight, '--total_iters', '6', *common)) == 0
+    assert cli.main(run_args(data, split, '--total_iters', '3', *common)) == 0
+    assert cli.main(run_args(data, split, '--total_iters', '6', '--resume_iter', '3', *common)) == 0
+    for kind in ('nets', 'nets_ema', 'optims'):
+        assert_files_equal(straight / 'ckpt' / f'000006_{kind}.ckpt', split / 'ckpt' / f'000006_{kind}.ckpt')
+
+
+def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, capsys):
+    common = ['--print_every', '0', '--sample_every', '0', '--save_every', '2']
+    assert cli.main(run_args(data, tmp_path, '--total_iters', '2', *common)) == 0
+    os.remove(tmp_path / 'ckpt' / '000002_state.ckpt')  # official runs write nets, nets_ema, optims only
+    assert cli.main(run_args(data, tmp_path, '--total_iters', '4', '--resume_iter', '2', *common)) == 0
+    assert (tmp_path / 'ckpt' / '000004_nets_ema.ckpt').is_file()
+    captured = capsys.readouterr()
+    assert 'data order restarts' in captured.out + captured.err
+
+
+def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
+    real_step = solver_mod.train_step
+
+    def step_then_interrupt(nets, nets_ema, optims, inputs, args, step):
+        logs = real_step(nets, nets_ema, optims, inputs, args, step)
+        if step == 1:  # during the second iteration
+            os.kill(os.getpid(), signal.SIGINT)
+        return logs
+
+    monkeypatch.setattr(solver_mod, 'train_step', step_then_interrupt)
+    assert cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
+                             '--save_every', '100')) == 0
+    assert sorted(os.listdir(tmp_path / 'ckpt')) == ['000002_nets.ckpt', '000002_nets_ema.ckpt',
+                                                     '000002_optims.ckpt', '000002_state.ckpt', 'config.yaml',
+                                                     'log.jsonl']
+    assert 'resume with --resume_iter 2' in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
+    real_step = solver_mod.train_step
+
+    def diverge_at_three(nets, nets_ema, optims, inputs, args, step):
+        logs = real_step(nets, nets_ema, optims, inputs, args, step)
+        if step == 2:
+            logs['G/ref_cyc'] = torch.tensor(float('nan'))
+        return logs
+
+    monkeypatch.setattr(solver_mod, 'train_step', diverge_at_three)
+    rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
+                           '--save_every', '2'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith('error: non-finite loss at iteration 3 (G/ref_cyc=nan)')
+    assert 'last good checkpoint is iteration 2' in err[-1]
+    assert sorted(f for f in os.listdir(tmp_path / 'ckpt') if f.endswith('.ckpt'))[-1] == '000002_state.ckpt'
+    assert not (tmp_path / 'ckpt' / '000003_nets.ckpt').exists()
+
+
+def _bad(tmp_path, name):
+    root = tmp_path / name
+    (root / 'train').mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('missing', 'does not exist'),
+    ('three_domains', '3'),
+    ('empty_domain', 'dog'),
+    ('too_few', 'batch'),
+    ('unreadable', 'broken.png'),
+])
+def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, expected):
+    root = tmp_path / 'data'
+    if case != 'missing':
+        make_dataset(root, n=3)
+    if case == 'three_domains':
+        make_dataset(root, domains=('cat', 'dog', 'fox'), n=3)
+    elif case == 'empty_domain':
+        for f in (root / 'train' / 'dog').iterdir():
+            f.unlink()
+    elif case == 'too_few':  # 2 images in all, batch of 4
+        for domain in ('cat', 'dog'):
+            for f in list((root / 'train' / domain).iterdir())[1:]:
+                f.unlink()
+    elif case == 'unreadable':
+        (root / 'train' / 'dog' / 'broken.png').write_bytes(b'not an image')
+    run = tmp_path / 'run'
+    rc = cli.main(run_args(root, run, '--total_iters', '2', '--print_every', '0', '--sample_every', '0',
+                           '--save_every', '1', '--batch_size', '4'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    # one error line (an unreadable file is found while loading, after the progress bar started)
+    assert err[-1].startswith('error: ') and expected in err[-1], err
+    assert not any(line.startswith('error') or 'Traceback' in line for line in err[:-1]), err
+    assert not any(f.endswith('.ckpt') for _, _, files in os.walk(tmp_path) for f in files)

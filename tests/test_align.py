@@ -1,0 +1,87 @@
+"""Align mode: the similarity transform, the warp, and the command line."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import main as cli
+from core.align import align_image, landmarks_to_matrix, pad_mirror
+from core.wing import FAN
+from weights_by_name import fill_by_name
+
+CUSTOM = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative', 'custom', 'female')
+
+
+def face_like_landmarks(seed=0):
+    """98 points with eyes left/right above a mouth, in 256 px."""
+    rng = np.random.default_rng(seed)
+    lm = rng.uniform(60, 200, (98, 2))
+    lm[60:68] = [90, 110] + rng.normal(0, 3, (8, 2))
+    lm[96] = [90, 110]
+    lm[68:76] = [166, 110] + rng.normal(0, 3, (8, 2))
+    lm[97] = [166, 110]
+    lm[76], lm[82] = [100, 190], [156, 190]
+    return lm
+
+
+def similarity(angle, scale, shift):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[scale * c, -scale * s, shift[0]], [scale * s, scale * c, shift[1]], [0, 0, 1]])
+
+
+def apply(m, pts):
+    return (np.c_[pts, np.ones(len(pts))] @ m.T)[:, :2]
+
+
+def test_matrix_recovers_a_similarity():
+    ref = face_like_landmarks()
+    known = similarity(0.4, 1.7, (30, -12))
+    lm = apply(np.linalg.inv(known), ref)  # the face seen rotated, scaled and shifted
+    np.testing.assert_allclose(apply(landmarks_to_matrix(lm, ref), lm), ref, atol=1e-6)
+
+
+def test_pad_mirror_shifts_landmarks_and_keeps_the_centre():
+    img = np.random.default_rng(0).uniform(0, 1, (40, 60, 3))
+    padded, lm = pad_mirror(img, np.array([[5.0, 7.0]]))
+    assert padded.shape == (80, 120, 3)
+    np.testing.assert_allclose(lm, [[35.0, 27.0]])
+    np.testing.assert_allclose(padded[20:60, 30:90], img, atol=1e-12)  # untouched inside
+
+
+def test_align_moves_a_landmark_onto_the_reference():
+    ref = face_like_landmarks()
+    known = similarity(-0.3, 0.8, (20, 10))
+    lm = apply(np.linalg.inv(known), ref)
+    img = np.zeros((256, 256, 3), np.uint8)
+    x, y = np.round(lm[96]).astype(int)
+    img[y - 3:y + 4, x - 3:x + 4] = 255  # a bright dot on the left eye
+    out = align_image(img, lm, ref, 256)
+    assert out.shape == (256, 256, 3)
+    yy, xx = np.unravel_index(out[..., 0].argmax(), out.shape[:2])
+    assert abs(xx - ref[96, 0]) <= 3 and abs(yy - ref[96, 1]) <= 3
+
+
+def test_align_mode_end_to_end(tmp_path):
+    inp = tmp_path / 'inp'
+    inp.mkdir()
+    if os.path.isdir(CUSTOM):
+        src = os.path.join(CUSTOM, sorted(os.listdir(CUSTOM))[0])
+        Image.open(src).convert('RGB').resize((128, 128)).save(inp / 'face.jpg')
+    else:  # the real photo is absent: any picture exercises the pipeline
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)).save(inp / 'face.jpg')
+    torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
+    np.savez(tmp_path / 'lm.npz', mean=face_like_landmarks())
+    rc = cli.main(['--mode', 'align', '--img_size', '64', '--inp_dir', str(inp), '--out_dir', str(tmp_path / 'out'),
+                   '--wing_path', str(tmp_path / 'wing.ckpt'), '--lm_path', str(tmp_path / 'lm.npz')])
+    assert rc == 0
+    out = np.asarray(Image.open(tmp_path / 'out' / 'face.jpg'))
+    assert out.shape == (256, 256, 3) and out.std() > 1  # a real picture, not a blank
+
+
+def test_align_missing_weights_one_line_error(tmp_path, capsys):
+    rc = cli.main(['--mode', 'align', '--inp_dir', str(tmp_path), '--out_dir', str(tmp_path / 'o'),
+                   '--wing_path', str(tmp_path / 'nope.ckpt'), '--lm_path', str(tmp_path / 'nope.npz')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and 'download.sh wing' in err[0]

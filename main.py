@@ -14,6 +14,9 @@ from core.errors import UserError
 def train(args):
     from core.data_loader import get_test_loader, get_train_loader
     from core.solver import Solver
+    if args.demo_data:  # the demo makes its own dataset (configs/demo.yaml)
+        from core.demo_data import make_shapes_dataset
+        make_shapes_dataset(args.demo_data, img_size=args.img_size)
     common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob,
                   num_workers=args.num_workers, seed=args.seed, num_domains=args.num_domains)
     loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', **common),

@@ -18,16 +18,27 @@ def save_image(x, ncol, filename):
 
 
 def source_masks(nets, args, x):
-    return nets.fan.get_heatmap(x) if args.w_hpf > 0 else None
+    return nets.fan.get_heatmap(x) if getattr(args, 'w_hpf', 0) > 0 else None
+
+
+N_MEAN_STYLE = 10000  # latent codes averaged for a domain's mean style
 
 
 @torch.no_grad()
-def mean_style(nets, args, y, n=10000, generator=None):
-    """Mean of F(z, y) over ``n`` random z: the centre for the truncation trick."""
+def domain_mean_style(mapping_network, y, latent_dim, device, n=N_MEAN_STYLE, chunk=2500, generator=None):
+    """Mean over ``n`` random z ~ N(0, I) of F(z, y) for domain index ``y``: (1, style_dim),
+    the centre of the truncation trick. The codes are drawn at once on the CPU (from
+    ``generator``, else the global RNG), so they are the same on every device, and mapped
+    in chunks of ``chunk``."""
+    z = torch.randn(n, latent_dim, generator=generator).to(device)
+    y = torch.full((n,), int(y), dtype=torch.long, device=device)
+    s = torch.cat([mapping_network(z[i:i + chunk], y[i:i + chunk]) for i in range(0, n, chunk)])
+    return s.mean(dim=0, keepdim=True)
+
+
+def mean_style(nets, args, y, n=N_MEAN_STYLE, generator=None):
     device = next(nets.mapping_network.parameters()).device
-    z_many = torch.randn(n, args.latent_dim, generator=generator).to(device)
-    y_many = torch.full((n,), int(y), dtype=torch.long, device=device)
-    return nets.mapping_network(z_many, y_many).mean(dim=0, keepdim=True)
+    return domain_mean_style(nets.mapping_network, y, args.latent_dim, device, n=n, generator=generator)
 
 
 def truncated_style(nets, s_avg, z_trg, y_trg, psi):
@@ -46,12 +57,14 @@ def translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, filename):
 
 
 @torch.no_grad()
-def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filename, generator=None):
-    """Rows: the sources, then per target domain one row per latent code."""
+def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filename, generator=None,
+                           mean_styles=None):
+    """Rows: the sources, then per target domain one row per latent code.
+    ``mean_styles``: the domains' mean styles when already known (one per ``y_trg_list`` entry)."""
     masks = source_masks(nets, args, x_src)
     rows = [x_src]
-    for y_trg in y_trg_list:
-        s_avg = mean_style(nets, args, y_trg[0], generator=generator)
+    for k, y_trg in enumerate(y_trg_list):
+        s_avg = mean_styles[k] if mean_styles is not None else mean_style(nets, args, y_trg[0], generator=generator)
         for z_trg in z_trg_list:
             s_trg = truncated_style(nets, s_avg, z_trg, y_trg, psi)
             rows.append(nets.generator(x_src, s_trg, masks=masks))
@@ -84,7 +97,8 @@ def debug_image(nets, args, inputs, step):
     y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(min(args.num_domains, 5))]
     z_trg_list = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
     z_trg_list = z_trg_list.repeat(1, n, 1).to(device)
+    mean_styles = [mean_style(nets, args, y[0], generator=generator) for y in y_trg_list]
     for psi in (0.5, 0.7, 1.0):
         translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi,
-                               out(f'latent_psi_{psi:.1f}'), generator=generator)
+                               out(f'latent_psi_{psi:.1f}'), mean_styles=mean_styles)
     translate_using_reference(nets, args, x_src, x_ref, y_ref, out('reference'))

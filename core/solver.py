@@ -21,7 +21,7 @@ from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.model import build_model
-from core.sampling import debug_image, translate_using_reference, translate_using_latent
+from core.sampling import debug_image, mean_style, translate_using_latent, translate_using_reference
 from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
 from core.wing import load_fan
 
@@ -173,17 +173,19 @@ class Solver:
         z_trg_list = z_trg_list.repeat(1, n, 1).to(self.device)
         for y in range(args.num_domains):
             y_trg = torch.full((n,), y, dtype=torch.long, device=self.device)
+            s_avg = mean_style(nets, args, y, generator=generator)
             for psi in (0.5, 0.7, 1.0):
                 translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
                                        os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
-                                       generator=generator)
+                                       mean_styles=[s_avg])
         try:
             from core.video import video_latent, video_ref
         except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
             raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
         video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
         y_trg_list = [torch.full((n,), y, dtype=torch.long, device=self.device) for y in range(args.num_domains)]
-        video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'))
+        video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'),
+                     generator=generator)
 
     @torch.no_grad()
     def evaluate(self, step=None):

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.sampling import N_MEAN_STYLE, domain_mean_style, source_masks
 
 __all__ = ['FPS', 'SLOWDOWN', 'HOLD_LAST', 'VideoWriter', 'interpolation_weights',
            'tensor_to_uint8', 'auto_scale', 'video_ref', 'video_latent', 'ref_frames',
@@ -56,7 +57,6 @@ HOLD_LAST = 10      # the last frame is shown this many more times
 DEFAULT_CRF = 18    # libx264 constant rate factor: visually near-lossless
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.mov', '.m4v')
 MIN_CELL = 128      # auto scale: small images are enlarged to at least this many pixels
-N_MEAN_STYLE = 10000  # latent codes averaged for a domain's mean style (SPEC)
 
 
 def interpolation_weights():
@@ -239,25 +239,22 @@ def _grid(rows):
 
 
 def _pair_cell(ref_a, ref_b, alpha):
-    """White cell with half-size thumbnails of ``ref_a`` (left) and ``ref_b`` (right)
+    """White cell with thumbnails of ``ref_a`` (left) and ``ref_b`` (right)
     and, along the bottom, a bar filled to ``alpha``."""
     size = ref_a.size(-1)
     cell = torch.ones(3, size, size, dtype=ref_a.dtype, device=ref_a.device)
-    half = size // 2
-    thumbs = F.interpolate(torch.stack([ref_a, ref_b]), size=(half, half), mode='bilinear',
+    margin = max(1, size // 32)
+    thumb = (size - 3 * margin) // 2
+    thumbs = F.interpolate(torch.stack([ref_a, ref_b]), size=(thumb, thumb), mode='bilinear',
                            align_corners=False, antialias=True)
-    top = (size - half) // 2
-    cell[:, top:top + half, :half] = thumbs[0]
-    cell[:, top:top + half, size - half:] = thumbs[1]
+    top = (size - thumb) // 2
+    cell[:, top:top + thumb, margin:margin + thumb] = thumbs[0]
+    cell[:, top:top + thumb, 2 * margin + thumb:2 * margin + 2 * thumb] = thumbs[1]
     bar = max(1, size // 16)
     filled = int(round(float(alpha) * size))
     cell[:, size - bar:, :] = 0.5            # grey track
     cell[:, size - bar:, :filled] = -1.0     # black progress
     return cell
-
-
-def _white(like):
-    return torch.ones_like(like)
 
 
 # ---------------------------------------------------------------------------- styles
@@ -271,20 +268,7 @@ def _masks(nets, args, x_src):
     if float(getattr(args, 'w_hpf', 0) or 0) > 0:
         if 'fan' not in nets or nets.fan is None:
             raise UserError('w_hpf > 0 needs the FAN network (nets.fan); build the model with --wing_path')
-        return nets.fan.get_heatmap(x_src)
-    return None
-
-
-@torch.no_grad()
-def domain_mean_style(mapping_network, y, latent_dim, device, n=N_MEAN_STYLE, chunk=2000):
-    """Mean over ``n`` random z ~ N(0, I) of F(z, y) for domain index ``y``: (1, style_dim)."""
-    total = None
-    for i in range(0, n, chunk):
-        k = min(chunk, n - i)
-        z = torch.randn(k, latent_dim, device=device)
-        s = mapping_network(z, torch.full((k,), int(y), dtype=torch.long, device=device)).sum(0, keepdim=True)
-        total = s if total is None else total + s
-    return total / n
+    return source_masks(nets, args, x_src)
 
 
 def _as_domain(y):
@@ -342,7 +326,7 @@ def ref_frames(nets, args, x_src, x_ref, y_ref, loop=False, chunk=16):
 
 
 @torch.no_grad()
-def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_STYLE):
+def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_STYLE, generator=None):
     """Yields the frames of the latent-guided video, one (3, H, W) tensor at a time.
 
     The style sequence is, for each domain y of ``y_trg_list`` and each z of ``z_trg_list``,
@@ -369,7 +353,8 @@ def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_
     latent_dim = zs[0].size(1)
     styles = []  # (N or 1, style_dim) each
     for y in domains:
-        mean = domain_mean_style(nets.mapping_network, y, latent_dim, x_src.device, n=n_mean)
+        mean = domain_mean_style(nets.mapping_network, y, latent_dim, x_src.device, n=n_mean,
+                                 generator=generator)
         for z in zs:
             s = nets.mapping_network(z, torch.full((z.size(0),), y, dtype=torch.long, device=z.device))
             styles.append(torch.lerp(mean, s, float(psi)))
@@ -416,16 +401,18 @@ def video_ref(nets, args, x_src, x_ref, y_ref, fname, loop=False, scale=None, cr
 
 
 def video_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, fname, scale=None, crf=DEFAULT_CRF,
-                 n_mean=N_MEAN_STYLE):
+                 n_mean=N_MEAN_STYLE, generator=None):
     """Writes the latent-guided interpolation video to ``fname`` (.mp4); returns ``fname``.
 
     Styles: for each target domain in ``y_trg_list`` (ints or constant label tensors),
     for each code in ``z_trg_list``: lerp(domain mean style, F(z, y), psi); the video
     interpolates through them in that order (31 frames per transition), then holds the
-    last frame 10 frames. Layout: sources on top, translations below. See
-    :func:`video_ref` for ``scale`` and timing.
+    last frame 10 frames. Layout: sources on top, translations below. ``z_trg_list``:
+    a list (or a (K, N or 1, latent_dim) tensor) of codes, see :func:`latent_frames`.
+    ``n_mean`` codes make each domain's mean style, drawn from ``generator`` (CPU
+    ``torch.Generator``, None: global RNG). See :func:`video_ref` for ``scale`` and timing.
     """
     _check_batch(x_src, 'x_src')
     _import_ffmpeg()
-    frames = latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=n_mean)
+    frames = latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=n_mean, generator=generator)
     return _write(frames, fname, _scale_for(x_src, scale), crf)

@@ -1,0 +1,251 @@
+"""How well a trained demo model translates shapes (no learned metric: analytic tests).
+
+The demo domains are shapes and the style is colours (``core/demo_data.py``). Held-out
+validation images of every domain are translated to every other domain,
+
+* latent-guided:    s = F(z, y_trg), z ~ N(0, I);
+* reference-guided: s = E(x_ref, y_trg), x_ref a validation image of the target domain,
+
+and scored with :func:`core.demo_data.classify_shape` / :func:`core.demo_data.shape_colours`:
+
+* shape accuracy: the fraction of outputs whose shape is the target domain's
+  (latent and reference guidance);
+* colour following (reference guidance): the fraction of outputs whose foreground and
+  background colours are closer to the reference's than to the source's (sum of the two
+  RGB distances), and the mean of these distances.
+
+The classifier's accuracy on the real validation images is printed as a sanity check
+(it should be 1.0). Usage (other flags as main.py; --resume_iter 0 = latest checkpoint)::
+
+    python bench/demo_quality.py --config configs/demo.yaml --resume_iter 1200 --out expr/demo/quality.json
+
+Runs on CPU in well under a minute for the demo model (about 10 s with ``--num_threads 1``
+on a busy 2-core machine, 45 s with torch's default threads there).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.demo_data import SHAPES, classify_shape, shape_colours  # noqa: E402
+from core.errors import UserError  # noqa: E402
+
+__all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
+
+
+def to_tensor(images, device):
+    """List of (H, W, 3) uint8 arrays -> (N, 3, H, W) float batch in [-1, 1]."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return (x / 127.5 - 1).to(device)
+
+
+def to_uint8(x):
+    """(N, 3, H, W) batch in [-1, 1] -> list of (H, W, 3) uint8 arrays (save_image rounding)."""
+    x = ((x.detach().float().cpu() + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255)
+    return list(x.to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+def load_val_images(val_dir, img_size, num_images):
+    """{domain: [uint8 arrays]}: the first ``num_images`` (sorted) images of each domain
+    folder of ``val_dir``, resized to ``img_size`` when needed."""
+    from PIL import Image
+
+    from core.data_loader import list_domains, list_images, load_rgb
+    domains = list_domains(val_dir)
+    if not domains:
+        raise UserError(f"'{val_dir}' has no domain sub-folders; generate the demo data first "
+                        f"(python main.py --config configs/demo.yaml --mode train)")
+    unknown = [d for d in domains if d not in SHAPES]
+    if unknown:
+        raise UserError(f"'{val_dir}' has domains {', '.join(unknown)}: this bench scores the demo "
+                        f"shapes only ({', '.join(SHAPES)})")
+    out = {}
+    for d in domains:
+        paths = list_images(os.path.join(val_dir, d))[:num_images]
+        if not paths:
+            raise UserError(f"domain folder '{os.path.join(val_dir, d)}' holds no images")
+        imgs = []
+        for p in paths:
+            img = load_rgb(p)
+            if img.size != (img_size, img_size):
+                img = img.resize((img_size, img_size), Image.BILINEAR)
+            imgs.append(np.asarray(img, dtype=np.uint8))
+        out[d] = imgs
+    return out
+
+
+def _colour_distance(a, b):
+    (fa, ba), (fb, bb) = a, b
+    return float(np.linalg.norm(fa - fb) + np.linalg.norm(ba - bb))
+
+
+@torch.no_grad()
+def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
+    """Scores ``nets`` (generator, mapping_network, style_encoder[, fan]) on ``images``
+    ({domain: [uint8 arrays]}, domains among SHAPES; label = index in sorted order of
+    the dict's keys as given). Returns a dict of metrics (see the module doc)."""
+    domains = list(images)
+    device = next(nets.generator.parameters(), torch.zeros(())).device
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    colours = {d: [shape_colours(im) for im in images[d]] for d in domains}
+    real_hits = [classify_shape(im, domains) == d for d in domains for im in images[d]]
+
+    tasks = {}
+    for i, src in enumerate(domains):
+        for j, trg in enumerate(domains):
+            if i == j:
+                continue
+            srcs = images[src]
+            n = len(srcs)
+            refs_idx = rng.choice(len(images[trg]), size=n, replace=n > len(images[trg]))
+            z_all = torch.randn(n, latent_dim, generator=gen)
+            lat_hits, ref_hits, follows, d_ref, d_src = [], [], [], [], []
+            for b in range(0, n, batch_size):
+                sl = slice(b, min(b + batch_size, n))
+                x = to_tensor(srcs[sl], device)
+                y = torch.full((x.size(0),), j, dtype=torch.long, device=device)
+                masks = nets.fan.get_heatmap(x) if w_hpf > 0 else None
+                out_lat = to_uint8(nets.generator(x, nets.mapping_network(z_all[sl].to(device), y), masks=masks))
+                ref_ids = refs_idx[sl]
+                x_ref = to_tensor([images[trg][k] for k in ref_ids], device)
+                out_ref = to_uint8(nets.generator(x, nets.style_encoder(x_ref, y), masks=masks))
+                lat_hits += [classify_shape(o, domains) == trg for o in out_lat]
+                for k, o in enumerate(out_ref):
+                    ref_hits.append(classify_shape(o, domains) == trg)
+                    fg, bg = shape_colours(o)
+                    c_src = colours[src][b + k]
+                    c_ref = colours[trg][ref_ids[k]]
+                    if fg is None or c_src[0] is None or c_ref[0] is None:
+                        follows.append(False)  # no shape in the output: no colours to follow
+                        continue
+                    dr, ds = _colour_distance((fg, bg), c_ref), _colour_distance((fg, bg), c_src)
+                    d_ref.append(dr)
+                    d_src.append(ds)
+                    follows.append(dr < ds)
+            tasks[f'{src}2{trg}'] = {
+                'n': n,
+                'latent_shape_acc': float(np.mean(lat_hits)),
+                'ref_shape_acc': float(np.mean(ref_hits)),
+                'ref_colour_follow': float(np.mean(follows)),
+                'ref_colour_dist_to_ref': float(np.mean(d_ref)) if d_ref else None,
+                'ref_colour_dist_to_src': float(np.mean(d_src)) if d_src else None,
+            }
+
+    def mean(key):
+        vals = [t[key] for t in tasks.values() if t[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {
+        'domains': domains,
+        'classifier_acc_real': float(np.mean(real_hits)),
+        'latent_shape_acc': mean('latent_shape_acc'),
+        'ref_shape_acc': mean('ref_shape_acc'),
+        'ref_colour_follow': mean('ref_colour_follow'),
+        'ref_colour_dist_to_ref': mean('ref_colour_dist_to_ref'),
+        'ref_colour_dist_to_src': mean('ref_colour_dist_to_src'),
+        'tasks': tasks,
+    }
+
+
+def format_table(result):
+    def f(v):
+        return '   -  ' if v is None else f'{v:6.3f}'
+
+    lines = [f'{"task":<20} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11}',
+             '-' * 56]
+    for name, t in result['tasks'].items():
+        lines.append(f'{name:<20} {f(t["latent_shape_acc"]):>12} {f(t["ref_shape_acc"]):>10} '
+                     f'{f(t["ref_colour_follow"]):>11}')
+    lines.append('-' * 56)
+    lines.append(f'{"mean":<20} {f(result["latent_shape_acc"]):>12} {f(result["ref_shape_acc"]):>10} '
+                 f'{f(result["ref_colour_follow"]):>11}')
+    lines.append(f'shape accuracy = fraction of outputs classified as the target shape; ref colour = '
+                 f'fraction closer to the reference\'s colours than to the source\'s')
+    lines.append(f'mean colour distance (fg + bg, RGB) to reference {f(result["ref_colour_dist_to_ref"])}, '
+                 f'to source {f(result["ref_colour_dist_to_src"])}; '
+                 f'classifier on real val images {f(result["classifier_acc_real"])}')
+    return '\n'.join(lines)
+
+
+def latest_step(checkpoint_dir):
+    steps = []
+    for p in glob.glob(os.path.join(glob.escape(checkpoint_dir), '*_nets_ema.ckpt')):
+        m = re.fullmatch(r'(\d+)_nets_ema\.ckpt', os.path.basename(p))
+        if m:
+            steps.append(int(m.group(1)))
+    if not steps:
+        raise UserError(f"no *_nets_ema.ckpt checkpoint in '{checkpoint_dir}'; train the demo first "
+                        f"or pass --checkpoint_dir")
+    return max(steps)
+
+
+def _split_argv(argv):
+    own = argparse.ArgumentParser(description=__doc__.split('\n')[0], add_help=True)
+    own.add_argument('--out', default=None, help='JSON file for the results')
+    own.add_argument('--num_images', type=int, default=50,
+                     help='validation images per domain used as sources')
+    own.add_argument('--bench_seed', type=int, default=0, help='seed of the latent codes and reference choice')
+    own.add_argument('--num_threads', type=int, default=0,
+                     help='CPU threads for torch (0: its default); 1 is often fastest for these tiny '
+                          'tensors on a busy machine')
+    mine, rest = own.parse_known_args(argv)
+    if mine.num_images < 1:
+        raise UserError(f'--num_images must be >= 1, not {mine.num_images}')
+    if mine.num_threads < 0:
+        raise UserError(f'--num_threads must be >= 0, not {mine.num_threads}')
+    return mine, rest
+
+
+def main(argv=None):
+    from core.checkpoint import ckpt_path, load_modules
+    from core.config import parse_args, select_device
+    from core.model import build_model
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    mine, rest = _split_argv(argv)
+    if '--mode' not in rest and not any(a.startswith('--mode=') for a in rest):
+        rest += ['--mode', 'eval']
+    args = parse_args(rest)
+    if mine.num_threads:
+        torch.set_num_threads(mine.num_threads)
+    device = select_device(args.device)
+    step = args.resume_iter or latest_step(args.checkpoint_dir)
+    path = ckpt_path(args.checkpoint_dir, step, 'nets_ema')
+    start = time.time()
+    _, nets_ema = build_model(args)
+    load_modules(path, nets_ema)
+    for m in nets_ema.values():
+        m.to(device).eval()
+    images = load_val_images(args.val_img_dir, args.img_size, mine.num_images)
+    result = evaluate(nets_ema, images, args.latent_dim, w_hpf=args.w_hpf, seed=mine.bench_seed,
+                      batch_size=args.val_batch_size)
+    result.update(checkpoint=path, step=step, num_images=mine.num_images, seed=mine.bench_seed,
+                  seconds=round(time.time() - start, 2))
+    print(f'demo quality of {path} ({min(len(v) for v in images.values())}+ val images per domain)')
+    print(format_table(result))
+    if mine.out:
+        folder = os.path.dirname(os.path.abspath(mine.out))
+        os.makedirs(folder, exist_ok=True)
+        with open(mine.out, 'w', encoding='utf-8') as f:
+            json.dump(result, f, indent=1)
+        print(f'wrote {mine.out}')
+    return result
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,94 @@
+"""Translate mode: one image (or a folder) through any official-format checkpoint.
+
+    python main.py --mode translate --config configs/afhq.yaml --resume_iter 100000 \
+        --src cat.jpg --ref dog.jpg --ref_domain dog --out out.jpg
+    python main.py --mode translate ... --src cat.jpg --trg_domain wild --num_outs 4 --psi 0.7 --out out.jpg
+
+With several outputs per image they are laid side by side in one file. A folder as
+``--src`` gives a folder as ``--out`` with the same file names.
+"""
+import os
+
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from core.config import domain_names, load_config
+from core.data_loader import list_images, load_rgb
+from core.errors import UserError
+from core.sampling import mean_style, save_image, source_masks, truncated_style
+
+
+def known_domains(args):
+    """Domain names: --domain_names, else those stored with the run (config.yaml), else indices."""
+    names = domain_names(args)
+    if names:
+        return names
+    stored = os.path.join(args.checkpoint_dir, 'config.yaml')
+    if os.path.isfile(stored):
+        saved = load_config(stored).get('domain_names')
+        if saved:
+            return [n.strip() for n in str(saved).split(',')]
+    return [str(i) for i in range(args.num_domains)]
+
+
+def domain_index(value, names, flag):
+    if value is None:
+        raise UserError(f'{flag} is required: a domain name ({", ".join(names)}) or index')
+    if value in names:
+        return names.index(value)
+    if str(value).isdigit() and int(value) < len(names):
+        return int(value)
+    raise UserError(f"{flag} '{value}' is not a domain of this model; use one of {', '.join(names)} "
+                    f"(or an index), or give names with --domain_names")
+
+
+def _load(path, img_size, device):
+    transform = transforms.Compose([transforms.Resize([img_size, img_size]), transforms.ToTensor(),
+                                    transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    return transform(load_rgb(path)).unsqueeze(0).to(device)
+
+
+def _sources(src, out):
+    if not src:
+        raise UserError('--src is required: an image or a folder of images')
+    if os.path.isdir(src):
+        paths = list_images(src)
+        if not paths:
+            raise UserError(f"no images in '{src}'")
+        return [(p, os.path.join(out, os.path.basename(p))) for p in paths]
+    if not os.path.isfile(src):
+        raise UserError(f"--src '{src}' does not exist")
+    return [(src, out)]
+
+
+@torch.no_grad()
+def translate(args):
+    from core.solver import Solver
+    if not args.out:
+        raise UserError('--out is required: the output file (or folder when --src is a folder)')
+    solver = Solver(args)
+    solver.load_ema(args.resume_iter)
+    nets, device = solver.nets_ema, solver.device
+    names = known_domains(args)
+    jobs = _sources(args.src, args.out)
+    if args.ref:
+        y_trg = domain_index(args.ref_domain, names, '--ref_domain')
+        if not os.path.isfile(args.ref):
+            raise UserError(f"--ref '{args.ref}' does not exist")
+        y = torch.tensor([y_trg], device=device)
+        s_trg = nets.style_encoder(_load(args.ref, args.img_size, device), y)
+    else:
+        y_trg = domain_index(args.trg_domain, names, '--trg_domain')
+        generator = torch.Generator().manual_seed(args.seed)
+        y = torch.full((args.num_outs,), y_trg, device=device)
+        z = torch.randn(args.num_outs, args.latent_dim, generator=generator).to(device)
+        s_trg = truncated_style(nets, mean_style(nets, args, y_trg, generator=generator), z, y, args.psi)
+    for src, out in jobs:
+        x = _load(src, args.img_size, device)
+        masks = source_masks(nets, args, x)
+        n = s_trg.size(0)
+        masks = None if masks is None else [m.expand(n, -1, -1, -1) for m in masks]
+        x_fake = nets.generator(x.expand(n, -1, -1, -1), s_trg, masks=masks)
+        save_image(x_fake, n, out)
+        print(f'{src} -> {out} ({names[y_trg]})')

@@ -1,0 +1,275 @@
+"""The generated demo dataset, the analytic shape classifier and bench/demo_quality.py."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from munch import Munch
+from PIL import Image
+
+from core.demo_data import (SHAPES, MANIFEST, classify_shape, make_shapes_dataset, random_params,
+                            render_shape, segment, shape_colours)
+from core.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    # tiny tensors: on a loaded 2-core machine, intra-op threads only spin (10-100x slower)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = os.path.join(dirpath, f)
+            h.update(os.path.relpath(p, root).encode())
+            with open(p, 'rb') as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def _pngs(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith('.png'))
+
+
+# ---------------------------------------------------------------------------- dataset
+
+def test_counts_layout_and_image_format(tmp_path):
+    info = make_shapes_dataset(tmp_path / 'd', img_size=24, n_train=7, n_val=3, seed=1)
+    assert info['generated'] is True
+    for split, n in (('train', 7), ('val', 3)):
+        assert sorted(os.listdir(tmp_path / 'd' / split)) == sorted(SHAPES)
+        for d in SHAPES:
+            names = _pngs(tmp_path / 'd' / split / d)
+            assert names == [f'{i:05d}.png' for i in range(n)]
+            img = Image.open(tmp_path / 'd' / split / d / names[0])
+            assert img.mode == 'RGB' and img.size == (24, 24)
+    assert json.loads((tmp_path / 'd' / MANIFEST).read_text())['n_train'] == 7
+    assert not [f for f in os.listdir(tmp_path / 'd') if f.startswith('.')]  # no temp folder left
+
+
+def test_subset_of_domains(tmp_path):
+    make_shapes_dataset(tmp_path, img_size=16, n_train=2, n_val=1, domains=('square', 'circle'))
+    assert sorted(os.listdir(tmp_path / 'train')) == ['circle', 'square']
+
+
+def test_deterministic_per_seed_and_prefix_stable(tmp_path):
+    a = make_shapes_dataset(tmp_path / 'a', img_size=16, n_train=4, n_val=2, seed=3)
+    make_shapes_dataset(tmp_path / 'b', img_size=16, n_train=4, n_val=2, seed=3)
+    make_shapes_dataset(tmp_path / 'c', img_size=16, n_train=4, n_val=2, seed=4)
+    make_shapes_dataset(tmp_path / 'e', img_size=16, n_train=6, n_val=2, seed=3)
+    assert _tree_digest(tmp_path / 'a') == _tree_digest(tmp_path / 'b')
+    assert _tree_digest(tmp_path / 'a' / 'train') != _tree_digest(tmp_path / 'c' / 'train')
+    # a larger set begins with the same images
+    for i in range(4):
+        same = (tmp_path / 'a' / 'train' / 'circle' / f'{i:05d}.png').read_bytes()
+        assert same == (tmp_path / 'e' / 'train' / 'circle' / f'{i:05d}.png').read_bytes()
+    assert a['train'] == os.path.join(str(tmp_path / 'a'), 'train')
+
+
+def test_second_call_skips_complete_dataset(tmp_path):
+    make_shapes_dataset(tmp_path, img_size=16, n_train=3, n_val=2)
+    marker = tmp_path / 'train' / 'circle' / '00000.png'
+    before = marker.stat().st_mtime_ns
+    info = make_shapes_dataset(tmp_path, img_size=16, n_train=3, n_val=2)
+    assert info['generated'] is False
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_refuses_other_settings_and_foreign_folders(tmp_path):
+    make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=3, n_val=2)
+    with pytest.raises(UserError, match='other settings.*n_train=3'):
+        make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=5, n_val=2)
+    # someone's data, no manifest: never overwritten
+    (tmp_path / 'mine' / 'train' / 'cats').mkdir(parents=True)
+    with pytest.raises(UserError, match='no complete demo dataset'):
+        make_shapes_dataset(tmp_path / 'mine', img_size=16, n_train=3, n_val=2)
+    assert os.listdir(tmp_path / 'mine' / 'train') == ['cats']
+    # an incomplete set (file deleted) is not silently accepted
+    os.remove(tmp_path / 'd' / 'val' / 'square' / '00001.png')
+    with pytest.raises(UserError, match='delete'):
+        make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=3, n_val=2)
+
+
+@pytest.mark.parametrize('kwargs, pattern', [
+    (dict(domains=('circle', 'hexagon')), 'demo domains'),
+    (dict(domains=('circle', 'circle')), 'demo domains'),
+    (dict(img_size=4), 'at least 8 pixels'),
+    (dict(n_val=0), 'at least one image'),
+])
+def test_bad_arguments_are_user_errors(tmp_path, kwargs, pattern):
+    with pytest.raises(UserError, match=pattern):
+        make_shapes_dataset(tmp_path, **{'n_train': 2, 'n_val': 1, **kwargs})
+
+
+def test_random_params_respect_the_spec():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        fg, bg, (cx, cy), size = random_params(rng, 32)
+        assert 0.35 * 32 <= size <= 0.70 * 32
+        assert np.linalg.norm(np.subtract(fg, bg)) >= 130
+        for c in (cx, cy):
+            assert size / 2 <= c <= 32 - size / 2  # fully inside
+
+
+def test_render_shape_geometry():
+    img = render_shape('square', (255, 0, 0), (0, 0, 255), center=(16, 16), size=16, img_size=32)
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    assert (img[8:24, 8:24] == [255, 0, 0]).all()       # exactly the 16x16 box
+    assert (img[:8] == [0, 0, 255]).all() and (img[24:] == [0, 0, 255]).all()
+    tri = render_shape('triangle', (255, 255, 255), (0, 0, 0), center=(16, 16), size=16, img_size=32)
+    cover = tri[..., 0] / 255.0
+    assert abs(cover.sum() - 16 * 16 / 2) < 2            # area of base 16, height 16
+    assert cover[8:16].sum() < cover[16:24].sum() / 2    # apex up
+    circ = render_shape('circle', (255, 255, 255), (0, 0, 0), center=(16, 16), size=16, img_size=32)
+    assert abs(circ[..., 0].sum() / 255.0 - np.pi * 64) < 2
+    with pytest.raises(UserError, match='unknown shape'):
+        render_shape('star', (0, 0, 0), (255, 255, 255), (16, 16), 10, 32)
+
+
+# ---------------------------------------------------------------------------- classifier
+
+@pytest.mark.parametrize('img_size', [32, 64])
+def test_classifier_recovers_generated_shapes(tmp_path, img_size):
+    make_shapes_dataset(tmp_path, img_size=img_size, n_train=40, n_val=1, seed=5)
+    hits = total = 0
+    for d in SHAPES:
+        folder = tmp_path / 'train' / d
+        for f in _pngs(folder):
+            hits += classify_shape(np.asarray(Image.open(folder / f))) == d
+            total += 1
+    assert hits / total > 0.95
+
+
+def test_classifier_restricted_candidates_and_blank_image():
+    img = render_shape('circle', (250, 250, 0), (0, 0, 90), (16, 16), 20, 32)
+    assert classify_shape(img) == 'circle'
+    assert classify_shape(img, candidates=('square', 'triangle')) == 'square'  # nearest of the two
+    assert classify_shape(np.full((32, 32, 3), 77, np.uint8)) is None
+
+
+def test_segment_and_colours_survive_noise():
+    rng = np.random.default_rng(0)
+    img = render_shape('triangle', (240, 30, 30), (20, 90, 200), (15, 17), 18, 32).astype(float)
+    noisy = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    mask, bg = segment(noisy)
+    assert abs(mask.sum() - 18 * 18 / 2) < 25
+    assert np.abs(bg - [20, 90, 200]).max() < 10
+    fg, bg = shape_colours(noisy)
+    assert np.abs(fg - [240, 30, 30]).max() < 15
+    assert classify_shape(noisy) == 'triangle'
+
+
+# ---------------------------------------------------------------------------- bench
+
+class _Oracle(nn.Module):
+    """Stub networks that translate perfectly: the style holds (domain, fg, bg) and the
+    generator redraws the source's shape box as the target shape with the style's colours."""
+
+    def __init__(self, domains):
+        super().__init__()
+        self.domains = domains
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    @staticmethod
+    def _u8(x):
+        return ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    def encode(self, x, y):  # style encoder
+        rows = []
+        for img, d in zip(self._u8(x), y.tolist()):
+            fg, bg = shape_colours(img)
+            rows.append([float(d)] + list(fg / 255) + list(bg / 255))
+        return torch.tensor(rows)
+
+    def map(self, z, y):  # mapping network: colours from z
+        fg = torch.sigmoid(z[:, :3])
+        return torch.cat([y.float()[:, None], fg, (fg + 0.5) % 1.0], dim=1)
+
+    def generate(self, x, s, masks=None):
+        out = []
+        for img, st in zip(self._u8(x), s):
+            mask, _ = segment(img)
+            rows, cols = np.nonzero(mask)
+            size = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+            center = ((cols.min() + cols.max() + 1) / 2, (rows.min() + rows.max() + 1) / 2)
+            fg, bg = (st[1:4] * 255).tolist(), (st[4:7] * 255).tolist()
+            out.append(render_shape(self.domains[int(st[0])], fg, bg, center, size, img.shape[0]))
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class _Call(nn.Module):
+    def __init__(self, fn, owner):
+        super().__init__()
+        self.fn, self.owner = fn, owner
+
+    def forward(self, *a, **k):
+        return self.fn(*a, **k)
+
+
+def _stub_nets(identity=False):
+    o = _Oracle(list(SHAPES))
+    gen = _Call((lambda x, s, masks=None: x.clone()) if identity else o.generate, o)
+    return Munch(generator=gen, mapping_network=_Call(o.map, o), style_encoder=_Call(o.encode, o))
+
+
+def _val_images(tmp_path, n):
+    from bench.demo_quality import load_val_images
+    make_shapes_dataset(tmp_path, img_size=32, n_train=1, n_val=n, seed=2)
+    return load_val_images(str(tmp_path / 'val'), 32, n)
+
+
+def test_bench_scores_a_perfect_translator_high(tmp_path):
+    from bench.demo_quality import evaluate
+    res = evaluate(_stub_nets(), _val_images(tmp_path, 8), latent_dim=4, seed=0, batch_size=5)
+    assert res['classifier_acc_real'] == 1.0
+    assert res['latent_shape_acc'] >= 0.95 and res['ref_shape_acc'] >= 0.95
+    assert res['ref_colour_follow'] >= 0.95
+    assert res['ref_colour_dist_to_ref'] < 30 < res['ref_colour_dist_to_src']
+    assert sorted(res['tasks']) == sorted(f'{a}2{b}' for a in SHAPES for b in SHAPES if a != b)
+    assert all(t['n'] == 8 for t in res['tasks'].values())
+
+
+def test_bench_scores_identity_as_failure(tmp_path):
+    from bench.demo_quality import evaluate
+    res = evaluate(_stub_nets(identity=True), _val_images(tmp_path, 6), latent_dim=4)
+    assert res['latent_shape_acc'] == 0.0 and res['ref_shape_acc'] == 0.0  # the source's shape stays
+    assert res['ref_colour_follow'] <= 0.05
+
+
+def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
+    from bench.demo_quality import main
+    from core.checkpoint import save_checkpoint
+    from core.config import parse_args
+    from core.model import build_model
+    make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
+    flags = ['--config', os.path.join(ROOT, 'configs', 'demo.yaml'), '--val_img_dir', str(tmp_path / 'data' / 'val'),
+             '--checkpoint_dir', str(tmp_path / 'ckpt'), '--device', 'cpu']
+    torch.manual_seed(0)
+    nets, nets_ema = build_model(parse_args(flags + ['--mode', 'eval']))
+    save_checkpoint(str(tmp_path / 'ckpt'), 7, nets, nets_ema)
+    out = tmp_path / 'q' / 'quality.json'
+    res = main(flags + ['--resume_iter', '0', '--num_images', '3', '--out', str(out)])
+    saved = json.loads(out.read_text())
+    assert saved['step'] == 7 and saved['checkpoint'].endswith('000007_nets_ema.ckpt')
+    assert saved['classifier_acc_real'] == 1.0
+    for key in ('latent_shape_acc', 'ref_shape_acc', 'ref_colour_follow'):
+        assert 0.0 <= saved[key] <= 1.0 and saved[key] == res[key]
+    text = capsys.readouterr().out
+    assert 'circle2square' in text and 'mean' in text
+
+
+def test_bench_cli_without_checkpoint_is_user_error(tmp_path):
+    from bench.demo_quality import main
+    with pytest.raises(UserError, match='no \\*_nets_ema.ckpt'):
+        main(['--config', os.path.join(ROOT, 'configs', 'demo.yaml'), '--checkpoint_dir', str(tmp_path)])

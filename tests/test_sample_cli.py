@@ -1,0 +1,66 @@
+"""End to end: train a few iterations on generated data, then sample and translate from the checkpoint."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import main as cli
+from test_train_cli import make_dataset, run_args
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('run')
+    data = make_dataset(root / 'data', n=4)
+    assert cli.main(run_args(data, root, '--total_iters', '2', '--print_every', '0', '--sample_every', '0',
+                             '--save_every', '2')) == 0
+    return root, data
+
+
+def common(root):
+    return ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
+            '--w_hpf', '0', '--num_workers', '0', '--checkpoint_dir', str(root / 'ckpt'), '--resume_iter', '2']
+
+
+def test_sample_writes_grids_and_both_videos(trained, tmp_path):
+    root, data = trained
+    rc = cli.main(['--mode', 'sample', *common(root), '--src_dir', str(data / 'val'), '--ref_dir', str(data / 'val'),
+                   '--val_batch_size', '3', '--num_outs_per_domain', '2', '--result_dir', str(tmp_path)])
+    assert rc == 0
+    files = sorted(os.listdir(tmp_path))
+    assert 'reference.jpg' in files and 'video_ref.mp4' in files and 'video_latent.mp4' in files
+    for y in range(2):
+        for psi in ('0.5', '0.7', '1.0'):
+            assert f'latent_{y}_psi_{psi}.jpg' in files
+    # reference grid: (1 + 3 refs) rows x (1 + 3 sources) columns of 32 px
+    assert Image.open(tmp_path / 'reference.jpg').size == (4 * 32, 4 * 32)
+    # latent grid: the sources, then num_outs_per_domain rows
+    assert Image.open(tmp_path / 'latent_0_psi_1.0.jpg').size == (3 * 32, 3 * 32)
+    for video in ('video_ref.mp4', 'video_latent.mp4'):
+        assert (tmp_path / video).stat().st_size > 1000
+
+
+def test_translate_reference_and_latent(trained, tmp_path, capsys):
+    root, data = trained
+    src = str(data / 'val' / 'cat' / '0.png')
+    ref = str(data / 'val' / 'dog' / '1.png')
+    assert cli.main(['--mode', 'translate', *common(root), '--src', src, '--ref', ref, '--ref_domain', 'dog',
+                     '--out', str(tmp_path / 'ref.png')]) == 0
+    assert Image.open(tmp_path / 'ref.png').size == (32, 32)
+    assert cli.main(['--mode', 'translate', *common(root), '--src', str(data / 'val' / 'cat'), '--trg_domain', '1',
+                     '--num_outs', '3', '--psi', '0.7', '--out', str(tmp_path / 'folder')]) == 0
+    outs = sorted(os.listdir(tmp_path / 'folder'))
+    assert outs == sorted(os.listdir(data / 'val' / 'cat'))
+    row = np.asarray(Image.open(tmp_path / 'folder' / outs[0]))
+    assert row.shape == (32, 96, 3)
+    assert not np.array_equal(row[:, :32], row[:, 32:64])  # different styles, different outputs
+
+
+def test_translate_unknown_domain_one_line_error(trained, tmp_path, capsys):
+    root, data = trained
+    rc = cli.main(['--mode', 'translate', *common(root), '--src', str(data / 'val' / 'cat' / '0.png'),
+                   '--trg_domain', 'zebra', '--out', str(tmp_path / 'x.png')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and 'cat, dog' in err[0]
+    assert not (tmp_path / 'x.png').exists()

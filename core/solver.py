@@ -73,7 +73,10 @@ class Solver:
             load_fan(self.nets.fan, self.args.wing_path)
 
     def load_ema(self, step):
-        saved = ckpt.load_modules(ckpt.ckpt_path(self.args.checkpoint_dir, step, ckpt.NETS_EMA), self.nets_ema)
+        """Networks for sample / eval / translate into ``nets_ema``: the EMA copies, or the
+        online G, F, E of ``{step}_nets.ckpt`` with ``--sample_from online``."""
+        kind = ckpt.NETS if getattr(self.args, 'sample_from', 'ema') == 'online' else ckpt.NETS_EMA
+        saved = ckpt.load_modules(ckpt.ckpt_path(self.args.checkpoint_dir, step, kind), self.nets_ema)
         self._ensure_fan(saved)
 
     def _train_state(self, step, fetcher):

@@ -178,3 +178,31 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
     assert err[-1].startswith('error: ') and expected in err[-1], err
     assert not any(line.startswith('error') or 'Traceback' in line for line in err[:-1]), err
     assert not any(f.endswith('.ckpt') for _, _, files in os.walk(tmp_path) for f in files)
+
+
+REPRESENTATIVE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative')
+
+
+@pytest.mark.skipif(not os.path.isdir(REPRESENTATIVE), reason='../shared/assets/representative is absent')
+def test_official_readme_celeba_command_on_real_photos(tmp_path):
+    """The official README's CelebA-HQ train command, unchanged but for small sizes, with the
+    high-pass path and FAN masks (wing.ckpt written from name-filled weights)."""
+    from core.wing import FAN
+    from weights_by_name import fill_by_name
+    torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
+    celeba = os.path.join(REPRESENTATIVE, 'celeba_hq')
+    official = ['--mode', 'train', '--num_domains', '2', '--w_hpf', '1',
+                '--lambda_reg', '1', '--lambda_sty', '1', '--lambda_ds', '1', '--lambda_cyc', '1',
+                '--train_img_dir', os.path.join(celeba, 'src'), '--val_img_dir', os.path.join(celeba, 'ref')]
+    small = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '16', '--style_dim', '8', '--batch_size', '2',
+             '--val_batch_size', '2', '--total_iters', '2', '--num_workers', '0', '--print_every', '1',
+             '--sample_every', '2', '--save_every', '2', '--num_outs_per_domain', '1',
+             '--wing_path', str(tmp_path / 'wing.ckpt'), '--checkpoint_dir', str(tmp_path / 'ckpt'),
+             '--sample_dir', str(tmp_path / 'samples')]
+    assert cli.main(official + small) == 0
+    saved = torch.load(tmp_path / 'ckpt' / '000002_nets_ema.ckpt', weights_only=True)
+    assert set(saved) == {'generator', 'mapping_network', 'style_encoder', 'fan'}
+    assert 'hpf.filter' in saved['generator']
+    lines = (tmp_path / 'ckpt' / 'log.jsonl').read_text().splitlines()
+    assert len(lines) == 2 and all(np.isfinite(v) for v in json.loads(lines[-1]).values())
+    assert len(os.listdir(tmp_path / 'samples')) == 5

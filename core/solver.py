@@ -16,6 +16,7 @@ from munch import Munch
 from tqdm import tqdm
 
 from core import checkpoint as ckpt
+from core import distributed
 from core.config import save_config, select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
@@ -55,7 +56,9 @@ class _StopFlag:
 class Solver:
     def __init__(self, args):
         self.args = args
-        self.device = select_device(getattr(args, 'device', 'auto'))  # the one device decision
+        # several processes only when torchrun launched a training run
+        self.dist = distributed.from_env(args.batch_size) if args.mode == 'train' else distributed.Single()
+        self.device = self.dist.device(select_device(getattr(args, 'device', 'auto')))  # the one device decision
         torch.manual_seed(args.seed)
         nets, nets_ema = build_model(Munch(_as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
         if args.mode == 'train':
@@ -86,6 +89,8 @@ class Solver:
         return state
 
     def save(self, step, fetcher):
+        if not self.dist.is_main:
+            return
         ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
                              state=self._train_state(step, fetcher))
 
@@ -112,7 +117,8 @@ class Solver:
         run_dir = args.checkpoint_dir
         if not getattr(args, 'domain_names', None):
             args.domain_names = ','.join(list_domains(args.train_img_dir))
-        save_config(args, run_dir)
+        if self.dist.is_main:
+            save_config(args, run_dir)
         fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
         inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
 
@@ -122,12 +128,15 @@ class Solver:
         elif args.w_hpf > 0:
             load_fan(self.nets.fan, args.wing_path)
 
-        logger = _Logger(run_dir, start, args.total_iters)
+        # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
+        self.train_nets = self.dist.wrap(self.nets, self.device)
+        logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
         try:
             done, stopped = self._loop(fetcher, inputs_val, logger)
         finally:
             logger.close()
-        if stopped:
+            self.dist.close()
+        if stopped and self.dist.is_main:
             print(f'interrupted: saved iteration {done} in {run_dir}; resume with --resume_iter {done}')
         return done
 
@@ -136,22 +145,24 @@ class Solver:
         start = last_saved = step = args.resume_iter
         with _StopFlag() as stop:
             for step in range(start, args.total_iters):
-                inputs = next(fetcher)
-                logs = train_step(self.nets, self.nets_ema, self.optims, inputs, args, step)
+                inputs = self.dist.shard(next(fetcher))
+                logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, args, step)
+                logs = self.dist.mean(logs)
                 _check_finite(logs, step + 1, last_saved, args.checkpoint_dir)
                 i = step + 1
                 if args.print_every and i % args.print_every == 0:
                     logger.log(i, logs)
-                if args.sample_every and i % args.sample_every == 0:
+                if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
                     sample_nets = self.nets if getattr(args, 'sample_from', 'ema') == 'online' else self.nets_ema
                     debug_image(sample_nets, args, inputs_val, i)
                 if args.save_every and i % args.save_every == 0:
                     self.save(i, fetcher)
                     last_saved = i
-                if args.eval_every and i % args.eval_every == 0:
+                if args.eval_every and i % args.eval_every == 0 and self.dist.is_main:
                     self.evaluate(step=i)
                 logger.tick()
-                if stop.requested:
+                if self.dist.any(stop.requested):  # every rank stops at the same iteration
+                    stop.requested = True
                     break
             else:
                 step = args.total_iters - 1
@@ -217,18 +228,23 @@ def _check_finite(logs, step, last_saved, run_dir):
 class _Logger:
     """Progress bar, log lines, log.jsonl and (when installed) TensorBoard scalars."""
 
-    def __init__(self, run_dir, start, total):
+    def __init__(self, run_dir, start, total, enabled=True):
         self.start_time = time.time()
         self.total = total
-        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc='train', unit='it')
-        self.jsonl = open(os.path.join(run_dir, 'log.jsonl'), 'a')
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(run_dir, 'tensorboard'))
-        except ImportError:  # tensorboard is optional
-            self.tb = None
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc='train', unit='it', disable=not enabled)
+        self.jsonl = open(os.path.join(run_dir, 'log.jsonl'), 'a') if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(run_dir, 'tensorboard'))
+            except ImportError:  # tensorboard is optional
+                pass
 
     def log(self, i, logs):
+        if not self.enabled:
+            return
         values = {k: float(v) for k, v in logs.items()}
         elapsed = str(datetime.timedelta(seconds=int(time.time() - self.start_time)))
         line = f'Elapsed time [{elapsed}], Iteration [{i}/{self.total}], ' + \
@@ -245,6 +261,7 @@ class _Logger:
 
     def close(self):
         self.bar.close()
-        self.jsonl.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
         if self.tb is not None:
             self.tb.close()

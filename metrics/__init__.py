@@ -4,8 +4,11 @@ and the paper's evaluation protocol (``metrics.eval``).
 This module holds what both backbones share: the error types and the loading of
 torchvision ImageNet weights from a local file or torchvision's cache.
 """
+import contextlib
 import hashlib
+import io
 import os
+import sys
 
 import torch
 
@@ -36,8 +39,11 @@ def weights_file(weights, path=None):
     cached = os.path.join(_hub_checkpoint_dir(), filename)
     if not os.path.isfile(cached):
         try:
-            torch.hub.load_state_dict_from_url(weights.url, progress=False, map_location='cpu')
-        except Exception:  # offline, proxy, disk... the fix is the same
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            with contextlib.redirect_stderr(io.StringIO()):   # failure is reported by the caller
+                torch.hub.download_url_to_file(weights.url, cached, progress=False)
+            print(f'downloaded {weights.url} to {cached}', file=sys.stderr)
+        except Exception:  # offline, proxy, read-only disk...: the fix is the same
             pass
     return cached
 

@@ -64,3 +64,32 @@ def test_translate_unknown_domain_one_line_error(trained, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and 'cat, dog' in err[0]
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_eval_mode_writes_the_official_json_files(trained, tmp_path):
+    """--mode eval end to end, offline: backbones filled by name and passed by path."""
+    import json
+
+    import torch
+    from torchvision import models
+    from weights_by_name import value_for
+    root, data = trained
+    paths = {}
+    for name, net in (('inception', models.inception_v3(weights=None, aux_logits=True, init_weights=False)),
+                      ('alexnet', models.alexnet(weights=None))):
+        paths[name] = str(tmp_path / f'{name}.pth')
+        torch.save({k: value_for(k, v, gain=2 ** 0.5) for k, v in net.state_dict().items()}, paths[name])
+    eval_dir = tmp_path / 'eval'
+    rc = cli.main(['--mode', 'eval', *common(root), '--train_img_dir', str(data / 'train'),
+                   '--val_img_dir', str(data / 'val'), '--eval_dir', str(eval_dir), '--val_batch_size', '2',
+                   '--num_outs_per_domain', '2', '--inception_path', paths['inception'],
+                   '--alexnet_path', paths['alexnet']])
+    assert rc == 0
+    for mode in ('latent', 'reference'):
+        fid = json.loads((eval_dir / f'FID_00002_{mode}.json').read_text())
+        lpips = json.loads((eval_dir / f'LPIPS_00002_{mode}.json').read_text())
+        assert set(fid) == {f'FID_{mode}/cat2dog', f'FID_{mode}/dog2cat', f'FID_{mode}/mean'}
+        assert set(lpips) == {f'LPIPS_{mode}/cat2dog', f'LPIPS_{mode}/dog2cat', f'LPIPS_{mode}/mean'}
+        assert fid[f'FID_{mode}/mean'] == pytest.approx((fid[f'FID_{mode}/cat2dog'] + fid[f'FID_{mode}/dog2cat']) / 2)
+        assert all(v > 0 for v in fid.values()) and all(v > 0 for v in lpips.values())
+    assert len((eval_dir / 'metrics.jsonl').read_text().splitlines()) == 2

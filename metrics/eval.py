@@ -1,0 +1,187 @@
+"""The paper's evaluation protocol: FID and LPIPS for every task (source -> target domain).
+
+For each target domain and each other source domain, every validation image of the
+source is translated ``num_outs_per_domain`` times, with styles from random latent
+codes (``mode='latent'``) or from target validation images (``mode='reference'``).
+LPIPS: mean over the pairs of outputs of a source batch, averaged over batches.
+FID: target's training images vs the task's outputs, quantised as a saved PNG.
+Results go to ``eval_dir``: ``FID_{step:05d}_{mode}.json``,
+``LPIPS_{step:05d}_{mode}.json`` and one line per call in ``metrics.jsonl``.
+
+Inception and LPIPS are built once per process; the statistics of the training
+images are cached on disk; the outputs never need to be written (``save_eval_images``).
+"""
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.data_loader import derive_seed, get_eval_loader, list_domains
+from metrics import MetricsError
+from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
+    stats_from_folder
+from metrics.lpips import build_lpips, calculate_lpips_given_images
+
+MODES = ('latent', 'reference')
+
+
+def to_uint8(x):
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, exactly as torchvision's save_image stores it."""
+    x = ((x + 1) / 2).clamp(0, 1)
+    return x.mul(255).add(0.5).clamp(0, 255).permute(0, 2, 3, 1).to('cpu', torch.uint8).numpy()
+
+
+def _arg(args, name, default=None):
+    return getattr(args, name, default)
+
+
+def _cycle(loader):
+    """Batches of ``loader`` forever, a new shuffle each pass."""
+    if len(loader) == 0:
+        raise MetricsError(f"reference folder '{loader.dataset.root}' holds {len(loader.dataset)} "
+                           f"images, fewer than val_batch_size {loader.batch_size}; "
+                           f"add images or lower --val_batch_size")
+
+    def batches():
+        epoch = 0
+        while True:
+            loader.sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+    return batches()
+
+
+class Task:
+    """One translation task ``{src}2{trg}``: its loaders and random codes, seeded by the task alone."""
+
+    def __init__(self, args, mode, src, trg, trg_idx):
+        self.name = f'{src}2{trg}'
+        self.trg_idx = trg_idx
+        seed = derive_seed(args.seed, 'eval', mode, self.name)
+        workers = _arg(args, 'num_workers', 0) or 0
+        self.sources = get_eval_loader(os.path.join(args.val_img_dir, src), args.img_size,
+                                       args.val_batch_size, imagenet_normalize=False, shuffle=True,
+                                       num_workers=workers, seed=derive_seed(seed, 'source'))
+        self.refs = None
+        if mode == 'reference':
+            self.refs = _cycle(get_eval_loader(
+                os.path.join(args.val_img_dir, trg), args.img_size, args.val_batch_size,
+                imagenet_normalize=False, shuffle=True, num_workers=workers, drop_last=True,
+                seed=derive_seed(seed, 'reference')))
+        self.z = torch.Generator().manual_seed(derive_seed(seed, 'z'))
+
+
+@torch.no_grad()
+def translate_batch(nets, args, task, x_src):
+    """``num_outs_per_domain`` translations (each (N, 3, H, W)) of one source batch."""
+    n = x_src.size(0)
+    y_trg = torch.full((n,), task.trg_idx, dtype=torch.long, device=x_src.device)
+    masks = nets.fan.get_heatmap(x_src) if args.w_hpf > 0 else None
+    outs = []
+    for _ in range(args.num_outs_per_domain):
+        if task.refs is None:
+            z = torch.randn(n, args.latent_dim, generator=task.z).to(x_src.device)
+            s = nets.mapping_network(z, y_trg)
+        else:
+            x_ref = next(task.refs)[:n].to(x_src.device)
+            s = nets.style_encoder(x_ref, y_trg)
+        outs.append(nets.generator(x_src, s, masks=masks))
+    return outs
+
+
+def _save_pngs(folder, first, images):
+    """images (K, N, H, W, 3): output j of source first + k as ``{first+k+1:04d}_{j+1:02d}.png``."""
+    for j, outs in enumerate(images):
+        for k, img in enumerate(outs):
+            Image.fromarray(img).save(os.path.join(folder, f'{first + k + 1:04d}_{j + 1:02d}.png'))
+
+
+@torch.no_grad()
+def evaluate_task(nets, args, task, inception, lpips_net, device):
+    """(Inception activations of all outputs, mean LPIPS over source batches) of one task."""
+    folder = None
+    if _arg(args, 'save_eval_images', False):
+        folder = os.path.join(args.eval_dir, task.name)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+    actvs, lpips_values, seen = [], [], 0
+    for x_src in task.sources:
+        outs = translate_batch(nets, args, task, x_src.to(device))
+        lpips_values.append(calculate_lpips_given_images(outs, net=lpips_net))
+        images = np.stack([to_uint8(x) for x in outs])
+        if folder:
+            _save_pngs(folder, seen, images)
+        actvs.append(activations_from_uint8(images.reshape(-1, *images.shape[2:]), args.img_size,
+                                            args.val_batch_size, inception))
+        seen += x_src.size(0)
+    return np.concatenate(actvs), float(np.mean(lpips_values))
+
+
+def _check(nets, args, mode, domains):
+    if mode not in MODES:
+        raise MetricsError(f"unknown eval mode {mode!r}; use 'latent' or 'reference'")
+    if len(domains) != args.num_domains:
+        raise MetricsError(f"'{args.val_img_dir}' has {len(domains)} domain folders but "
+                           f"num_domains is {args.num_domains}; fix the folder or --num_domains")
+    if len(domains) < 2:
+        raise MetricsError(f"'{args.val_img_dir}' needs at least 2 domain folders, found {len(domains)}")
+    if args.num_outs_per_domain < 2:
+        raise MetricsError(f'num_outs_per_domain is {args.num_outs_per_domain}; LPIPS needs >= 2')
+    if args.w_hpf > 0 and getattr(nets, 'fan', None) is None:
+        raise MetricsError(f'w_hpf is {args.w_hpf} but nets has no fan; build the FAN '
+                           f'(--wing_path) or set --w_hpf 0')
+
+
+def _write(args, step, mode, fid_values, lpips_values):
+    os.makedirs(args.eval_dir, exist_ok=True)
+    for kind, values in (('FID', fid_values), ('LPIPS', lpips_values)):
+        with open(os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'), 'w') as f:
+            json.dump(values, f, indent=4)
+    with open(os.path.join(args.eval_dir, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps({'step': step, 'mode': mode, **fid_values, **lpips_values}) + '\n')
+
+
+@torch.no_grad()
+def calculate_metrics(nets, args, step, mode, cache_dir=None, verbose=True):
+    """FID and LPIPS of every task in ``mode`` ('latent' or 'reference'), written to ``args.eval_dir``.
+
+    ``nets``: generator, mapping_network, style_encoder (and fan when ``args.w_hpf > 0``),
+    usually the EMA networks. The device is the generator's. ``cache_dir`` holds the
+    training-image statistics (default ``args.fid_cache_dir`` or ``eval_dir/fid_stats``).
+    Returns ``(fid_values, lpips_values)``, the dicts written to the JSON files.
+    """
+    domains = list_domains(args.val_img_dir)
+    _check(nets, args, mode, domains)
+    device = next(nets.generator.parameters()).device
+    inception = build_inception(_arg(args, 'inception_path'), device)
+    lpips_net = build_lpips(_arg(args, 'alexnet_path'), device)
+    cache_dir = cache_dir or _arg(args, 'fid_cache_dir') or os.path.join(args.eval_dir, 'fid_stats')
+
+    fid_values, lpips_values, pending = {}, {}, {}
+    # the Frechet distance (scipy, CPU) of a task runs in a thread while the next task is generated
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for trg_idx, trg in enumerate(domains):
+            real = stats_from_folder(os.path.join(args.train_img_dir, trg), args.img_size,
+                                     args.val_batch_size, inception, cache_dir)
+            for src in domains:
+                if src == trg:
+                    continue
+                task = Task(args, mode, src, trg, trg_idx)
+                actvs, lpips_value = evaluate_task(nets, args, task, inception, lpips_net, device)
+                pending[f'FID_{mode}/{task.name}'] = pool.submit(frechet_distance, *real,
+                                                                 *statistics(actvs))
+                lpips_values[f'LPIPS_{mode}/{task.name}'] = lpips_value
+                if verbose:
+                    print(f'eval {mode} {task.name}: LPIPS {lpips_value:.4f}', flush=True)
+        for key, future in pending.items():
+            fid_values[key] = future.result()
+            if verbose:
+                print(f'eval {key}: {fid_values[key]:.4f}', flush=True)
+    fid_values[f'FID_{mode}/mean'] = float(np.mean(list(fid_values.values())))
+    lpips_values[f'LPIPS_{mode}/mean'] = float(np.mean(list(lpips_values.values())))
+    _write(args, step, mode, fid_values, lpips_values)
+    return fid_values, lpips_values

@@ -1,0 +1,96 @@
+"""LPIPS (AlexNet, v0.1) as the official StarGAN v2 evaluation computes it.
+
+The trunk is torchvision's AlexNet with ImageNet weights, the five 1x1 linear
+heads are the ``lpips`` package's v0.1 ``alex.pth`` (the official weights). For
+two batches in [-1, 1] the value is the batch mean; for a group of K batches (K
+outputs of the same sources) it is the mean over all pairs i < j.
+"""
+import os
+import warnings
+
+import lpips as lpips_pkg
+import torch
+import torch.nn as nn
+from torchvision import models
+
+from metrics import MetricsError, load_into, read_state_dict, resolve_weights
+
+
+def normalize(x, eps=1e-10):
+    """Unit-normalise feature maps along channels, the official way: x / sqrt(sum x^2 + eps)."""
+    return x * torch.rsqrt(torch.sum(x ** 2, dim=1, keepdim=True) + eps)
+
+
+class LPIPS(nn.Module):
+    """AlexNet LPIPS v0.1 built from the ``lpips`` package's modules and linear weights.
+
+    ``features`` are the torchvision ``AlexNet.features`` with ImageNet weights; the
+    package keeps their indices inside its slices (``net.slice2.3`` is ``features.3``).
+    """
+
+    def __init__(self, features):
+        super().__init__()
+        with warnings.catch_warnings():   # pnet_rand builds torchvision's AlexNet the deprecated way
+            warnings.simplefilter('ignore')
+            pkg = lpips_pkg.LPIPS(net='alex', version='0.1', pnet_rand=True, verbose=False)
+        self.scaling_layer = pkg.scaling_layer   # (x - shift) / scale
+        self.net = pkg.net                       # five slices, outputs after each ReLU
+        self.lins = pkg.lins                     # 1x1 heads: dropout (off in eval), conv, no bias
+        trunk = {f'{name}.{index}.{key}': value
+                 for name, slice_ in self.net.named_children()
+                 for index in slice_._modules
+                 for key, value in features[int(index)].state_dict().items()}
+        self.net.load_state_dict(trunk, strict=True)
+
+    def features(self, x):
+        """Normalised feature maps of images x in [-1, 1]."""
+        return [normalize(f) for f in self.net(self.scaling_layer(x))]
+
+    def distance(self, fx, fy):
+        """Batch-mean LPIPS between two lists of normalised feature maps."""
+        return sum(lin((a - b) ** 2).mean() for a, b, lin in zip(fx, fy, self.lins))
+
+    def forward(self, x, y):
+        return self.distance(self.features(x), self.features(y))
+
+
+_LPIPS = {}
+
+
+def build_lpips(alexnet_path=None, device='cpu', cache=True):
+    """LPIPS in eval mode, AlexNet weights from ``alexnet_path`` or torchvision's cache.
+
+    Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
+    """
+    device = torch.device(device)
+    weights = models.AlexNet_Weights.IMAGENET1K_V1
+    file = resolve_weights(weights, alexnet_path, '--alexnet_path')
+    st = os.stat(file)
+    key = (file, st.st_size, st.st_mtime_ns, str(device))
+    if cache and key in _LPIPS:
+        return _LPIPS[key]
+    alexnet = models.alexnet(weights=None)
+    load_into(alexnet, read_state_dict(file, weights), file, 'alexnet', '--alexnet_path')
+    net = LPIPS(alexnet.features).eval().requires_grad_(False).to(device)
+    if cache:
+        _LPIPS[key] = net
+    return net
+
+
+@torch.no_grad()
+def calculate_lpips_given_images(group, alexnet_path=None, net=None):
+    """Mean LPIPS over all pairs i < j of ``group`` (K >= 2 batches of the same shape in [-1, 1]).
+
+    Each batch's features are computed once and reused for all its pairs.
+    """
+    if len(group) < 2:
+        raise MetricsError(f'LPIPS needs at least 2 outputs per source, got {len(group)}; '
+                           f'set num_outs_per_domain >= 2')
+    shapes = {tuple(x.shape) for x in group}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 4 or next(iter(shapes))[1] != 3:
+        raise MetricsError(f'LPIPS needs batches of the same shape (N, 3, H, W), got {sorted(shapes)}')
+    net = net if net is not None else build_lpips(alexnet_path, group[0].device)
+    feats = [net.features(x) for x in group]
+    values = [net.distance(feats[i], feats[j])
+              for i in range(len(group)) for j in range(i + 1, len(group))]
+    return torch.stack(values).mean().item()

@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 from core.data_loader import list_domains  # noqa: E402
 from core.model import Generator, MappingNetwork, StyleEncoder  # noqa: E402
 from metrics import eval as meval  # noqa: E402
+import metrics as metrics_pkg  # noqa: E402
 from metrics import fid, lpips  # noqa: E402
 
 
@@ -197,8 +198,7 @@ def run(opt, work):
     t_official, c_official = time.perf_counter() - t, time.process_time() - c
     sqrtm_official, sqrtm_time[:] = sum(sqrtm_time), []
 
-    fid._INCEPTIONS.clear()          # ours pays its one build and its first statistics too
-    lpips._LPIPS.clear()
+    metrics_pkg._BUILT.clear()       # ours pays its one build and its first statistics too
     t, c = time.perf_counter(), time.process_time()
     ours = merged(meval.calculate_metrics(nets, Munch(args, eval_dir=os.path.join(work, 'eval_ours')),
                                           0, mode, verbose=False) for mode in opt.modes)

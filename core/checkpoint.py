@@ -8,11 +8,11 @@ data order); official runs without it still resume.
 """
 import math
 import os
-import tempfile
 
 import torch
 
 from core.errors import UserError
+from core.fileio import atomic_write
 
 NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
 
@@ -22,21 +22,8 @@ def ckpt_path(ckpt_dir, step, kind):
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file beside ``path``, then rename: a crash never
-    leaves a truncated checkpoint under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save through a temporary file and a rename (see ``core.fileio``)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def unwrap(module):

@@ -13,13 +13,13 @@ Every user mistake raises :class:`UserError` (one-line message naming the fix).
 """
 import argparse
 import os
-import tempfile
 
 import torch
 import yaml
 from munch import Munch
 
 from core.errors import UserError
+from core.fileio import atomic_write
 
 __all__ = ['UserError', 'build_parser', 'parse_args', 'validate_args', 'save_config',
            'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES']
@@ -281,21 +281,8 @@ def save_config(args, folder):
     The file is usable as ``--config`` (keys are flag names; ``config`` itself is left out).
     """
     data = {k: v for k, v in _as_dict(args).items() if k not in _CLI_ONLY}
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, CONFIG_FILENAME)
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(prefix='.config.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(os.path.join(folder, CONFIG_FILENAME), lambda f: f.write(text), binary=False)
 
 
 def load_config(path):

@@ -10,7 +10,6 @@ With several outputs per image they are laid side by side in one file. A folder 
 import os
 
 import torch
-from PIL import Image
 from torchvision import transforms
 
 from core.config import domain_names, load_config

@@ -99,3 +99,20 @@ def file_fingerprint(file):
         for chunk in iter(lambda: f.read(1 << 22), b''):
             h.update(chunk)
     return h.hexdigest()
+
+
+_BUILT = {}
+
+
+def build_cached(kind, weights, path, flag, device, make, cache=True):
+    """A backbone built once per (kind, weights file, device) and reused:
+    ``make(state_dict, file)`` builds it; ``cache=False`` forces a fresh build."""
+    file = resolve_weights(weights, path, flag)
+    st = os.stat(file)
+    key = (kind, file, st.st_size, st.st_mtime_ns, str(device))
+    if cache and key in _BUILT:
+        return _BUILT[key]
+    net = make(read_state_dict(file, weights), file)
+    if cache:
+        _BUILT[key] = net
+    return net

@@ -24,7 +24,7 @@ from scipy import linalg
 from torchvision import models, transforms
 
 from core.errors import UserError
-from metrics import MetricsError, file_fingerprint, load_into, read_state_dict, resolve_weights
+from metrics import MetricsError, build_cached, file_fingerprint, load_into
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -57,28 +57,21 @@ class InceptionPool3(nn.Module):
         return x.flatten(1)
 
 
-_INCEPTIONS = {}
-
-
 def build_inception(path=None, device=None, cache=True):
     """Inception features in eval mode, with ImageNet weights from ``path`` or torchvision's cache.
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
     """
     device = torch.device(device) if device is not None else default_device()
-    weights = models.Inception_V3_Weights.IMAGENET1K_V1
-    file = resolve_weights(weights, path, '--inception_path')
-    st = os.stat(file)
-    key = (file, st.st_size, st.st_mtime_ns, str(device))
-    if cache and key in _INCEPTIONS:
-        return _INCEPTIONS[key]
-    net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-    load_into(net, read_state_dict(file, weights), file, 'inception_v3', '--inception_path')
-    inception = InceptionPool3(net).eval().requires_grad_(False).to(device)
-    inception.fingerprint = file_fingerprint(file)
-    if cache:
-        _INCEPTIONS[key] = inception
-    return inception
+
+    def make(state, file):
+        net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+        load_into(net, state, file, 'inception_v3', '--inception_path')
+        inception = InceptionPool3(net).eval().requires_grad_(False).to(device)
+        inception.fingerprint = file_fingerprint(file)
+        return inception
+    return build_cached('inception', models.Inception_V3_Weights.IMAGENET1K_V1, path, '--inception_path',
+                        device, make, cache)
 
 
 # ---------------------------------------------------------------- images -> features

@@ -5,7 +5,6 @@ heads are the ``lpips`` package's v0.1 ``alex.pth`` (the official weights). For
 two batches in [-1, 1] the value is the batch mean; for a group of K batches (K
 outputs of the same sources) it is the mean over all pairs i < j.
 """
-import os
 import warnings
 
 import lpips as lpips_pkg
@@ -13,7 +12,7 @@ import torch
 import torch.nn as nn
 from torchvision import models
 
-from metrics import MetricsError, load_into, read_state_dict, resolve_weights
+from metrics import MetricsError, build_cached, load_into
 
 
 def normalize(x, eps=1e-10):
@@ -54,27 +53,19 @@ class LPIPS(nn.Module):
         return self.distance(self.features(x), self.features(y))
 
 
-_LPIPS = {}
-
-
 def build_lpips(alexnet_path=None, device='cpu', cache=True):
     """LPIPS in eval mode, AlexNet weights from ``alexnet_path`` or torchvision's cache.
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
     """
     device = torch.device(device)
-    weights = models.AlexNet_Weights.IMAGENET1K_V1
-    file = resolve_weights(weights, alexnet_path, '--alexnet_path')
-    st = os.stat(file)
-    key = (file, st.st_size, st.st_mtime_ns, str(device))
-    if cache and key in _LPIPS:
-        return _LPIPS[key]
-    alexnet = models.alexnet(weights=None)
-    load_into(alexnet, read_state_dict(file, weights), file, 'alexnet', '--alexnet_path')
-    net = LPIPS(alexnet.features).eval().requires_grad_(False).to(device)
-    if cache:
-        _LPIPS[key] = net
-    return net
+
+    def make(state, file):
+        alexnet = models.alexnet(weights=None)
+        load_into(alexnet, state, file, 'alexnet', '--alexnet_path')
+        return LPIPS(alexnet.features).eval().requires_grad_(False).to(device)
+    return build_cached('lpips', models.AlexNet_Weights.IMAGENET1K_V1, alexnet_path, '--alexnet_path',
+                        device, make, cache)
 
 
 @torch.no_grad()

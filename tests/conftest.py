@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -38,3 +39,13 @@ def golden_cases(kind):
                                                  f'../shared/goldens is absent'))
         params.append(pytest.param(path, id=name, marks=marks))
     return params
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for modules of tiny tensors (on a loaded 2-core machine the
+    threads only spin, 10-100x slower); the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

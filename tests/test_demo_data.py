@@ -17,13 +17,7 @@ from core.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny tensors: on a loaded 2-core machine, intra-op threads only spin (10-100x slower)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _tree_digest(root):

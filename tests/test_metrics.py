@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from munch import Munch
+
+import metrics as metrics_pkg
 from PIL import Image
 from torchvision import models
 
@@ -354,7 +356,7 @@ def test_calculate_metrics_end_to_end_latent(offline_home, tmp_path, monkeypatch
     builds = []
     make = fid.models.inception_v3
     monkeypatch.setattr(fid.models, 'inception_v3', lambda **k: builds.append(1) or make(**k))
-    fid._INCEPTIONS.clear()
+    metrics_pkg._BUILT.clear()
     fid_values, lpips_values = meval.calculate_metrics(tiny_nets(), args, step=12, mode='latent',
                                                        verbose=False)
     assert len(builds) == 1                                   # one Inception for all tasks

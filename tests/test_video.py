@@ -57,13 +57,7 @@ def smooth_images(n, seed):
 ARGS = Munch(w_hpf=0)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny tensors: on a loaded 2-core machine, intra-op threads only spin (10-100x slower)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # ---------------------------------------------------------------------------- timing

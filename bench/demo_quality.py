@@ -221,7 +221,8 @@ def main(argv=None):
         torch.set_num_threads(mine.num_threads)
     device = select_device(args.device)
     step = args.resume_iter or latest_step(args.checkpoint_dir)
-    path = ckpt_path(args.checkpoint_dir, step, 'nets_ema')
+    # the networks sample mode would use: EMA copies, or the online ones with --sample_from online
+    path = ckpt_path(args.checkpoint_dir, step, 'nets' if args.sample_from == 'online' else 'nets_ema')
     start = time.time()
     _, nets_ema = build_model(args)
     load_modules(path, nets_ema)

@@ -206,3 +206,13 @@ def test_official_readme_celeba_command_on_real_photos(tmp_path):
     lines = (tmp_path / 'ckpt' / 'log.jsonl').read_text().splitlines()
     assert len(lines) == 2 and all(np.isfinite(v) for v in json.loads(lines[-1]).values())
     assert len(os.listdir(tmp_path / 'samples')) == 5
+
+    # the official README's sample command on that checkpoint (FAN comes from the checkpoint)
+    sample = ['--mode', 'sample', '--num_domains', '2', '--resume_iter', '2', '--w_hpf', '1',
+              '--checkpoint_dir', str(tmp_path / 'ckpt'), '--result_dir', str(tmp_path / 'results'),
+              '--src_dir', os.path.join(celeba, 'src'), '--ref_dir', os.path.join(celeba, 'ref')]
+    sizes = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '16', '--style_dim', '8', '--num_workers', '0',
+             '--val_batch_size', '4', '--num_outs_per_domain', '2', '--wing_path', str(tmp_path / 'absent.ckpt')]
+    assert cli.main(sample + sizes) == 0
+    results = set(os.listdir(tmp_path / 'results'))
+    assert {'reference.jpg', 'video_ref.mp4', 'video_latent.mp4', 'latent_1_psi_0.7.jpg'} <= results

@@ -23,6 +23,7 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models, transforms
 
+from core.config import select_device
 from core.errors import UserError
 from metrics import MetricsError, build_cached, file_fingerprint, load_into
 
@@ -30,10 +31,6 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 INCEPTION_SIZE = 299
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
-
-
-def default_device():
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
 
 # ---------------------------------------------------------------- network
@@ -62,7 +59,7 @@ def build_inception(path=None, device=None, cache=True):
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = select_device('auto' if device is None else str(device))  # the project's one device decision
 
     def make(state, file):
         net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)

@@ -166,3 +166,27 @@ def test_init(path):
         assert_checksums(f'params.{name}', nets[name], expected, (1, 2), 1e-5, sum_rel=1e-6)
     for name, expected in case['params_ema'].items():
         assert_checksums(f'params_ema.{name}', nets_ema[name], expected, (1, 2), 1e-5, sum_rel=1e-6)
+
+
+MANIFEST_CONFIGS = {'celeba_hq': dict(num_domains=2, w_hpf=1), 'afhq': dict(num_domains=3, w_hpf=0),
+                    'four': dict(num_domains=4, w_hpf=0), 'hpf2': dict(num_domains=2, w_hpf=2)}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize('config', sorted(MANIFEST_CONFIGS))
+def test_state_dict_keys_equal_the_official_ones(config):
+    """Keys and shapes, in the official registration order, so official checkpoints load as they are."""
+    import json
+    import os
+    from conftest import LOCAL_GOLDENS
+    with open(os.path.join(LOCAL_GOLDENS, 'state_dict_manifest.json')) as f:
+        manifest = json.load(f)[config]
+    nd, w_hpf = MANIFEST_CONFIGS[config]['num_domains'], MANIFEST_CONFIGS[config]['w_hpf']
+    nets = {'generator': Generator(256, 64, 512, w_hpf), 'mapping_network': MappingNetwork(16, 64, nd),
+            'style_encoder': StyleEncoder(256, 64, nd), 'discriminator': Discriminator(256, nd)}
+    if w_hpf > 0:
+        nets['fan'] = FAN()
+    assert set(nets) == set(manifest)
+    for name, net in nets.items():
+        ours = [(k, list(v.shape)) for k, v in net.state_dict().items()]
+        assert ours == list(manifest[name].items()), name

@@ -170,8 +170,8 @@ def format_table(result):
     lines.append('-' * 56)
     lines.append(f'{"mean":<20} {f(result["latent_shape_acc"]):>12} {f(result["ref_shape_acc"]):>10} '
                  f'{f(result["ref_colour_follow"]):>11}')
-    lines.append(f'shape accuracy = fraction of outputs classified as the target shape; ref colour = '
-                 f'fraction closer to the reference\'s colours than to the source\'s')
+    lines.append('shape accuracy = fraction of outputs classified as the target shape; ref colour = '
+                 'fraction closer to the reference\'s colours than to the source\'s')
     lines.append(f'mean colour distance (fg + bg, RGB) to reference {f(result["ref_colour_dist_to_ref"])}, '
                  f'to source {f(result["ref_colour_dist_to_src"])}; '
                  f'classifier on real val images {f(result["classifier_acc_real"])}')

@@ -269,7 +269,7 @@ def validate_args(args):
     return args
 
 
-def _as_dict(args):
+def as_dict(args):
     if isinstance(args, argparse.Namespace):
         return dict(vars(args))
     return dict(args)
@@ -280,7 +280,7 @@ def save_config(args, folder):
 
     The file is usable as ``--config`` (keys are flag names; ``config`` itself is left out).
     """
-    data = {k: v for k, v in _as_dict(args).items() if k not in _CLI_ONLY}
+    data = {k: v for k, v in as_dict(args).items() if k not in _CLI_ONLY}
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     return atomic_write(os.path.join(folder, CONFIG_FILENAME), lambda f: f.write(text), binary=False)
 

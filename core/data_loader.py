@@ -269,7 +269,8 @@ class TrainTransform:
             return self.transform(img)
 
 
-def _plain_transform(img_size, imagenet_normalize=False):
+def plain_transform(img_size, imagenet_normalize=False):
+    """Test/eval transform: Resize, then [-1, 1] (or 299 px with ImageNet mean/std for Inception)."""
     steps = [transforms.Resize([img_size, img_size])]
     if imagenet_normalize:
         steps += [transforms.Resize([299, 299]), transforms.ToTensor(),
@@ -378,7 +379,7 @@ def get_test_loader(root, img_size=256, batch_size=32, shuffle=True, num_workers
                     seed=None, num_domains=None):
     """Validation/test loader over domain folders: Resize, [-1, 1]; yields ``(x, y)``."""
     check_dataset(root, num_domains)
-    dataset = DomainDataset(root, _plain_transform(img_size))
+    dataset = DomainDataset(root, plain_transform(img_size))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'test'), shuffle)
     return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
 
@@ -391,7 +392,7 @@ def get_eval_loader(root, img_size=256, batch_size=32, imagenet_normalize=True, 
     mean/std (Inception input), else [-1, 1].
     """
     _require_dir(root, 'image folder')
-    dataset = FlatImageDataset(root, _plain_transform(img_size, imagenet_normalize))
+    dataset = FlatImageDataset(root, plain_transform(img_size, imagenet_normalize))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'eval'), shuffle)
     return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=drop_last)
 

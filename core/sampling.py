@@ -41,6 +41,12 @@ def mean_style(nets, args, y, n=N_MEAN_STYLE, generator=None):
     return domain_mean_style(nets.mapping_network, y, args.latent_dim, device, n=n, generator=generator)
 
 
+def shared_latents(args, n, generator, device):
+    """``num_outs_per_domain`` latent codes, each shared by the ``n`` sources: (K, n, latent_dim)."""
+    z = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
+    return z.repeat(1, n, 1).to(device)
+
+
 def truncated_style(nets, s_avg, z_trg, y_trg, psi):
     """s = lerp(mean style, F(z), psi)."""
     return torch.lerp(s_avg, nets.mapping_network(z_trg, y_trg), psi)
@@ -95,8 +101,7 @@ def debug_image(nets, args, inputs, step):
     out = lambda name: os.path.join(args.sample_dir, f'{step:06d}_{name}.jpg')
     translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, out('cycle_consistency'))
     y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(min(args.num_domains, 5))]
-    z_trg_list = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
-    z_trg_list = z_trg_list.repeat(1, n, 1).to(device)
+    z_trg_list = shared_latents(args, n, generator, device)
     mean_styles = [mean_style(nets, args, y[0], generator=generator) for y in y_trg_list]
     for psi in (0.5, 0.7, 1.0):
         translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi,

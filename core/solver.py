@@ -4,7 +4,6 @@ Official names are kept importable from here (``Solver``, ``compute_d_loss``,
 ``compute_g_loss``, ``moving_average``, ``adv_loss``, ``r1_reg``), so scripts written
 against the official repository keep working.
 """
-import argparse
 import datetime
 import json
 import os
@@ -17,12 +16,13 @@ from tqdm import tqdm
 
 from core import checkpoint as ckpt
 from core import distributed
-from core.config import save_config, select_device
+from core.config import as_dict, save_config, select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.model import build_model
-from core.sampling import debug_image, mean_style, translate_using_latent, translate_using_reference
+from core.sampling import (debug_image, mean_style, shared_latents, translate_using_latent,
+                           translate_using_reference)
 from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
 from core.wing import load_fan
 
@@ -60,7 +60,7 @@ class Solver:
         self.dist = distributed.from_env(args.batch_size) if args.mode == 'train' else distributed.Single()
         self.device = self.dist.device(select_device(getattr(args, 'device', 'auto')))  # the one device decision
         torch.manual_seed(args.seed)
-        nets, nets_ema = build_model(Munch(_as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
+        nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
         if args.mode == 'train':
             init_weights(nets)  # He init after the EMA copies were taken (official)
             self.optims = build_optimizers(nets, args)
@@ -98,14 +98,11 @@ class Solver:
         args = self.args
         saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
         self._ensure_fan(saved)
-        ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS_EMA), self.nets_ema)
-        ckpt.load_optimizers(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.OPTIMS), self.optims)
-        state_file = ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)
-        if not os.path.isfile(state_file):
-            tqdm.write(f'note: {state_file} not found (official checkpoint): networks and optimisers '
-                       f'restored, the data order restarts')
+        state = ckpt.load_checkpoint(args.checkpoint_dir, step, nets_ema=self.nets_ema, optims=self.optims)
+        if state is None:
+            tqdm.write(f'note: {ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)} not found (official '
+                       f'checkpoint): networks and optimisers restored, the data order restarts')
             return
-        state = ckpt.read(state_file)
         fetcher.load_state_dict(state['fetcher'])
         torch.set_rng_state(state['torch_rng'])
         if 'cuda_rng' in state and self.device.type == 'cuda':
@@ -183,8 +180,7 @@ class Solver:
         translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
         generator = torch.Generator().manual_seed(args.seed)
         n = src.x.size(0)
-        z_trg_list = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
-        z_trg_list = z_trg_list.repeat(1, n, 1).to(self.device)
+        z_trg_list = shared_latents(args, n, generator, self.device)
         for y in range(args.num_domains):
             y_trg = torch.full((n,), y, dtype=torch.long, device=self.device)
             s_avg = mean_style(nets, args, y, generator=generator)
@@ -210,10 +206,6 @@ class Solver:
             self.load_ema(step)
         for mode in ('latent', 'reference'):
             calculate_metrics(self.nets_ema, args, step, mode)
-
-
-def _as_dict(args):
-    return dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
 
 
 def _check_finite(logs, step, last_saved, run_dir):

@@ -10,10 +10,9 @@ With several outputs per image they are laid side by side in one file. A folder 
 import os
 
 import torch
-from torchvision import transforms
 
 from core.config import domain_names, load_config
-from core.data_loader import list_images, load_rgb
+from core.data_loader import list_images, load_rgb, plain_transform
 from core.errors import UserError
 from core.sampling import mean_style, save_image, source_masks, truncated_style
 
@@ -43,9 +42,7 @@ def domain_index(value, names, flag):
 
 
 def _load(path, img_size, device):
-    transform = transforms.Compose([transforms.Resize([img_size, img_size]), transforms.ToTensor(),
-                                    transforms.Normalize([0.5] * 3, [0.5] * 3)])
-    return transform(load_rgb(path)).unsqueeze(0).to(device)
+    return plain_transform(img_size)(load_rgb(path)).unsqueeze(0).to(device)
 
 
 def _sources(src, out):

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from core.data_loader import derive_seed, get_eval_loader, list_domains
+from core.sampling import source_masks
 from metrics import MetricsError
 from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
     stats_from_folder
@@ -80,7 +81,7 @@ def translate_batch(nets, args, task, x_src):
     """``num_outs_per_domain`` translations (each (N, 3, H, W)) of one source batch."""
     n = x_src.size(0)
     y_trg = torch.full((n,), task.trg_idx, dtype=torch.long, device=x_src.device)
-    masks = nets.fan.get_heatmap(x_src) if args.w_hpf > 0 else None
+    masks = source_masks(nets, args, x_src)
     outs = []
     for _ in range(args.num_outs_per_domain):
         if task.refs is None:

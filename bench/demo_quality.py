@@ -18,6 +18,7 @@ The classifier's accuracy on the real validation images is printed as a sanity c
 (it should be 1.0). Usage (other flags as main.py; --resume_iter 0 = latest checkpoint)::
 
     python bench/demo_quality.py --config configs/demo.yaml --resume_iter 1200 --out expr/demo/quality.json
+    python bench/demo_quality.py --config configs/demo.yaml --all_checkpoints   # against training time
 
 Runs on CPU in well under a minute for the demo model (about 10 s with ``--num_threads 1``
 on a busy 2-core machine, 45 s with torch's default threads there).
@@ -178,7 +179,8 @@ def format_table(result):
     return '\n'.join(lines)
 
 
-def latest_step(checkpoint_dir):
+def checkpoint_steps(checkpoint_dir):
+    """Sorted steps of the ``*_nets_ema.ckpt`` files in ``checkpoint_dir``."""
     steps = []
     for p in glob.glob(os.path.join(glob.escape(checkpoint_dir), '*_nets_ema.ckpt')):
         m = re.fullmatch(r'(\d+)_nets_ema\.ckpt', os.path.basename(p))
@@ -187,7 +189,40 @@ def latest_step(checkpoint_dir):
     if not steps:
         raise UserError(f"no *_nets_ema.ckpt checkpoint in '{checkpoint_dir}'; train the demo first "
                         f"or pass --checkpoint_dir")
-    return max(steps)
+    return sorted(steps)
+
+
+def latest_step(checkpoint_dir):
+    return checkpoint_steps(checkpoint_dir)[-1]
+
+
+def training_seconds(checkpoint_dir):
+    """{step: seconds since the run started} from the run's ``log.jsonl`` ({} without one)."""
+    out = {}
+    try:
+        with open(os.path.join(checkpoint_dir, 'log.jsonl'), encoding='utf-8') as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    out[int(rec['step'])] = float(rec['time'])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+def format_curve(results):
+    """Accuracy against training time, one line per checkpoint."""
+    def f(v):
+        return '     -' if v is None else f'{v:6.3f}'
+
+    lines = [f'{"step":>6} {"train s":>8} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11}']
+    for r in results:
+        secs = '-' if r.get('train_seconds') is None else f'{r["train_seconds"]:.0f}'
+        lines.append(f'{r["step"]:>6} {secs:>8} {f(r["latent_shape_acc"]):>12} {f(r["ref_shape_acc"]):>10} '
+                     f'{f(r["ref_colour_follow"]):>11}')
+    return '\n'.join(lines)
 
 
 def _split_argv(argv):
@@ -196,6 +231,8 @@ def _split_argv(argv):
     own.add_argument('--num_images', type=int, default=50,
                      help='validation images per domain used as sources')
     own.add_argument('--bench_seed', type=int, default=0, help='seed of the latent codes and reference choice')
+    own.add_argument('--all_checkpoints', action='store_true',
+                     help='score every checkpoint of the run: accuracy against training time')
     own.add_argument('--num_threads', type=int, default=0,
                      help='CPU threads for torch (0: its default); 1 is often fastest for these tiny '
                           'tensors on a busy machine')
@@ -220,28 +257,38 @@ def main(argv=None):
     if mine.num_threads:
         torch.set_num_threads(mine.num_threads)
     device = select_device(args.device)
-    step = args.resume_iter or latest_step(args.checkpoint_dir)
-    # the networks sample mode would use: EMA copies, or the online ones with --sample_from online
-    path = ckpt_path(args.checkpoint_dir, step, 'nets' if args.sample_from == 'online' else 'nets_ema')
-    start = time.time()
-    _, nets_ema = build_model(args)
-    load_modules(path, nets_ema)
-    for m in nets_ema.values():
-        m.to(device).eval()
+    if mine.all_checkpoints:
+        steps = checkpoint_steps(args.checkpoint_dir)
+    else:
+        steps = [args.resume_iter or latest_step(args.checkpoint_dir)]
+    seconds = training_seconds(args.checkpoint_dir)
     images = load_val_images(args.val_img_dir, args.img_size, mine.num_images)
-    result = evaluate(nets_ema, images, args.latent_dim, w_hpf=args.w_hpf, seed=mine.bench_seed,
-                      batch_size=args.val_batch_size)
-    result.update(checkpoint=path, step=step, num_images=mine.num_images, seed=mine.bench_seed,
-                  seconds=round(time.time() - start, 2))
-    print(f'demo quality of {path} ({min(len(v) for v in images.values())}+ val images per domain)')
-    print(format_table(result))
+    _, nets_ema = build_model(args)
+    results = []
+    for step in steps:
+        # the networks sample mode would use: EMA copies, or the online ones with --sample_from online
+        path = ckpt_path(args.checkpoint_dir, step, 'nets' if args.sample_from == 'online' else 'nets_ema')
+        start = time.time()
+        load_modules(path, nets_ema)
+        for m in nets_ema.values():
+            m.to(device).eval()
+        result = evaluate(nets_ema, images, args.latent_dim, w_hpf=args.w_hpf, seed=mine.bench_seed,
+                          batch_size=args.val_batch_size)
+        result.update(checkpoint=path, step=step, train_seconds=seconds.get(step),
+                      num_images=mine.num_images, seed=mine.bench_seed, seconds=round(time.time() - start, 2))
+        print(f'demo quality of {path} ({min(len(v) for v in images.values())}+ val images per domain)')
+        print(format_table(result))
+        results.append(result)
+    if len(results) > 1:
+        print('accuracy against training time (seconds from log.jsonl)')
+        print(format_curve(results))
     if mine.out:
         folder = os.path.dirname(os.path.abspath(mine.out))
         os.makedirs(folder, exist_ok=True)
         with open(mine.out, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=1)
+            json.dump(results if mine.all_checkpoints else results[0], f, indent=1)
         print(f'wrote {mine.out}')
-    return result
+    return results if mine.all_checkpoints else results[0]
 
 
 if __name__ == '__main__':

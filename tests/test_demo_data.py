@@ -10,8 +10,8 @@ import torch.nn as nn
 from munch import Munch
 from PIL import Image
 
-from core.demo_data import (SHAPES, MANIFEST, classify_shape, make_shapes_dataset, random_params,
-                            render_shape, segment, shape_colours)
+from core.demo_data import (SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, classify_shape,
+                            make_shapes_dataset, random_params, render_shape, segment, shape_colours)
 from core.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,10 +110,11 @@ def test_random_params_respect_the_spec():
     rng = np.random.default_rng(0)
     for _ in range(300):
         fg, bg, (cx, cy), size = random_params(rng, 32)
-        assert 0.35 * 32 <= size <= 0.70 * 32
+        assert SIZE_RANGE[0] * 32 <= size <= SIZE_RANGE[1] * 32
         assert np.linalg.norm(np.subtract(fg, bg)) >= 130
         for c in (cx, cy):
             assert size / 2 <= c <= 32 - size / 2  # fully inside
+            assert abs(c - 16) <= POSITION_JITTER * (32 - size) / 2  # near the middle
 
 
 def test_render_shape_geometry():
@@ -261,6 +262,34 @@ def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
         assert 0.0 <= saved[key] <= 1.0 and saved[key] == res[key]
     text = capsys.readouterr().out
     assert 'circle2square' in text and 'mean' in text
+
+
+def test_bench_curve_scores_every_checkpoint_with_its_training_time(tmp_path, capsys):
+    from bench.demo_quality import main
+    from core.checkpoint import save_checkpoint
+    from core.config import parse_args
+    from core.model import build_model
+    make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
+    ckpt = tmp_path / 'ckpt'
+    flags = ['--config', os.path.join(ROOT, 'configs', 'demo.yaml'), '--val_img_dir', str(tmp_path / 'data' / 'val'),
+             '--checkpoint_dir', str(ckpt), '--device', 'cpu', '--num_images', '3']
+    for step, seed in ((20, 1), (10, 2)):
+        torch.manual_seed(seed)
+        nets, nets_ema = build_model(parse_args(flags[:-2] + ['--mode', 'eval']))
+        save_checkpoint(str(ckpt), step, nets, nets_ema)
+    (ckpt / 'log.jsonl').write_text('{"step": 10, "time": 4.5}\nnot json\n{"step": 15, "time": 7.0}\n')
+    curve = main(flags + ['--all_checkpoints', '--out', str(tmp_path / 'curve.json')])
+    assert [r['step'] for r in curve] == [10, 20]
+    assert [r['train_seconds'] for r in curve] == [4.5, None]
+    single = main(flags + ['--resume_iter', '20'])  # the same score as scoring that checkpoint alone
+    timing = {'seconds', 'train_seconds'}
+    assert {k: v for k, v in curve[1].items() if k not in timing} == \
+        {k: v for k, v in single.items() if k not in timing}
+    assert curve[0]['tasks'] != curve[1]['tasks']  # each checkpoint's own networks were loaded
+    assert json.loads((tmp_path / 'curve.json').read_text())[0]['step'] == 10
+    text = capsys.readouterr().out
+    assert 'accuracy against training time' in text
+    assert any(line.split()[:2] == ['10', '4'] for line in text.splitlines())  # step, seconds (rounded)
 
 
 def test_bench_cli_without_checkpoint_is_user_error(tmp_path):

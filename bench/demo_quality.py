@@ -264,14 +264,14 @@ def main(argv=None):
     seconds = training_seconds(args.checkpoint_dir)
     images = load_val_images(args.val_img_dir, args.img_size, mine.num_images)
     _, nets_ema = build_model(args)
+    for m in nets_ema.values():
+        m.to(device).eval()  # once: each checkpoint is copied into these parameters
     results = []
     for step in steps:
         # the networks sample mode would use: EMA copies, or the online ones with --sample_from online
         path = ckpt_path(args.checkpoint_dir, step, 'nets' if args.sample_from == 'online' else 'nets_ema')
         start = time.time()
         load_modules(path, nets_ema)
-        for m in nets_ema.values():
-            m.to(device).eval()
         result = evaluate(nets_ema, images, args.latent_dim, w_hpf=args.w_hpf, seed=mine.bench_seed,
                           batch_size=args.val_batch_size)
         result.update(checkpoint=path, step=step, train_seconds=seconds.get(step),
@@ -282,13 +282,14 @@ def main(argv=None):
     if len(results) > 1:
         print('accuracy against training time (seconds from log.jsonl)')
         print(format_curve(results))
+    report = results if mine.all_checkpoints else results[0]
     if mine.out:
         folder = os.path.dirname(os.path.abspath(mine.out))
         os.makedirs(folder, exist_ok=True)
         with open(mine.out, 'w', encoding='utf-8') as f:
-            json.dump(results if mine.all_checkpoints else results[0], f, indent=1)
+            json.dump(report, f, indent=1)
         print(f'wrote {mine.out}')
-    return results if mine.all_checkpoints else results[0]
+    return report
 
 
 if __name__ == '__main__':

@@ -3,8 +3,9 @@
 Domains are shapes (circle, square, triangle); the style is the colours: each image has
 a random foreground colour on a random background colour (clearly distinct), and the
 shape a random size (50-80 % of the image side, the side of its bounding box) and
-position (near the centre: within 15 % of the room the size leaves on each side). Translating to another domain must change the shape and keep
-the colours; reference-guided translation must take the reference's colours.
+position (near the centre: within 15 % of the room the size leaves on each side).
+Translating to another domain must change the shape and keep the colours;
+reference-guided translation must take the reference's colours.
 
 ::
 
@@ -38,8 +39,9 @@ SPLITS = ('train', 'val')
 MANIFEST = 'manifest.json'
 FORMAT_VERSION = 2            # 1: sizes 35-70 %, anywhere inside
 SIZE_RANGE = (0.50, 0.80)     # shape size as a fraction of the image side
-# Centre offset as a fraction of the room the size leaves (1 = anywhere inside). Near the
-# centre, a narrow generator learns the shapes in the demo's minutes; anywhere, it did not.
+# Centre offset as a fraction of the room the size leaves (1 = anywhere inside): the shapes
+# stay near the centre, an easier task for the demo's minutes (the demo's wide generator was
+# trained only on this set; with full freedom it is untested).
 POSITION_JITTER = 0.15
 MIN_COLOUR_DISTANCE = 130.0   # RGB distance between foreground and background (max 441)
 SUPERSAMPLE = 4               # anti-aliasing: rendered at 4x, then box-averaged

@@ -246,7 +246,8 @@ def _split_argv(argv):
 
 def main(argv=None):
     from core.checkpoint import ckpt_path, load_modules
-    from core.config import parse_args, select_device
+    from core.config import parse_args
+    from core.device import select_device
     from core.model import build_model
 
     argv = list(sys.argv[1:] if argv is None else argv)

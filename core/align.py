@@ -12,7 +12,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
 
-from core.config import select_device
+from core.device import select_device
 from core.data_loader import list_images, load_rgb
 from core.errors import UserError
 from core.wing import FAN, load_fan

@@ -14,10 +14,10 @@ Every user mistake raises :class:`UserError` (one-line message naming the fix).
 import argparse
 import os
 
-import torch
 import yaml
 from munch import Munch
 
+from core.device import select_device  # noqa: F401 (re-exported: the one device decision lives in core/device.py)
 from core.errors import UserError
 from core.fileio import atomic_write
 
@@ -299,27 +299,3 @@ def load_config(path):
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must be a mapping of 'key: value' lines")
     return Munch(data)
-
-
-def select_device(name='auto'):
-    """The one device decision: 'auto' -> cuda when available, else cpu."""
-    name = 'auto' if name is None else str(name).strip()
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for CUDA but CUDA is not available; "
-                            f"use --device cpu (or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f'--device {name}: only {torch.cuda.device_count()} CUDA device(s); '
-                            f'use an index below that')
-    elif dev.type == 'mps':
-        if not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
-            raise UserError(f'--device {name} is not available here; use --device cpu (or auto)')
-    elif dev.type != 'cpu':
-        raise UserError(f"--device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
-    return dev

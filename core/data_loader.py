@@ -33,7 +33,8 @@ from torch.utils import data
 from torch.utils.data.sampler import WeightedRandomSampler
 from torchvision import transforms
 
-from core.config import UserError, select_device
+from core.device import pin_memory, select_device
+from core.errors import UserError
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
 _EXT_SET = frozenset('.' + e.lower() for e in IMG_EXTENSIONS)
@@ -352,7 +353,7 @@ class FlatImageDataset(data.Dataset):
 def _make_loader(dataset, sampler, batch_size, num_workers, drop_last):
     return data.DataLoader(
         dataset=dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        pin_memory=pin_memory('auto'), drop_last=drop_last,
         # private generator: creating an iterator must not consume the global RNG
         generator=torch.Generator().manual_seed(sampler.seed))
 

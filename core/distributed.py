@@ -17,6 +17,7 @@ import torch.distributed as dist
 from munch import Munch
 from torch.nn.parallel import DistributedDataParallel
 
+from core.device import dist_backend
 from core.errors import UserError
 
 WRAPPED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
@@ -49,7 +50,7 @@ class Single:
 
 
 class Distributed(Single):
-    def __init__(self, batch_size):
+    def __init__(self, batch_size, device):
         self.rank = int(os.environ['RANK'])
         self.world_size = int(os.environ['WORLD_SIZE'])
         self.local_rank = int(os.environ.get('LOCAL_RANK', self.rank))
@@ -57,7 +58,7 @@ class Distributed(Single):
         if batch_size % self.world_size:
             raise UserError(f'--batch_size {batch_size} must be divisible by the number of processes '
                             f'({self.world_size}): it is the global batch, split across them')
-        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+        backend = dist_backend(device)  # follows the device decision: --device cpu uses gloo on a GPU machine
         # evaluation runs on rank 0 while the others wait: allow it hours, not minutes
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
 
@@ -108,8 +109,8 @@ class Distributed(Single):
         return torch.device('cuda', self.local_rank) if dist.get_backend() == 'nccl' else torch.device('cpu')
 
 
-def from_env(batch_size):
+def from_env(batch_size, device):
     """Distributed when launched by torchrun (WORLD_SIZE > 1), else Single."""
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-        return Distributed(batch_size)
+        return Distributed(batch_size, device)
     return Single()

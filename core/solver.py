@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from core import checkpoint as ckpt
 from core import distributed
-from core.config import as_dict, save_config, select_device
+from core.config import as_dict, save_config
+from core.device import select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
@@ -57,8 +58,9 @@ class Solver:
     def __init__(self, args):
         self.args = args
         # several processes only when torchrun launched a training run
-        self.dist = distributed.from_env(args.batch_size) if args.mode == 'train' else distributed.Single()
-        self.device = self.dist.device(select_device(getattr(args, 'device', 'auto')))  # the one device decision
+        device = select_device(args.device)  # the one device decision
+        self.dist = distributed.from_env(args.batch_size, device) if args.mode == 'train' else distributed.Single()
+        self.device = self.dist.device(device)
         torch.manual_seed(args.seed)
         nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
         if args.mode == 'train':

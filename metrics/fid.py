@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models, transforms
 
-from core.config import select_device
+from core.device import select_device
 from core.errors import UserError
 from metrics import MetricsError, build_cached, file_fingerprint, load_into
 

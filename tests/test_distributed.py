@@ -64,4 +64,4 @@ def test_batch_not_divisible_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('WORLD_SIZE', '3')
     monkeypatch.setenv('RANK', '0')
     with pytest.raises(UserError, match='--batch_size 8 must be divisible by the number of processes'):
-        from_env(8)
+        from_env(8, 'cpu')

@@ -28,17 +28,23 @@ def train(args):
 
 
 def sample(args):
-    from core.data_loader import get_test_loader
-    from core.solver import Solver
+    from core.data_loader import InputFetcher, get_test_loader
+    from core.inference import load_run_networks
+    from core.sampling import write_samples
+    nets, _ = load_run_networks(args)
+    device = next(nets.generator.parameters()).device
     common = dict(img_size=args.img_size, batch_size=args.val_batch_size, shuffle=False,
                   num_workers=args.num_workers, num_domains=args.num_domains)
-    loaders = Munch(src=get_test_loader(args.src_dir, **common), ref=get_test_loader(args.ref_dir, **common))
-    Solver(args).sample(loaders)
+    src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
+                for root in (args.src_dir, args.ref_dir))
+    write_samples(nets, args, src, ref)
 
 
 def evaluate(args):
-    from core.solver import Solver
-    Solver(args).evaluate()
+    from core.inference import load_run_networks
+    from metrics.eval import evaluate_networks
+    nets, step = load_run_networks(args)
+    evaluate_networks(nets, args, step)
 
 
 def align(args):

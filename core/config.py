@@ -20,12 +20,15 @@ from munch import Munch
 from core.device import select_device  # noqa: F401 (re-exported: the one device decision lives in core/device.py)
 from core.errors import UserError
 from core.fileio import atomic_write
+from core.model import MODEL_KEYS
 
 __all__ = ['UserError', 'build_parser', 'parse_args', 'validate_args', 'save_config',
            'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES']
 
 CONFIG_FILENAME = 'config.yaml'
 MODES = ('train', 'sample', 'eval', 'align', 'translate')
+# modes that load a trained run: its config.yaml supplies the model's architecture
+RUN_MODES = ('sample', 'eval', 'translate', 'serve', 'export')
 # keys that a YAML file may not set (they only make sense on the command line)
 _CLI_ONLY = ('config',)
 
@@ -219,7 +222,32 @@ def parse_args(argv=None):
         if 'mode' in defaults:
             _actions(parser)['mode'].required = False
     args = parser.parse_args(argv)
+    read_back_run(args, given_on_command_line(argv))
     validate_args(args)
+    return args
+
+
+def given_on_command_line(argv=None):
+    """The dests of the flags that ``argv`` sets explicitly (not through defaults or --config)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default, action.required = argparse.SUPPRESS, False
+    known, _ = parser.parse_known_args(argv)
+    return set(vars(known))
+
+
+def read_back_run(args, given=()):
+    """A run remembers its architecture: in the modes that load a run, the model keys of
+    ``--checkpoint_dir``'s config.yaml replace defaults and --config values (flags given on
+    the command line still win; a flag that contradicts the checkpoint fails when it loads).
+    Official checkpoints (no config.yaml) keep the flags as they are."""
+    path = os.path.join(args.checkpoint_dir, CONFIG_FILENAME)
+    if args.mode not in RUN_MODES or not os.path.isfile(path):
+        return args
+    stored = load_config(path)
+    for key in MODEL_KEYS:
+        if key in stored and key not in given:
+            setattr(args, key, stored[key])
     return args
 
 
@@ -275,12 +303,13 @@ def as_dict(args):
     return dict(args)
 
 
-def save_config(args, folder):
-    """Write the resolved configuration to FOLDER/config.yaml atomically; return its path.
+def save_config(args, folder, **overrides):
+    """Write the resolved configuration (``overrides`` replacing values of ``args``) to
+    FOLDER/config.yaml atomically; return its path.
 
     The file is usable as ``--config`` (keys are flag names; ``config`` itself is left out).
     """
-    data = {k: v for k, v in as_dict(args).items() if k not in _CLI_ONLY}
+    data = {k: v for k, v in {**as_dict(args), **overrides}.items() if k not in _CLI_ONLY}
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     return atomic_write(os.path.join(folder, CONFIG_FILENAME), lambda f: f.write(text), binary=False)
 

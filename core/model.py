@@ -10,7 +10,9 @@ in the official order.
 ``2**14 // img_size``; smaller values make CPU-sized configs.
 """
 import copy
+import dataclasses
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -234,7 +236,55 @@ def _arg(args, name, default=None):
     return getattr(args, name, default) if not isinstance(args, dict) else args.get(name, default)
 
 
-def build_model(args):
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the networks' shapes (plus the domain names), stored with a run
+    (its ``config.yaml``) and read back by every mode that loads the run."""
+    img_size: int = 256
+    style_dim: int = 64
+    latent_dim: int = 16
+    num_domains: int = 2
+    w_hpf: float = 1.0
+    dim_in: Optional[int] = None  # None: the official width 2**14 // img_size
+    max_conv_dim: int = 512
+    domain_names: Optional[Tuple[str, ...]] = None
+
+    @classmethod
+    def from_args(cls, args, domain_names=None) -> 'ModelConfig':
+        """From parsed arguments (Namespace, dict or Munch); ``domain_names`` (a list or a
+        comma-separated string) overrides ``args.domain_names``."""
+        names = domain_names if domain_names is not None else _arg(args, 'domain_names')
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(',')]
+        return cls(img_size=args.img_size, style_dim=args.style_dim, latent_dim=args.latent_dim,
+                   num_domains=args.num_domains, w_hpf=args.w_hpf, dim_in=_arg(args, 'dim_in'),
+                   max_conv_dim=_arg(args, 'max_conv_dim', 512) or 512,
+                   domain_names=tuple(names) if names else None)
+
+    def names(self):
+        """Domain names, or the indices as strings when the run has none."""
+        return list(self.domain_names) if self.domain_names else [str(i) for i in range(self.num_domains)]
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def build_inference_networks(cfg: ModelConfig) -> Munch:
+    """Generator, mapping network and style encoder (and an untrained FAN when w_hpf > 0),
+    in eval mode: what sampling needs, without the discriminator or EMA copies."""
+    nets = Munch(generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in),
+                 mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains),
+                 style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
+                                            cfg.dim_in))
+    if cfg.w_hpf > 0:
+        from core.wing import FAN
+        nets.fan = FAN()
+    for net in nets.values():
+        net.eval()
+    return nets
+
+
+def build_model(args) -> Tuple[Munch, Munch]:
     """Networks and their EMA copies, as the official ``build_model``.
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional

@@ -107,3 +107,32 @@ def debug_image(nets, args, inputs, step):
         translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi,
                                out(f'latent_psi_{psi:.1f}'), mean_styles=mean_styles)
     translate_using_reference(nets, args, x_src, x_ref, y_ref, out('reference'))
+
+
+@torch.no_grad()
+def write_samples(nets, args, src, ref):
+    """Sample mode: ``reference.jpg``, the latent grids and the two interpolation videos of
+    the source batch ``src`` and reference batch ``ref`` (InputFetcher 'test' batches) into
+    ``args.result_dir``."""
+    from core.errors import UserError
+    os.makedirs(args.result_dir, exist_ok=True)
+    device = src.x.device
+    translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
+    generator = torch.Generator().manual_seed(args.seed)
+    n = src.x.size(0)
+    z_trg_list = shared_latents(args, n, generator, device)
+    for y in range(args.num_domains):
+        y_trg = torch.full((n,), y, dtype=torch.long, device=device)
+        s_avg = mean_style(nets, args, y, generator=generator)
+        for psi in (0.5, 0.7, 1.0):
+            translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
+                                   os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
+                                   mean_styles=[s_avg])
+    try:
+        from core.video import video_latent, video_ref
+    except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
+        raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
+    video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
+    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(args.num_domains)]
+    video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'),
+                 generator=generator)

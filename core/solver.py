@@ -21,9 +21,9 @@ from core.device import select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
-from core.model import build_model
-from core.sampling import (debug_image, mean_style, shared_latents, translate_using_latent,
-                           translate_using_reference)
+from core.model import ModelConfig, build_model
+from core.inference import load_run_networks
+from core.sampling import debug_image, write_samples
 from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
 from core.wing import load_fan
 
@@ -55,17 +55,20 @@ class _StopFlag:
 
 
 class Solver:
+    """Trains (official name and signature). ``sample`` and ``evaluate`` stay for scripts
+    written against the official repository: they load their networks through
+    ``core.inference`` like the command line does."""
+
     def __init__(self, args):
         self.args = args
-        # several processes only when torchrun launched a training run
         device = select_device(args.device)  # the one device decision
-        self.dist = distributed.from_env(args.batch_size, device) if args.mode == 'train' else distributed.Single()
+        # several processes only when torchrun launched this one
+        self.dist = distributed.from_env(args.batch_size, device)
         self.device = self.dist.device(device)
         torch.manual_seed(args.seed)
         nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
-        if args.mode == 'train':
-            init_weights(nets)  # He init after the EMA copies were taken (official)
-            self.optims = build_optimizers(nets, args)
+        init_weights(nets)  # He init after the EMA copies were taken (official)
+        self.optims = build_optimizers(nets, args)
         self.nets = Munch({k: v.to(self.device) for k, v in nets.items()})
         self.nets_ema = Munch({k: v.to(self.device) for k, v in nets_ema.items()})
         if 'fan' in nets:
@@ -76,13 +79,6 @@ class Solver:
         """FAN weights come from the checkpoint when it has them, else from --wing_path."""
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
-
-    def load_ema(self, step):
-        """Networks for sample / eval / translate into ``nets_ema``: the EMA copies, or the
-        online G, F, E of ``{step}_nets.ckpt`` with ``--sample_from online``."""
-        kind = ckpt.NETS if getattr(self.args, 'sample_from', 'ema') == 'online' else ckpt.NETS_EMA
-        saved = ckpt.load_modules(ckpt.ckpt_path(self.args.checkpoint_dir, step, kind), self.nets_ema)
-        self._ensure_fan(saved)
 
     def _train_state(self, step, fetcher):
         state = {'step': step, 'fetcher': fetcher.state_dict(), 'torch_rng': torch.get_rng_state()}
@@ -114,10 +110,9 @@ class Solver:
     def train(self, loaders):
         args = self.args
         run_dir = args.checkpoint_dir
-        if not getattr(args, 'domain_names', None):
-            args.domain_names = ','.join(list_domains(args.train_img_dir))
-        if self.dist.is_main:
-            save_config(args, run_dir)
+        if self.dist.is_main:  # the run remembers its architecture and domain names
+            model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
+            save_config(args, run_dir, domain_names=','.join(model.names()))
         fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
         inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
 
@@ -152,7 +147,7 @@ class Solver:
                 if args.print_every and i % args.print_every == 0:
                     logger.log(i, logs)
                 if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
-                    sample_nets = self.nets if getattr(args, 'sample_from', 'ema') == 'online' else self.nets_ema
+                    sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
                     debug_image(sample_nets, args, inputs_val, i)
                 if args.save_every and i % args.save_every == 0:
                     self.save(i, fetcher)
@@ -170,44 +165,26 @@ class Solver:
             self.save(done, fetcher)
         return done, stop.requested
 
-    # ------------------------------------------------------------------ sample / eval
+    # ------------------------------------------------------------------ sample / eval (official-style scripts)
     @torch.no_grad()
     def sample(self, loaders):
+        """Sample mode on loaders of source and reference images (as upstream)."""
         args = self.args
-        self.load_ema(args.resume_iter)
-        os.makedirs(args.result_dir, exist_ok=True)
+        nets, _ = load_run_networks(args, self.device)
         src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
         ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
-        nets = self.nets_ema
-        translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
-        generator = torch.Generator().manual_seed(args.seed)
-        n = src.x.size(0)
-        z_trg_list = shared_latents(args, n, generator, self.device)
-        for y in range(args.num_domains):
-            y_trg = torch.full((n,), y, dtype=torch.long, device=self.device)
-            s_avg = mean_style(nets, args, y, generator=generator)
-            for psi in (0.5, 0.7, 1.0):
-                translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
-                                       os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
-                                       mean_styles=[s_avg])
-        try:
-            from core.video import video_latent, video_ref
-        except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
-            raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
-        video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
-        y_trg_list = [torch.full((n,), y, dtype=torch.long, device=self.device) for y in range(args.num_domains)]
-        video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'),
-                     generator=generator)
+        write_samples(nets, args, src, ref)
 
     @torch.no_grad()
     def evaluate(self, step=None):
-        from metrics.eval import calculate_metrics  # the metrics stack is loaded only when used
-        args = self.args
+        """FID and LPIPS of the EMA networks being trained (``step`` given), or of the
+        checkpoint ``--resume_iter`` (no step, as upstream)."""
+        from metrics.eval import evaluate_networks  # the metrics stack is loaded only when used
         if step is None:
-            step = args.resume_iter
-            self.load_ema(step)
-        for mode in ('latent', 'reference'):
-            calculate_metrics(self.nets_ema, args, step, mode)
+            nets, step = load_run_networks(self.args, self.device)
+        else:
+            nets = self.nets_ema
+        evaluate_networks(nets, self.args, step)
 
 
 def _check_finite(logs, step, last_saved, run_dir):

@@ -11,23 +11,17 @@ import os
 
 import torch
 
-from core.config import domain_names, load_config
+from core.inference import load_run_networks
+from core.model import ModelConfig
 from core.data_loader import list_images, load_rgb, plain_transform
 from core.errors import UserError
 from core.sampling import mean_style, save_image, source_masks, truncated_style
 
 
 def known_domains(args):
-    """Domain names: --domain_names, else those stored with the run (config.yaml), else indices."""
-    names = domain_names(args)
-    if names:
-        return names
-    stored = os.path.join(args.checkpoint_dir, 'config.yaml')
-    if os.path.isfile(stored):
-        saved = load_config(stored).get('domain_names')
-        if saved:
-            return [n.strip() for n in str(saved).split(',')]
-    return [str(i) for i in range(args.num_domains)]
+    """Domain names: --domain_names, else those stored with the run (read back into the
+    arguments by parse_args), else indices."""
+    return ModelConfig.from_args(args).names()
 
 
 def domain_index(value, names, flag):
@@ -60,12 +54,10 @@ def _sources(src, out):
 
 @torch.no_grad()
 def translate(args):
-    from core.solver import Solver
     if not args.out:
         raise UserError('--out is required: the output file (or folder when --src is a folder)')
-    solver = Solver(args)
-    solver.load_ema(args.resume_iter)
-    nets, device = solver.nets_ema, solver.device
+    nets, _ = load_run_networks(args)
+    device = next(nets.generator.parameters()).device
     names = known_domains(args)
     jobs = _sources(args.src, args.out)
     if args.ref:

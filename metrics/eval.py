@@ -186,3 +186,8 @@ def calculate_metrics(nets, args, step, mode, cache_dir=None, verbose=True):
     lpips_values[f'LPIPS_{mode}/mean'] = float(np.mean(list(lpips_values.values())))
     _write(args, step, mode, fid_values, lpips_values)
     return fid_values, lpips_values
+
+
+def evaluate_networks(nets, args, step):
+    """The paper's protocol: ``calculate_metrics`` in latent then reference mode."""
+    return {mode: calculate_metrics(nets, args, step, mode) for mode in ('latent', 'reference')}

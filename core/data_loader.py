@@ -270,11 +270,15 @@ class TrainTransform:
             return self.transform(img)
 
 
+INCEPTION_SIZE = 299
+
+
 def plain_transform(img_size, imagenet_normalize=False):
-    """Test/eval transform: Resize, then [-1, 1] (or 299 px with ImageNet mean/std for Inception)."""
+    """Test/eval transform: Resize, then [-1, 1]; with ``imagenet_normalize`` the official FID
+    pre-processing instead (then 299 px, ImageNet mean/std), used by metrics/fid.py."""
     steps = [transforms.Resize([img_size, img_size])]
     if imagenet_normalize:
-        steps += [transforms.Resize([299, 299]), transforms.ToTensor(),
+        steps += [transforms.Resize([INCEPTION_SIZE, INCEPTION_SIZE]), transforms.ToTensor(),
                   transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
     else:
         steps += [transforms.ToTensor(),

@@ -8,7 +8,7 @@ import torch
 
 from core.errors import UserError
 
-__all__ = ['select_device', 'dist_backend', 'pin_memory']
+__all__ = ['select_device', 'as_device', 'dist_backend', 'pin_memory']
 
 
 def select_device(name='auto'):

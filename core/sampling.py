@@ -4,12 +4,20 @@ Images are tensors in [-1, 1]; every function follows the device of its inputs.
 """
 import os
 
+import numpy as np
 import torch
 import torchvision.utils as vutils
 
 
 def denormalize(x):
     return ((x + 1) / 2).clamp_(0, 1)
+
+
+def to_uint8(x):
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 numpy array, rounded exactly as torchvision's
+    save_image stores it (the one image-to-uint8 of the project)."""
+    x = ((x.detach().float() + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255)
+    return np.ascontiguousarray(x.permute(0, 2, 3, 1).to('cpu', torch.uint8).numpy())
 
 
 def save_image(x, ncol, filename):

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.sampling import N_MEAN_STYLE, domain_mean_style, source_masks
+from core.sampling import N_MEAN_STYLE, domain_mean_style, source_masks, to_uint8
 
 __all__ = ['FPS', 'SLOWDOWN', 'HOLD_LAST', 'VideoWriter', 'interpolation_weights',
            'tensor_to_uint8', 'auto_scale', 'video_ref', 'video_latent', 'ref_frames',
@@ -68,8 +68,7 @@ def tensor_to_uint8(x):
     """(3, H, W) image in [-1, 1] -> (H, W, 3) uint8 numpy array, rounded as save_image does."""
     if x.dim() != 3 or x.size(0) != 3:
         raise ValueError(f'expected a (3, H, W) image, got shape {tuple(x.shape)}')
-    x = ((x.detach().float() + 1) / 2).clamp_(0, 1).mul_(255).add_(0.5).clamp_(0, 255)
-    return np.ascontiguousarray(x.to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    return to_uint8(x.unsqueeze(0))[0]
 
 
 def auto_scale(img_size):

@@ -21,19 +21,13 @@ import torch
 from PIL import Image
 
 from core.data_loader import derive_seed, get_eval_loader, list_domains
-from core.sampling import source_masks
+from core.sampling import source_masks, to_uint8
 from metrics import MetricsError
 from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
     stats_from_folder
 from metrics.lpips import build_lpips, calculate_lpips_given_images
 
 MODES = ('latent', 'reference')
-
-
-def to_uint8(x):
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, exactly as torchvision's save_image stores it."""
-    x = ((x + 1) / 2).clamp(0, 1)
-    return x.mul(255).add(0.5).clamp(0, 255).permute(0, 2, 3, 1).to('cpu', torch.uint8).numpy()
 
 
 def _arg(args, name, default=None):

@@ -21,15 +21,14 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from scipy import linalg
-from torchvision import models, transforms
+from torchvision import models
 
-from core.device import select_device
+from core.data_loader import plain_transform
+from core.device import as_device
 from core.errors import UserError
+from core.fileio import atomic_write
 from metrics import MetricsError, build_cached, file_fingerprint, load_into
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-INCEPTION_SIZE = 299
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
 
 
@@ -59,7 +58,7 @@ def build_inception(path=None, device=None, cache=True):
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
     """
-    device = select_device('auto' if device is None else str(device))  # the project's one device decision
+    device = as_device(device)  # None: the project's one device decision
 
     def make(state, file):
         net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
@@ -73,13 +72,8 @@ def build_inception(path=None, device=None, cache=True):
 
 # ---------------------------------------------------------------- images -> features
 def image_transform(img_size):
-    """The official FID pre-processing of a PIL image."""
-    return transforms.Compose([
-        transforms.Resize([img_size, img_size]),
-        transforms.Resize([INCEPTION_SIZE, INCEPTION_SIZE]),
-        transforms.ToTensor(),
-        transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    ])
+    """The official FID pre-processing of a PIL image (resize to img_size, then 299, ImageNet mean/std)."""
+    return plain_transform(img_size, imagenet_normalize=True)
 
 
 def _open_rgb(path):
@@ -177,10 +171,7 @@ def stats_from_folder(folder, img_size, batch_size, inception, cache_dir=None):
                 pass   # corrupt entry: recompute and overwrite
     mu, cov = statistics(activations_from_paths(files, img_size, batch_size, inception))
     if cache_file:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f'{cache_file}.{os.getpid()}.tmp.npz'
-        np.savez(tmp, mu=mu, cov=cov, folder=os.path.abspath(folder), n=len(files))
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, lambda f: np.savez(f, mu=mu, cov=cov, folder=os.path.abspath(folder), n=len(files)))
     return mu, cov
 
 

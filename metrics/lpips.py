@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from torchvision import models
 
+from core.device import as_device
 from metrics import MetricsError, build_cached, load_into
 
 
@@ -53,12 +54,13 @@ class LPIPS(nn.Module):
         return self.distance(self.features(x), self.features(y))
 
 
-def build_lpips(alexnet_path=None, device='cpu', cache=True):
+def build_lpips(alexnet_path=None, device=None, cache=True):
     """LPIPS in eval mode, AlexNet weights from ``alexnet_path`` or torchvision's cache.
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
+    ``device`` None follows the project's one device decision, as Inception does.
     """
-    device = torch.device(device)
+    device = as_device(device)
 
     def make(state, file):
         alexnet = models.alexnet(weights=None)

@@ -19,8 +19,8 @@ def trained(tmp_path_factory):
 
 
 def common(root):
-    return ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
-            '--w_hpf', '0', '--num_workers', '0', '--checkpoint_dir', str(root / 'ckpt'), '--resume_iter', '2']
+    # no architecture flags: the run's config.yaml supplies them
+    return ['--num_workers', '0', '--checkpoint_dir', str(root / 'ckpt'), '--resume_iter', '2']
 
 
 def test_sample_writes_grids_and_both_videos(trained, tmp_path):
@@ -93,3 +93,20 @@ def test_eval_mode_writes_the_official_json_files(trained, tmp_path):
         assert fid[f'FID_{mode}/mean'] == pytest.approx((fid[f'FID_{mode}/cat2dog'] + fid[f'FID_{mode}/dog2cat']) / 2)
         assert all(v > 0 for v in fid.values()) and all(v > 0 for v in lpips.values())
     assert len((eval_dir / 'metrics.jsonl').read_text().splitlines()) == 2
+
+
+def test_a_run_needs_no_flags_but_its_folder_and_finds_its_newest_step(trained, tmp_path):
+    root, data = trained
+    out = tmp_path / 'newest.png'
+    assert cli.main(['--mode', 'translate', '--checkpoint_dir', str(root / 'ckpt'), '--num_workers', '0',
+                     '--src', str(data / 'val' / 'cat' / '0.png'), '--trg_domain', 'dog', '--out', str(out)]) == 0
+    assert Image.open(out).size == (32, 32)
+
+
+def test_a_flag_that_contradicts_the_run_is_a_one_line_error(trained, tmp_path, capsys):
+    root, data = trained
+    rc = cli.main(['--mode', 'translate', *common(root), '--style_dim', '32', '--src', str(data / 'val' / 'cat' / '0.png'),
+                   '--trg_domain', 'dog', '--out', str(tmp_path / 'x.png')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert 'another configuration' in err[0] and 'style_dim=16' in err[0] and 'style_dim=32' in err[0]

@@ -1,0 +1,99 @@
+"""The model configuration stored with a run and the one loader of networks for inference."""
+import pytest
+import torch
+import yaml
+
+from core.checkpoint import save_checkpoint
+from core.config import parse_args
+from core.errors import UserError
+from core.inference import load_networks, resolve_step, saved_steps
+from core.model import MODEL_KEYS, ModelConfig, build_model
+
+TINY = dict(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0.0, dim_in=8, max_conv_dim=32)
+
+
+def write_run(folder, **model):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'config.yaml').write_text(yaml.safe_dump({**model, 'domain_names': 'cat,dog,wild', 'lr': 0.5}))
+    return folder
+
+
+def test_model_config_from_args_and_names():
+    args = parse_args(['--mode', 'train', '--img_size', '32', '--num_domains', '3', '--domain_names', 'a, b,c'])
+    cfg = ModelConfig.from_args(args)
+    assert (cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in) == (32, 3, 512, None)
+    assert cfg.names() == ['a', 'b', 'c']
+    assert ModelConfig.from_args(args, domain_names=['x', 'y', 'z']).domain_names == ('x', 'y', 'z')
+    assert ModelConfig(num_domains=2).names() == ['0', '1']
+    assert set(MODEL_KEYS) == {'img_size', 'style_dim', 'latent_dim', 'num_domains', 'w_hpf', 'dim_in',
+                               'max_conv_dim', 'domain_names'}
+
+
+@pytest.mark.parametrize('mode', ['sample', 'eval', 'translate'])
+def test_run_modes_read_the_architecture_back(tmp_path, mode):
+    run = write_run(tmp_path / 'run', **TINY)
+    args = parse_args(['--mode', mode, '--checkpoint_dir', str(run)])
+    assert {k: getattr(args, k) for k in TINY} == TINY
+    assert args.domain_names == 'cat,dog,wild'
+    assert args.lr == 1e-4  # only the model keys come back, not the training settings
+
+
+def test_command_line_flags_win_over_the_run_and_the_run_over_config_files(tmp_path):
+    run = write_run(tmp_path / 'run', **TINY)
+    other = tmp_path / 'other.yaml'
+    other.write_text(yaml.safe_dump({'img_size': 128, 'latent_dim': 4, 'checkpoint_dir': str(run)}))
+    args = parse_args(['--mode', 'sample', '--config', str(other), '--latent_dim', '2'])
+    assert args.img_size == 32  # the run beats --config
+    assert args.latent_dim == 2  # a flag beats the run
+
+
+def test_train_and_official_checkpoints_keep_their_flags(tmp_path):
+    run = write_run(tmp_path / 'run', **TINY)
+    assert parse_args(['--mode', 'train', '--checkpoint_dir', str(run)]).img_size == 256
+    assert parse_args(['--mode', 'sample', '--checkpoint_dir', str(tmp_path / 'official'),
+                       '--img_size', '64']).img_size == 64
+
+
+def saved_run(folder, steps, cfg):
+    nets, nets_ema = build_model(cfg)
+    for step in steps:
+        for p in nets_ema.generator.parameters():
+            p.data.fill_(step)
+        save_checkpoint(str(folder), step, nets, nets_ema)
+    return nets, nets_ema
+
+
+def test_load_networks_newest_step_ema_or_online(tmp_path, one_thread):
+    cfg = ModelConfig(**TINY)
+    nets, _ = saved_run(tmp_path, [3, 10, 7], cfg)
+    assert saved_steps(str(tmp_path)) == [3, 7, 10]
+    assert resolve_step(str(tmp_path), 0) == 10 and resolve_step(str(tmp_path), 3) == 3
+    ema = load_networks(cfg, str(tmp_path), 0, 'cpu')
+    assert sorted(ema) == ['generator', 'mapping_network', 'style_encoder']
+    assert all(torch.all(p == 10) for p in ema.generator.parameters())
+    assert not ema.generator.training
+    online = load_networks(cfg, str(tmp_path), 7, 'cpu', which='online')
+    for key, value in online.generator.state_dict().items():
+        assert torch.equal(value, nets.generator.state_dict()[key])
+
+
+def test_load_networks_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match='no \\*_nets_ema.ckpt checkpoint'):
+        load_networks(ModelConfig(**TINY), str(tmp_path), 0)
+    saved_run(tmp_path, [1], ModelConfig(**TINY))
+    with pytest.raises(UserError, match='another configuration') as err:
+        load_networks(ModelConfig(**{**TINY, 'num_domains': 2}), str(tmp_path), 1)
+    assert '\n' not in str(err.value)
+    with pytest.raises(UserError, match="which must be 'ema' or 'online'"):
+        load_networks(ModelConfig(**TINY), str(tmp_path), 1, which='best')
+
+
+def test_w_hpf_models_take_the_fan_from_the_checkpoint(tmp_path):
+    from weights_by_name import value_for
+    cfg = ModelConfig(**{**TINY, 'img_size': 64, 'num_domains': 2, 'w_hpf': 1.0})
+    nets, nets_ema = build_model(cfg)
+    nets.fan.load_state_dict({k: value_for(k, v) for k, v in nets.fan.state_dict().items()})
+    save_checkpoint(str(tmp_path), 5, nets, nets_ema)
+    loaded = load_networks(cfg, str(tmp_path), 5, 'cpu', wing_path=None)
+    for key, value in nets.fan.state_dict().items():
+        assert torch.equal(loaded.fan.state_dict()[key], value)

@@ -28,6 +28,9 @@ __all__ = ['build_app', 'example_images', 'serve']
 
 MAX_OUTS = 8
 EXAMPLES_PER_DOMAIN = 2
+IMAGE_HEIGHT = 256  # px on the page: small models' images are shown enlarged
+CSS = ('#source img, #reference img, #output img '
+       '{width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}')
 
 
 class _Upload(gr.Image):
@@ -102,7 +105,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                     f'with random styles of a target domain or with the style of a reference image.')
         with gr.Row():
             with gr.Column():
-                src = _Upload(type='filepath', label='Source image', sources=['upload'], elem_id='source')
+                src = _Upload(type='filepath', label='Source image', sources=['upload'], height=IMAGE_HEIGHT,
+                              elem_id='source')
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[src], label='Examples')
                 with gr.Tab('Target domain'):
@@ -114,11 +118,13 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                                     label="psi: 1 = random styles, 0 = the domain's mean style")
                     latent_btn = gr.Button('Translate', variant='primary', elem_id='translate')
                 with gr.Tab('Reference image'):
-                    ref = _Upload(type='filepath', label='Reference image', sources=['upload'], elem_id='reference')
+                    ref = _Upload(type='filepath', label='Reference image', sources=['upload'],
+                                  height=IMAGE_HEIGHT, elem_id='reference')
                     ref_domain = gr.Dropdown(names, value=names[-1], label="Reference image's domain")
                     ref_btn = gr.Button('Translate with the reference', variant='primary', elem_id='translate_ref')
             with gr.Column():
-                out = gr.Image(type='numpy', format='png', label='Translation', interactive=False, elem_id='output')
+                out = gr.Image(type='numpy', format='png', label='Translation', interactive=False,
+                               height=IMAGE_HEIGHT, elem_id='output')
         latent_btn.click(run_latent, [src, domain, seed, psi, num_outs], out, api_name='latent')
         ref_btn.click(run_reference, [src, ref, ref_domain], out, api_name='reference')
     return app
@@ -132,7 +138,7 @@ def serve(args):
     app = build_app(nets, cfg, examples=example_images(args), title=title)
     try:
         app.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                           inbrowser=False)
+                           inbrowser=False, css=CSS)
     except OSError as e:
         raise UserError(f'cannot listen on {args.host}:{args.port} ({e}); '
                         f'pick a free port with --port or another --host') from None

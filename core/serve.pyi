@@ -42,7 +42,7 @@ class _Upload(gr.Image):
         except gr.Error:
             raise
         except Exception:
-            raise gr.Error(f'The {self.label.lower()} cannot be read as an image; '
+            raise gr.Error(f'The {self.label.lower()} cannot be read; '
                            f'upload a PNG, JPEG or other image file.') from None
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block

@@ -33,19 +33,22 @@ CSS = ('#source img, #reference img, #output img '
        '{width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}')
 
 
-class _Upload(gr.Image):
-    """gr.Image whose unreadable uploads become a message in the page (gr.Error), not an
-    unexplained error and a server-side traceback."""
-    is_template = True  # drawn by the front end as a plain Image
+def _upload(label, elem_id):
+    """An image upload whose unreadable files become a message in the page (gr.Error), not
+    an unexplained error and a server-side traceback. (An instance attribute, not a
+    subclass: gradio writes a .pyi file beside the source of every component subclass.)"""
+    image = gr.Image(type='filepath', label=label, sources=['upload'], height=IMAGE_HEIGHT, elem_id=elem_id)
+    plain = image.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return plain(payload)
         except gr.Error:
             raise
         except Exception:
-            raise gr.Error(f'The {self.label.lower()} cannot be read; '
-                           f'upload a PNG, JPEG or other image file.') from None
+            raise gr.Error(f'The {label.lower()} cannot be read; upload a PNG, JPEG or other image file.') from None
+    image.preprocess = preprocess
+    return image
 
 
 def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
@@ -105,8 +108,7 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                     f'with random styles of a target domain or with the style of a reference image.')
         with gr.Row():
             with gr.Column():
-                src = _Upload(type='filepath', label='Source image', sources=['upload'], height=IMAGE_HEIGHT,
-                              elem_id='source')
+                src = _upload('Source image', 'source')
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[src], label='Examples')
                 with gr.Tab('Target domain'):
@@ -118,8 +120,7 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                                     label="psi: 1 = random styles, 0 = the domain's mean style")
                     latent_btn = gr.Button('Translate', variant='primary', elem_id='translate')
                 with gr.Tab('Reference image'):
-                    ref = _Upload(type='filepath', label='Reference image', sources=['upload'],
-                                  height=IMAGE_HEIGHT, elem_id='reference')
+                    ref = _upload('Reference image', 'reference')
                     ref_domain = gr.Dropdown(names, value=names[-1], label="Reference image's domain")
                     ref_btn = gr.Button('Translate with the reference', variant='primary', elem_id='translate_ref')
             with gr.Column():

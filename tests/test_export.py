@@ -11,12 +11,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from munch import Munch
 from PIL import Image
 
 import main as cli
 from conftest import ROOT
 from core.translate import load_image, translate_image
+from core.wing import PART_OPS
 from tiny_run import STEP, make_checkpoint, make_image
 
 ort = pytest.importorskip('onnxruntime', reason='pip install onnxruntime onnx onnxscript')
@@ -43,6 +45,20 @@ def real_images(img_size, n=2):
     return torch.cat([load_image(p, img_size, 'cpu') for p in paths])
 
 
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """``exported(case)`` -> ``(nets, folder)``; each case is exported once per module (the
+    FAN's export takes a minute on a loaded CPU)."""
+    done = {}
+
+    def get(num_domains, w_hpf, img_size, with_config):
+        key = (num_domains, w_hpf, img_size, with_config)
+        if key not in done:
+            done[key] = export(tmp_path_factory.mktemp('export'), *key)
+        return done[key]
+    return get
+
+
 def export(tmp_path, num_domains, w_hpf, img_size, with_config):
     names = ['a', 'b', 'c'][:num_domains]
     flags, nets = make_checkpoint(tmp_path / 'ckpt', with_config=with_config, img_size=img_size,
@@ -60,8 +76,8 @@ def err(a, b):
 
 
 @pytest.mark.parametrize('num_domains,w_hpf,img_size,with_config', CASES)
-def test_onnx_matches_pytorch(tmp_path, num_domains, w_hpf, img_size, with_config, one_thread):
-    nets, out = export(tmp_path, num_domains, w_hpf, img_size, with_config)
+def test_onnx_matches_pytorch(exported, num_domains, w_hpf, img_size, with_config, one_thread):
+    nets, out = exported(num_domains, w_hpf, img_size, with_config)
     meta = json.loads((out / 'onnx_export.json').read_text())
     assert meta['domain_names'] == ['a', 'b', 'c'][:num_domains] and meta['step'] == STEP
     assert (meta['img_size'], meta['w_hpf'], meta['num_domains']) == (img_size, w_hpf, num_domains)
@@ -80,7 +96,7 @@ def test_onnx_matches_pytorch(tmp_path, num_domains, w_hpf, img_size, with_confi
         print(f'no photos under {PHOTOS}: compared on random inputs only')
     else:
         batches['real'] = photos
-    errors = {}
+    errors, flipped, unstable = {}, {}, {}
     with torch.no_grad():
         for kind, x in batches.items():
             n = x.size(0)
@@ -91,25 +107,49 @@ def test_onnx_matches_pytorch(tmp_path, num_domains, w_hpf, img_size, with_confi
             errors[f'mapping_network/{kind}'] = err(sess['mapping_network'].run(None, {'z': z.numpy(), 'y': y.numpy()})[0], s_map)
             s_enc = nets.style_encoder(x, y)
             errors[f'style_encoder/{kind}'] = err(sess['style_encoder'].run(None, {'x': x.numpy(), 'y': y.numpy()})[0], s_enc)
-            masks = None
+            masks, stable = None, None
             if w_hpf:
                 masks = nets.fan.get_heatmap(x)
+                assert 0.05 < masks[0].mean() < 0.95 and masks[0].std() > 0.1  # not a constant image
                 got = sess['fan_masks'].run(None, feeds)
-                errors[f'fan_masks/{kind}'] = max(err(a, b) for a, b in zip(got, masks))
+                stable = threshold_stable(nets.fan, x)
+                assert stable.mean() > 0.99  # the exemption is of a few pixels
+                errors[f'fan_masks/{kind}'] = max(err(a[stable], b[torch.from_numpy(stable)]) for a, b in zip(got, masks))
+                flipped[kind] = sum(int((np.abs(a - b.numpy()) > TOL).sum()) for a, b in zip(got, masks))
+                unstable[kind] = int((~stable).sum())
                 feeds.update(masks0=masks[0].numpy(), masks1=masks[1].numpy())
             x_fake = nets.generator(x, s_map, masks=masks)
             errors[f'generator/{kind}'] = err(sess['generator'].run(None, {**feeds, 's': s_map.numpy()})[0], x_fake)
-            if w_hpf:  # all in onnxruntime: FAN masks -> generator, against translate mode's path
+            if w_hpf and stable[:1].all():  # all in onnxruntime: FAN masks -> generator
                 opts = Munch(w_hpf=w_hpf, latent_dim=8)
                 m0, m1 = sess['fan_masks'].run(None, {'x': x[:1].numpy()})
                 got = sess['generator'].run(None, {'x': x[:1].numpy(), 's': s_map[:1].numpy(), 'masks0': m0,
                                                    'masks1': m1})[0]
                 errors[f'fan_masks+generator/{kind}'] = err(got, translate_image(nets, opts, x[:1], s_map[:1]))
+    if w_hpf:
+        print(f'mask pixels fed by heat-map values at the 0.1 threshold: {unstable}; '
+              f'mask values (of both masks) differing by > {TOL}: {flipped}')
     print(f'max abs error, {num_domains} domains, w_hpf {w_hpf}, {img_size} px: '
           + ', '.join(f'{k} {v:.2e}' for k, v in errors.items()))
     worst = max(errors, key=errors.get)
     assert errors[worst] <= TOL, f'{worst}: max abs error {errors[worst]:.2e} > {TOL}'
     assert x_fake.abs().max() > 0.01  # the comparison was not of two zero images
+
+
+def threshold_stable(fan, x, eps=1e-5):
+    """(N, 1, 256, 256) bool numpy: mask pixels that no FAN heat-map value within ``eps`` of
+    the mask step's 0.1 threshold feeds.
+
+    The mask step zeroes up-sampled heat-map values below 0.1 (core.wing.heatmaps_to_masks,
+    as upstream): a value within float rounding of 0.1 jumps by ~0.1 either way, in any two
+    correct implementations. It then shifts channels by whole rows, so a value at row r
+    feeds the mask rows r - k for the shifts k of the step; elsewhere the masks are smooth
+    and must agree to TOL."""
+    hm = F.interpolate(fan._heatmaps(x), size=256, mode='bilinear', align_corners=True)
+    near = ((hm - 0.1).abs() < eps).any(dim=1, keepdim=True)
+    shifts = {0, 4, -8, -24} | {k for _, k, _ in PART_OPS}  # nose 4, eyes -8 and -24, then the parts
+    fed = torch.stack([torch.roll(near, shifts=-k, dims=2) for k in shifts]).any(dim=0)
+    return (~fed).numpy()
 
 
 def readme_example():
@@ -119,9 +159,9 @@ def readme_example():
     return blocks[0]
 
 
-@pytest.mark.parametrize('w_hpf,img_size', [(0, 32), (1, 64)], ids=['hpf0', 'hpf1'])
-def test_readme_onnxruntime_example_translates_one_image(tmp_path, w_hpf, img_size):
-    nets, out = export(tmp_path, 2, w_hpf, img_size, True)
+@pytest.mark.parametrize('num_domains,w_hpf,img_size', [(2, 0, 32), (3, 1, 64)], ids=['hpf0', 'hpf1'])
+def test_readme_onnxruntime_example_translates_one_image(exported, tmp_path, num_domains, w_hpf, img_size):
+    nets, out = exported(num_domains, w_hpf, img_size, True)
     script = tmp_path / 'onnx_translate.py'
     script.write_text(readme_example())
     photos = sorted(glob.glob(os.path.join(PHOTOS, 'celeba_hq', 'src', '*', '*.jpg')))
@@ -138,6 +178,7 @@ def test_readme_onnxruntime_example_translates_one_image(tmp_path, w_hpf, img_si
         s = nets.mapping_network(z, torch.tensor([1]))
         x_fake = translate_image(nets, Munch(w_hpf=w_hpf, latent_dim=8), x, s)
     want = ((x_fake[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255)
-    assert np.abs(got - want).max() <= 1.0  # rounding only
+    # rounding only (but for the rare mask pixels at the FAN's 0.1 threshold, see threshold_stable)
+    assert (np.abs(got - want) > 1.0).mean() < 1e-3
     src_px = np.asarray(Image.open(src).convert('RGB').resize((img_size, img_size), Image.BILINEAR), np.float64)
     assert np.abs(got - src_px).mean() > 5  # it is a translation, not the source

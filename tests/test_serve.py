@@ -30,6 +30,16 @@ INSTALL = 'apt-get install -y chromium && pip install playwright'
 IMG_SIZE = 32
 
 
+def project_files():
+    """Every file under the project folder but caches: serving must add none."""
+    skip = {'.git', '__pycache__', '.pytest_cache'}
+    found = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found.update(os.path.join(folder, f) for f in files)
+    return found
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -107,8 +117,10 @@ def official_server(tmp_path_factory):
     """An official-format checkpoint: no config.yaml, the model given by flags and --domain_names."""
     root = tmp_path_factory.mktemp('official')
     flags, _ = make_checkpoint(root / 'ckpt', with_config=False, img_size=IMG_SIZE, num_domains=2)
+    before = project_files()
     server = Server([*flags, '--domain_names', 'cat,dog', '--checkpoint_dir', str(root / 'ckpt'),
                      '--resume_iter', '3'], root / 'serve.log').wait()
+    server.files_before = before
     yield server
     server.stop()
 
@@ -207,3 +219,4 @@ def test_gradio_client_latent_reference_and_bad_upload(official_server, images):
     with pytest.raises(AppError, match='Upload a source image'):
         client.predict(None, 'dog', 5, 0.7, 1, api_name='/latent')
     assert official_server.proc.poll() is None  # still serving
+    assert project_files() == official_server.files_before  # nothing written beside the code

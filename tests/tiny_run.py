@@ -3,6 +3,7 @@ official format (``{step:06d}_nets_ema.ckpt``), with or without the run's config
 import os
 
 import numpy as np
+import torch
 from PIL import Image
 
 from core.checkpoint import atomic_save, ckpt_path, state_dicts, NETS_EMA
@@ -21,6 +22,16 @@ def model_flags(img_size=32, num_domains=2, w_hpf=0, names=None):
     return flags
 
 
+def sparse_heatmaps(fan, scale=0.03, bias=-0.2):
+    """Weights filled by name make FAN heat-maps so large that both masks are 1 everywhere;
+    a smaller, negatively biased last layer leaves peaks (masks about half covered, a
+    third saturated), so that comparisons of masks are not of two constant images."""
+    with torch.no_grad():
+        fan.l0.weight.mul_(scale)
+        fan.l0.bias.fill_(bias)
+    return fan
+
+
 def make_checkpoint(folder, with_config=True, **model):
     """Writes ``folder/000003_nets_ema.ckpt`` (and ``config.yaml`` when ``with_config``);
     returns ``(flags, nets)``: the model flags and the filled networks."""
@@ -29,6 +40,8 @@ def make_checkpoint(folder, with_config=True, **model):
     nets = build_inference_networks(ModelConfig.from_args(args))
     for net in nets.values():
         fill_by_name(net)
+    if 'fan' in nets:
+        sparse_heatmaps(nets.fan)
     os.makedirs(folder, exist_ok=True)
     atomic_save(state_dicts(nets), ckpt_path(str(folder), STEP, NETS_EMA))  # the FAN too, as upstream
     if with_config:

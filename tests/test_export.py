@@ -107,20 +107,22 @@ def test_onnx_matches_pytorch(exported, num_domains, w_hpf, img_size, with_confi
             errors[f'mapping_network/{kind}'] = err(sess['mapping_network'].run(None, {'z': z.numpy(), 'y': y.numpy()})[0], s_map)
             s_enc = nets.style_encoder(x, y)
             errors[f'style_encoder/{kind}'] = err(sess['style_encoder'].run(None, {'x': x.numpy(), 'y': y.numpy()})[0], s_enc)
-            masks, stable = None, None
+            masks, ort_masks = None, None
             if w_hpf:
                 masks = nets.fan.get_heatmap(x)
                 assert 0.05 < masks[0].mean() < 0.95 and masks[0].std() > 0.1  # not a constant image
-                got = sess['fan_masks'].run(None, feeds)
+                ort_masks = sess['fan_masks'].run(None, feeds)
                 stable = threshold_stable(nets.fan, x)
                 assert stable.mean() > 0.99  # the exemption is of a few pixels
-                errors[f'fan_masks/{kind}'] = max(err(a[stable], b[torch.from_numpy(stable)]) for a, b in zip(got, masks))
-                flipped[kind] = sum(int((np.abs(a - b.numpy()) > TOL).sum()) for a, b in zip(got, masks))
+                errors[f'fan_masks/{kind}'] = max(err(a[stable], b[torch.from_numpy(stable)]) for a, b in zip(ort_masks, masks))
+                flipped[kind] = sum(int((np.abs(a - b.numpy()) > TOL).sum()) for a, b in zip(ort_masks, masks))
                 unstable[kind] = int((~stable).sum())
                 feeds.update(masks0=masks[0].numpy(), masks1=masks[1].numpy())
             x_fake = nets.generator(x, s_map, masks=masks)
             errors[f'generator/{kind}'] = err(sess['generator'].run(None, {**feeds, 's': s_map.numpy()})[0], x_fake)
-            if w_hpf and stable[:1].all():  # all in onnxruntime: FAN masks -> generator
+            if w_hpf and all(np.abs(a[:1] - b[:1].numpy()).max() <= TOL for a, b in zip(ort_masks, masks)):
+                # all in onnxruntime (FAN masks -> generator) against translate mode's path, when no
+                # mask pixel of the first image fell on the other side of the threshold
                 opts = Munch(w_hpf=w_hpf, latent_dim=8)
                 m0, m1 = sess['fan_masks'].run(None, {'x': x[:1].numpy()})
                 got = sess['generator'].run(None, {'x': x[:1].numpy(), 's': s_map[:1].numpy(), 'masks0': m0,

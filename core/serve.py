@@ -33,24 +33,6 @@ CSS = ('#source img, #reference img, #output img '
        '{width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}')
 
 
-def _upload(label, elem_id):
-    """An image upload whose unreadable files become a message in the page (gr.Error), not
-    an unexplained error and a server-side traceback. (An instance attribute, not a
-    subclass: gradio writes a .pyi file beside the source of every component subclass.)"""
-    image = gr.Image(type='filepath', label=label, sources=['upload'], height=IMAGE_HEIGHT, elem_id=elem_id)
-    plain = image.preprocess
-
-    def preprocess(payload):
-        try:
-            return plain(payload)
-        except gr.Error:
-            raise
-        except Exception:
-            raise gr.Error(f'The {label.lower()} cannot be read; upload a PNG, JPEG or other image file.') from None
-    image.preprocess = preprocess
-    return image
-
-
 def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
     """A few images of each domain of ``--val_img_dir`` and ``--src_dir``, when they exist."""
     found = []
@@ -74,7 +56,11 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
     opts = Munch(dataclasses.asdict(cfg))  # what the translate helpers read (latent_dim, w_hpf)
     device = next(nets.generator.parameters()).device
 
-    def read(path, what):
+    def read(upload, what):
+        # events run with preprocess=False: the upload arrives as gradio's file record (already
+        # checked to be in its upload cache), not opened by gradio, so that an unreadable file
+        # gets this message instead of gradio's generic error
+        path = upload.get('path') if isinstance(upload, dict) else upload
         if not path:
             raise gr.Error(f'Upload a {what} first' + (' (or pick an example).' if what == 'source image' else '.'))
         try:
@@ -108,7 +94,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                     f'with random styles of a target domain or with the style of a reference image.')
         with gr.Row():
             with gr.Column():
-                src = _upload('Source image', 'source')
+                src = gr.Image(type='filepath', label='Source image', sources=['upload'], height=IMAGE_HEIGHT,
+                               elem_id='source')
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[src], label='Examples')
                 with gr.Tab('Target domain'):
@@ -120,14 +107,15 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
                                     label="psi: 1 = random styles, 0 = the domain's mean style")
                     latent_btn = gr.Button('Translate', variant='primary', elem_id='translate')
                 with gr.Tab('Reference image'):
-                    ref = _upload('Reference image', 'reference')
+                    ref = gr.Image(type='filepath', label='Reference image', sources=['upload'],
+                                   height=IMAGE_HEIGHT, elem_id='reference')
                     ref_domain = gr.Dropdown(names, value=names[-1], label="Reference image's domain")
                     ref_btn = gr.Button('Translate with the reference', variant='primary', elem_id='translate_ref')
             with gr.Column():
                 out = gr.Image(type='numpy', format='png', label='Translation', interactive=False,
                                height=IMAGE_HEIGHT, elem_id='output')
-        latent_btn.click(run_latent, [src, domain, seed, psi, num_outs], out, api_name='latent')
-        ref_btn.click(run_reference, [src, ref, ref_domain], out, api_name='reference')
+        latent_btn.click(run_latent, [src, domain, seed, psi, num_outs], out, api_name='latent', preprocess=False)
+        ref_btn.click(run_reference, [src, ref, ref_domain], out, api_name='reference', preprocess=False)
     return app
 
 

@@ -57,7 +57,18 @@ def translate(args):
     translate(args)
 
 
-MODES = dict(train=train, sample=sample, eval=evaluate, align=align, translate=translate)
+def serve(args):
+    from core.serve import serve
+    serve(args)
+
+
+def export(args):
+    from core.export import export
+    export(args)
+
+
+MODES = dict(train=train, sample=sample, eval=evaluate, align=align, translate=translate, serve=serve,
+             export=export)
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ __all__ = ['UserError', 'build_parser', 'parse_args', 'validate_args', 'save_con
            'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES']
 
 CONFIG_FILENAME = 'config.yaml'
-MODES = ('train', 'sample', 'eval', 'align', 'translate')
+MODES = ('train', 'sample', 'eval', 'align', 'translate', 'serve', 'export')
 # modes that load a trained run: its config.yaml supplies the model's architecture
 RUN_MODES = ('sample', 'eval', 'translate', 'serve', 'export')
 # keys that a YAML file may not set (they only make sense on the command line)
@@ -127,6 +127,12 @@ def build_parser():
     add('--num_outs', type=int, default=1, help='translate: number of outputs (latent codes)')
     add('--psi', type=float, default=1.0, help='translate: truncation of the style code (1: none)')
     add('--out', type=str, default=None, help='translate: output image file')
+
+    # ---- ours: --mode serve (web demo) and --mode export
+    add('--host', type=str, default='127.0.0.1', help='serve: address to listen on (0.0.0.0: every interface)')
+    add('--port', type=int, default=7860, help='serve: port to listen on')
+    add('--share', action='store_true', help="serve: also open a public gradio.live link (off: nothing leaves the machine)")
+    add('--format', type=str, default='onnx', choices=['onnx'], help='export: file format of the exported networks')
 
     # ---- face alignment (official)
     add('--wing_path', type=str, default='expr/checkpoints/wing.ckpt')
@@ -272,6 +278,7 @@ def validate_args(args):
               'val_batch_size', 'num_outs_per_domain', 'num_outs'):
         v = getattr(args, k)
         need(v >= 1, f'--{k} must be >= 1, not {v}')
+    need(0 < args.port < 65536, f'--port must be in 1..65535, not {args.port}')
     if args.dim_in is not None:
         need(args.dim_in >= 1, f'--dim_in must be >= 1, not {args.dim_in}')
     for k in ('total_iters', 'resume_iter', 'ds_iter', 'num_workers', 'print_every',

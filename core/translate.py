@@ -35,8 +35,35 @@ def domain_index(value, names, flag):
                     f"(or an index), or give names with --domain_names")
 
 
-def _load(path, img_size, device):
+def load_image(path, img_size, device):
+    """One image file (any size and format PIL reads) as a (1, 3, img_size, img_size) batch
+    in [-1, 1]; ImageReadError (a UserError) when it cannot be read."""
     return plain_transform(img_size)(load_rgb(path)).unsqueeze(0).to(device)
+
+
+def reference_style(nets, x_ref, y_ref):
+    """Style code (1, style_dim) of the reference image ``x_ref`` of domain index ``y_ref``."""
+    return nets.style_encoder(x_ref, torch.tensor([y_ref], device=x_ref.device))
+
+
+def latent_style(nets, args, y_trg, num_outs, seed, psi):
+    """``num_outs`` style codes of domain ``y_trg`` from latent codes drawn with ``seed``,
+    truncated towards the domain's mean style by ``psi`` (1: none)."""
+    device = next(nets.mapping_network.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.full((num_outs,), y_trg, device=device)
+    s_avg = mean_style(nets, args, y_trg, generator=generator)
+    z = torch.randn(num_outs, args.latent_dim, generator=generator).to(device)
+    return truncated_style(nets, s_avg, z, y, psi)
+
+
+def translate_image(nets, args, x, s_trg):
+    """The source ``x`` (1, 3, H, W) translated with each style of ``s_trg`` (n, style_dim):
+    (n, 3, H, W); w_hpf > 0 models compute the source's masks with the FAN."""
+    masks = source_masks(nets, args, x)
+    n = s_trg.size(0)
+    masks = None if masks is None else [m.expand(n, -1, -1, -1) for m in masks]
+    return nets.generator(x.expand(n, -1, -1, -1), s_trg, masks=masks)
 
 
 def _sources(src, out):
@@ -64,19 +91,11 @@ def translate(args):
         y_trg = domain_index(args.ref_domain, names, '--ref_domain')
         if not os.path.isfile(args.ref):
             raise UserError(f"--ref '{args.ref}' does not exist")
-        y = torch.tensor([y_trg], device=device)
-        s_trg = nets.style_encoder(_load(args.ref, args.img_size, device), y)
+        s_trg = reference_style(nets, load_image(args.ref, args.img_size, device), y_trg)
     else:
         y_trg = domain_index(args.trg_domain, names, '--trg_domain')
-        generator = torch.Generator().manual_seed(args.seed)
-        y = torch.full((args.num_outs,), y_trg, device=device)
-        z = torch.randn(args.num_outs, args.latent_dim, generator=generator).to(device)
-        s_trg = truncated_style(nets, mean_style(nets, args, y_trg, generator=generator), z, y, args.psi)
+        s_trg = latent_style(nets, args, y_trg, args.num_outs, args.seed, args.psi)
     for src, out in jobs:
-        x = _load(src, args.img_size, device)
-        masks = source_masks(nets, args, x)
-        n = s_trg.size(0)
-        masks = None if masks is None else [m.expand(n, -1, -1, -1) for m in masks]
-        x_fake = nets.generator(x.expand(n, -1, -1, -1), s_trg, masks=masks)
-        save_image(x_fake, n, out)
+        x_fake = translate_image(nets, args, load_image(src, args.img_size, device), s_trg)
+        save_image(x_fake, x_fake.size(0), out)
         print(f'{src} -> {out} ({names[y_trg]})')

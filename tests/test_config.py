@@ -36,7 +36,7 @@ OUR_DEFAULTS = {
     'sample_from': 'ema', 'device': 'auto', 'inception_path': None, 'alexnet_path': None,
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
-    'demo_data': None,
+    'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
 }
 
 
@@ -62,9 +62,14 @@ def test_official_types_on_command_line():
     assert args.img_size == 128 and isinstance(args.img_size, int)
 
 
-@pytest.mark.parametrize('mode', ['train', 'sample', 'eval', 'align', 'translate'])
+@pytest.mark.parametrize('mode', ['train', 'sample', 'eval', 'align', 'translate', 'serve', 'export'])
 def test_modes(mode):
     assert parse_args(['--mode', mode]).mode == mode
+
+
+def test_port_checked():
+    with pytest.raises(UserError, match='--port must be in 1..65535'):
+        parse_args(['--mode', 'serve', '--port', '70000'])
 
 
 def test_mode_required_and_checked():

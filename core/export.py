@@ -1,0 +1,125 @@
+"""Export mode: the EMA networks of a checkpoint as ONNX graphs with a dynamic batch size.
+
+    python main.py --mode export --format onnx --config configs/demo.yaml --result_dir expr/demo/onnx
+
+writes into ``--result_dir``:
+
+- ``generator.onnx``        x (N, 3, S, S), s (N, style_dim) [, masks0, masks1 (N, 1, 256, 256)] -> x_fake
+- ``mapping_network.onnx``  z (N, latent_dim) float32, y (N,) int64 -> s
+- ``style_encoder.onnx``    x (N, 3, S, S), y (N,) int64 -> s
+- ``fan_masks.onnx``        (w_hpf > 0 only) x (N, 3, S, S) -> masks0, masks1: the FAN and the
+  heat-map-to-mask step of ``core.wing``, so a face model needs no PyTorch at all
+- ``onnx_export.json``      input/output names and shapes, image size, dimensions, domain names, w_hpf
+
+Images are RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1) resized to S x S, as translate mode
+feeds them. Every file is written atomically.
+"""
+import json
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from core.errors import UserError
+from core.fileio import atomic_write
+from core.model import ModelConfig
+
+__all__ = ['export', 'export_onnx', 'graph_specs', 'META_FILENAME']
+
+META_FILENAME = 'onnx_export.json'
+EXAMPLE_BATCH = 2  # torch.export specialises a batch of 1; any other size stays symbolic
+
+
+class _MaskedGenerator(nn.Module):
+    """The generator with its two FAN masks as plain inputs (ONNX has no list inputs)."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x, s, masks0, masks1):
+        return self.generator(x, s, masks=[masks0, masks1])
+
+
+class _FanMasks(nn.Module):
+    """Images in [-1, 1] -> the generator's two masks, as ``FAN.get_heatmap``."""
+
+    def __init__(self, fan):
+        super().__init__()
+        self.fan = fan
+
+    def forward(self, x):
+        return self.fan.get_heatmap(x)
+
+
+def graph_specs(nets, cfg: ModelConfig):
+    """``[(name, module, example inputs, input names, output names)]`` of the graphs to export."""
+    device = next(nets.generator.parameters()).device
+    n, size = EXAMPLE_BATCH, cfg.img_size
+    x = torch.zeros(n, 3, size, size, device=device)
+    s = torch.zeros(n, cfg.style_dim, device=device)
+    y = torch.zeros(n, dtype=torch.long, device=device)
+    z = torch.zeros(n, cfg.latent_dim, device=device)
+    specs = [('mapping_network', nets.mapping_network, (z, y), ['z', 'y'], ['s']),
+             ('style_encoder', nets.style_encoder, (x, y), ['x', 'y'], ['s'])]
+    if cfg.w_hpf > 0:
+        masks = tuple(torch.zeros(n, 1, 256, 256, device=device) for _ in range(2))
+        specs += [('generator', _MaskedGenerator(nets.generator), (x, s) + masks,
+                   ['x', 's', 'masks0', 'masks1'], ['x_fake']),
+                  ('fan_masks', _FanMasks(nets.fan), (x,), ['x'], ['masks0', 'masks1'])]
+    else:
+        specs.append(('generator', nets.generator, (x, s), ['x', 's'], ['x_fake']))
+    return specs
+
+
+def _onnx_bytes(module, inputs, input_names, output_names, opset=None):
+    batch = torch.export.Dim('batch', min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        program = torch.onnx.export(module.eval(), inputs, None, input_names=input_names,
+                                    output_names=output_names, dynamo=True, external_data=False,
+                                    dynamic_shapes=tuple({0: batch} for _ in inputs), opset_version=opset,
+                                    verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def _shapes(names, tensors):
+    return {name: ['N', *t.shape[1:]] for name, t in zip(names, tensors)}
+
+
+@torch.no_grad()
+def export_onnx(nets, cfg: ModelConfig, out_dir, step=None, opset=None):
+    """Writes the ONNX graphs of ``nets`` and ``onnx_export.json`` into ``out_dir``; returns the
+    metadata (also what the JSON holds)."""
+    graphs = {}
+    for name, module, inputs, input_names, output_names in graph_specs(nets, cfg):
+        data = _onnx_bytes(module, inputs, input_names, output_names, opset)
+        path = atomic_write(os.path.join(out_dir, f'{name}.onnx'), lambda f: f.write(data))
+        outputs = module(*inputs)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        graphs[name] = dict(file=os.path.basename(path), inputs=_shapes(input_names, inputs),
+                            outputs=_shapes(output_names, outputs))
+        print(f'wrote {path}')
+    meta = dict(format='onnx', step=step, img_size=cfg.img_size, style_dim=cfg.style_dim,
+                latent_dim=cfg.latent_dim, num_domains=cfg.num_domains, domain_names=cfg.names(),
+                w_hpf=cfg.w_hpf, image='RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1), '
+                                      f'resized to {cfg.img_size}x{cfg.img_size}',
+                integer_inputs='y: int64 domain indices', graphs=graphs)
+    text = json.dumps(meta, indent=2)
+    print(f'wrote {atomic_write(os.path.join(out_dir, META_FILENAME), lambda f: f.write(text), binary=False)}')
+    return meta
+
+
+def export(args):
+    if args.format != 'onnx':
+        raise UserError(f"--format {args.format} is not supported; use --format onnx")
+    try:
+        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise UserError('ONNX export needs the onnx and onnxscript packages: '
+                        'pip install onnx onnxscript onnxruntime') from None
+    from core.inference import load_run_networks
+    nets, step = load_run_networks(args, device='cpu')  # graphs are traced on the CPU
+    export_onnx(nets, ModelConfig.from_args(args), args.result_dir, step=step)

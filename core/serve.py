@@ -1,0 +1,133 @@
+"""Serve mode: a web demo (Gradio) of a checkpoint.
+
+    python main.py --mode serve --config configs/demo.yaml        # then open http://127.0.0.1:7860
+
+A source image (uploaded, or one of the validation / sample images offered as examples) is
+translated either with random styles of a target domain (seed, psi, number of outputs: a row
+of K images) or with the style of a reference image of a given domain. The images go through
+the same functions as translate mode (``core.translate``). Nothing is written to disk except
+what Gradio itself caches (uploads and shown images, under its temporary folder); usage
+statistics are off and nothing leaves the machine unless ``--share`` is given.
+"""
+import dataclasses
+import os
+
+os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # before gradio reads it: no telemetry
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+from munch import Munch  # noqa: E402
+
+from core.data_loader import list_domains, list_images  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from core.model import ModelConfig  # noqa: E402
+from core.sampling import image_row  # noqa: E402
+from core.translate import latent_style, load_image, reference_style, translate_image  # noqa: E402
+
+__all__ = ['build_app', 'example_images', 'serve']
+
+MAX_OUTS = 8
+EXAMPLES_PER_DOMAIN = 2
+IMAGE_HEIGHT = 256  # px on the page: small models' images are shown enlarged
+CSS = ('#source img, #reference img, #output img '
+       '{width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}')
+
+
+def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
+    """A few images of each domain of ``--val_img_dir`` and ``--src_dir``, when they exist."""
+    found = []
+    for root in (args.val_img_dir, args.src_dir):
+        if not root or not os.path.isdir(root):
+            continue
+        try:
+            domains = list_domains(root)
+        except UserError:
+            continue
+        for domain in domains:
+            found += list_images(os.path.join(root, domain))[:per_domain]
+    return [os.path.abspath(p) for p in found]
+
+
+def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
+    """The Gradio Blocks app for ``nets`` (inference networks on any device). Its two
+    events are also an API: ``/latent`` (source, domain, seed, psi, num_outs) and
+    ``/reference`` (source, reference, reference domain) return the image."""
+    names = cfg.names()
+    opts = Munch(dataclasses.asdict(cfg))  # what the translate helpers read (latent_dim, w_hpf)
+    device = next(nets.generator.parameters()).device
+
+    def read(upload, what):
+        # events run with preprocess=False: the upload arrives as gradio's file record (already
+        # checked to be in its upload cache), not opened by gradio, so that an unreadable file
+        # gets this message instead of gradio's generic error
+        path = upload.get('path') if isinstance(upload, dict) else upload
+        if not path:
+            raise gr.Error(f'Upload a {what} first' + (' (or pick an example).' if what == 'source image' else '.'))
+        try:
+            return load_image(path, cfg.img_size, device)
+        except UserError:
+            raise gr.Error(f'The {what} cannot be read; upload a PNG, JPEG or other image file.') from None
+
+    def index(domain, what):
+        if domain not in names:
+            raise gr.Error(f'Pick the {what} ({", ".join(names)}).')
+        return names.index(domain)
+
+    @torch.no_grad()
+    def run_latent(src, domain, seed, psi, num_outs):
+        x = read(src, 'source image')
+        y_trg = index(domain, 'target domain')
+        num_outs = min(max(int(num_outs or 1), 1), MAX_OUTS)
+        s_trg = latent_style(nets, opts, y_trg, num_outs, int(seed or 0), float(psi))
+        return image_row(translate_image(nets, opts, x, s_trg))
+
+    @torch.no_grad()
+    def run_reference(src, ref, ref_domain):
+        x = read(src, 'source image')
+        x_ref = read(ref, 'reference image')
+        s_ref = reference_style(nets, x_ref, index(ref_domain, "reference image's domain"))
+        return image_row(translate_image(nets, opts, x, s_ref))
+
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        gr.Markdown(f'## {title}\nDomains: {", ".join(names)} · {cfg.img_size}x{cfg.img_size} px. '
+                    f'Upload a source image (any size; it is resized to {cfg.img_size} px), then translate it '
+                    f'with random styles of a target domain or with the style of a reference image.')
+        with gr.Row():
+            with gr.Column():
+                src = gr.Image(type='filepath', label='Source image', sources=['upload'], height=IMAGE_HEIGHT,
+                               elem_id='source')
+                if examples:
+                    gr.Examples(examples=[[p] for p in examples], inputs=[src], label='Examples')
+                with gr.Tab('Target domain'):
+                    domain = gr.Dropdown(names, value=names[-1], label='Target domain', elem_id='domain')
+                    with gr.Row():
+                        seed = gr.Number(value=777, precision=0, label='Seed')
+                        num_outs = gr.Slider(1, MAX_OUTS, value=1, step=1, label='Number of outputs')
+                    psi = gr.Slider(0, 1, value=1, step=0.05,
+                                    label="psi: 1 = random styles, 0 = the domain's mean style")
+                    latent_btn = gr.Button('Translate', variant='primary', elem_id='translate')
+                with gr.Tab('Reference image'):
+                    ref = gr.Image(type='filepath', label='Reference image', sources=['upload'],
+                                   height=IMAGE_HEIGHT, elem_id='reference')
+                    ref_domain = gr.Dropdown(names, value=names[-1], label="Reference image's domain")
+                    ref_btn = gr.Button('Translate with the reference', variant='primary', elem_id='translate_ref')
+            with gr.Column():
+                out = gr.Image(type='numpy', format='png', label='Translation', interactive=False,
+                               height=IMAGE_HEIGHT, elem_id='output')
+        latent_btn.click(run_latent, [src, domain, seed, psi, num_outs], out, api_name='latent', preprocess=False)
+        ref_btn.click(run_reference, [src, ref, ref_domain], out, api_name='reference', preprocess=False)
+    return app
+
+
+def serve(args):
+    from core.inference import load_run_networks
+    nets, step = load_run_networks(args)
+    cfg = ModelConfig.from_args(args)
+    title = f'StarGAN v2 · {os.path.basename(os.path.abspath(args.checkpoint_dir))} step {step}'
+    app = build_app(nets, cfg, examples=example_images(args), title=title)
+    try:
+        app.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
+                           inbrowser=False, css=CSS)
+    except OSError as e:
+        raise UserError(f'cannot listen on {args.host}:{args.port} ({e}); '
+                        f'pick a free port with --port or another --host') from None

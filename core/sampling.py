@@ -7,6 +7,8 @@ import os
 import torch
 import torchvision.utils as vutils
 
+from core.config import DEFAULT_SAMPLE_OUTPUTS, SAMPLE_OUTPUTS
+
 
 def denormalize(x):
     return ((x + 1) / 2).clamp_(0, 1)
@@ -107,3 +109,50 @@ def debug_image(nets, args, inputs, step):
         translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi,
                                out(f'latent_psi_{psi:.1f}'), mean_styles=mean_styles)
     translate_using_reference(nets, args, x_src, x_ref, y_ref, out('reference'))
+
+
+# --------------------------------------------------------------------------- sample mode
+
+@torch.no_grad()
+def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
+    """Sample mode's files into ``args.result_dir``; returns their paths in order.
+
+    ``src``/``ref``: batches with ``x`` (N, 3, H, W) and ``y`` (N,) (InputFetcher 'test').
+    ``outputs`` (any of SAMPLE_OUTPUTS): 'reference' -> reference.jpg, 'video_ref' ->
+    video_ref.mp4, 'latent' -> latent_{y}_psi_{0.5,0.7,1.0}.jpg per domain,
+    'video_latent' -> video_latent.mp4. Random codes come from a generator seeded with
+    ``args.seed`` anew for each output, so an output does not depend on which others are chosen.
+    """
+    unknown = [o for o in outputs if o not in SAMPLE_OUTPUTS]
+    if unknown:
+        raise ValueError(f'unknown sample outputs {unknown}; choose from {SAMPLE_OUTPUTS}')
+    out = lambda name: os.path.join(args.result_dir, name)
+    os.makedirs(args.result_dir, exist_ok=True)
+    device, n = src.x.device, src.x.size(0)
+    written = []
+    if 'reference' in outputs:
+        translate_using_reference(nets, args, src.x, ref.x, ref.y, out('reference.jpg'))
+        written.append(out('reference.jpg'))
+    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(args.num_domains)]
+
+    def codes():  # the same latent codes for every output, each output's draws independent of the others
+        generator = torch.Generator().manual_seed(args.seed)
+        return generator, shared_latents(args, n, generator, device)
+
+    if 'latent' in outputs:
+        generator, z_trg_list = codes()
+        for y, y_trg in enumerate(y_trg_list):
+            s_avg = mean_style(nets, args, y, generator=generator)
+            for psi in (0.5, 0.7, 1.0):
+                translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
+                                       out(f'latent_{y}_psi_{psi:.1f}.jpg'), mean_styles=[s_avg])
+                written.append(out(f'latent_{y}_psi_{psi:.1f}.jpg'))
+    if 'video_ref' in outputs or 'video_latent' in outputs:
+        from core.video import video_latent, video_ref  # needs imageio-ffmpeg; UserError when absent
+        if 'video_ref' in outputs:
+            written.append(video_ref(nets, args, src.x, ref.x, ref.y, out('video_ref.mp4')))
+        if 'video_latent' in outputs:
+            generator, z_trg_list = codes()
+            written.append(video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
+                                        generator=generator))
+    return written

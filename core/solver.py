@@ -16,14 +16,13 @@ from tqdm import tqdm
 
 from core import checkpoint as ckpt
 from core import distributed
-from core.config import as_dict, save_config
+from core.config import as_dict, sample_outputs, save_config, with_defaults
 from core.device import select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.model import build_model
-from core.sampling import (debug_image, mean_style, shared_latents, translate_using_latent,
-                           translate_using_reference)
+from core.sampling import debug_image, write_samples
 from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
 from core.wing import load_fan
 
@@ -56,6 +55,7 @@ class _StopFlag:
 
 class Solver:
     def __init__(self, args):
+        args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.args = args
         # several processes only when torchrun launched a training run
         device = select_device(args.device)  # the one device decision
@@ -175,29 +175,9 @@ class Solver:
     def sample(self, loaders):
         args = self.args
         self.load_ema(args.resume_iter)
-        os.makedirs(args.result_dir, exist_ok=True)
         src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
         ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
-        nets = self.nets_ema
-        translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
-        generator = torch.Generator().manual_seed(args.seed)
-        n = src.x.size(0)
-        z_trg_list = shared_latents(args, n, generator, self.device)
-        for y in range(args.num_domains):
-            y_trg = torch.full((n,), y, dtype=torch.long, device=self.device)
-            s_avg = mean_style(nets, args, y, generator=generator)
-            for psi in (0.5, 0.7, 1.0):
-                translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
-                                       os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
-                                       mean_styles=[s_avg])
-        try:
-            from core.video import video_latent, video_ref
-        except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
-            raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
-        video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
-        y_trg_list = [torch.full((n,), y, dtype=torch.long, device=self.device) for y in range(args.num_domains)]
-        video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'),
-                     generator=generator)
+        write_samples(self.nets_ema, args, src, ref, sample_outputs(args))
 
     @torch.no_grad()
     def evaluate(self, step=None):

@@ -36,7 +36,7 @@ OUR_DEFAULTS = {
     'sample_from': 'ema', 'device': 'auto', 'inception_path': None, 'alexnet_path': None,
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
-    'demo_data': None,
+    'demo_data': None, 'sample_outputs': 'reference,video_ref',
 }
 
 

@@ -12,10 +12,9 @@ import pytest
 import torch
 from munch import Munch
 from PIL import Image
-from torchvision import models
 
 from core.errors import UserError
-from weights_by_name import fill_by_name, value_for
+from weights_by_name import fill_by_name, fill_torch_hub
 
 # The official modules' public names and their argument lists (clovaai/stargan-v2, read from
 # the repository; for a class, its __init__ without self). Names are facts, not code.
@@ -322,14 +321,7 @@ def test_data_loader_official_datasets(tmp_path):
 
 @pytest.fixture
 def offline_torch_home(tmp_path, monkeypatch):
-    ckpt = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
-    ckpt.mkdir(parents=True)
-    for weights, net in ((models.Inception_V3_Weights.IMAGENET1K_V1,
-                          models.inception_v3(weights=None, aux_logits=True, init_weights=False)),
-                         (models.AlexNet_Weights.IMAGENET1K_V1, models.alexnet(weights=None))):
-        torch.save({k: value_for(k, v, gain=2 ** 0.5) for k, v in net.state_dict().items()},
-                   ckpt / os.path.basename(weights.url))
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.setenv('TORCH_HOME', str(fill_torch_hub(tmp_path / 'torch_home')))
 
 
 @pytest.mark.slow  # builds Inception v3 twice on the CPU

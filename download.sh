@@ -1,48 +1,124 @@
 #!/usr/bin/env bash
-# Downloads what StarGAN v2 needs from the official release.
-#   bash download.sh wing                  # FAN weights + mean landmarks (CelebA-HQ, align mode)
-#   bash download.sh celeba-hq-model       # released CelebA-HQ model  -> expr/checkpoints/celeba_hq/
-#   bash download.sh afhq-model            # released AFHQ model       -> expr/checkpoints/afhq/
-#   bash download.sh celeba-hq-dataset     # -> data/celeba_hq/{train,val}
-#   bash download.sh afhq-dataset          # -> data/afhq/{train,val}
-#   bash download.sh afhq-v2-dataset       # -> data/afhq_v2/{train,test}
-#   bash download.sh assets                # sample photos -> assets/representative/
+# Downloads what StarGAN v2 needs from the official release, into the official paths.
+#
+#   bash download.sh pretrained-network-celeba-hq  # -> expr/checkpoints/celeba_hq/100000_nets_ema.ckpt
+#   bash download.sh pretrained-network-afhq       # -> expr/checkpoints/afhq/100000_nets_ema.ckpt
+#   bash download.sh wing                          # -> expr/checkpoints/{wing.ckpt,celeba_lm_mean.npz}
+#   bash download.sh celeba-hq-dataset             # -> data/celeba_hq/{train,val}
+#   bash download.sh afhq-dataset                  # -> data/afhq/{train,val}
+#   bash download.sh afhq-v2-dataset               # -> data/afhq_v2/
+#   bash download.sh assets                        # sample photos -> assets/representative/
+#                                                  #   (from the official git repository's zip)
+# celeba-hq-model and afhq-model are our older names of the two pretrained networks.
+#
+# Every file goes to NAME.part first (a broken download resumes from there when run
+# again), is checked (not empty, not an HTML error page, zips tested), and only then
+# renamed to NAME; archives are unpacked beside the target and moved in when complete.
+# Exit status: 0 done, 1 a download failed (the message names the file, its URL and
+# where to put a copy by hand), 2 unknown argument.
+# STARGAN_DOWNLOAD_FROM=DIR: copy from DIR/<target path> (e.g. DIR/expr/checkpoints/wing.ckpt,
+# DIR/data/afhq.zip, DIR/assets/stargan-v2-master.zip) instead of the network.
 # ImageNet weights for the metrics (Inception v3, AlexNet) are fetched by torchvision
 # into $TORCH_HOME/hub/checkpoints on first use.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")"
 
-fetch() {  # url file
-    mkdir -p "$(dirname "$2")"
-    if [ -s "$2" ]; then echo "$2 already there"; return; fi
-    echo "downloading $2"
-    curl -fL --retry 3 -o "$2.part" "$1" && mv "$2.part" "$2"
+DROPBOX=https://www.dropbox.com/s
+ASSETS_URL=https://github.com/clovaai/stargan-v2/archive/refs/heads/master.zip
+
+usage() {
+    echo "usage: bash download.sh NAME, NAME one of:"
+    echo "  pretrained-network-celeba-hq (alias celeba-hq-model), pretrained-network-afhq (alias afhq-model),"
+    echo "  wing, celeba-hq-dataset, afhq-dataset, afhq-v2-dataset, assets"
 }
 
-unzip_to() {  # url zip folder
-    fetch "$1" "$2"
-    mkdir -p "$3" && unzip -q -o "$2" -d "$3" && rm -f "$2"
+fail() {  # file url
+    echo "error: could not download $1 from $2" >&2
+    local kept=""
+    [ -s "$1.part" ] && kept=" (the partial copy $1.part is kept: run again to resume)"
+    echo "  download it by hand and put it at $(pwd)/$1$kept" >&2
+    exit 1
+}
+
+check() {  # file: non-empty, not an HTML page (dead links answer with one), zips complete
+    [ -s "$1" ] || return 1
+    if head -c 512 "$1" | tr 'A-Z' 'a-z' | grep -q -e '<!doctype html' -e '<html'; then return 1; fi
+    case "$1" in *.zip|*.zip.part) unzip -tq "$1" > /dev/null 2>&1 || return 1 ;; esac
+    return 0
+}
+
+fetch() {  # url file: to file.part (resumed), checked, then renamed to file
+    local url=$1 file=$2 part=$2.part
+    if [ -s "$file" ]; then echo "$file already there"; return 0; fi
+    mkdir -p "$(dirname "$file")"
+    if [ -n "${STARGAN_DOWNLOAD_FROM:-}" ]; then url="file://$(cd "$STARGAN_DOWNLOAD_FROM" && pwd)/$file"; fi
+    echo "downloading $file"
+    if command -v curl > /dev/null; then
+        curl -fL --retry 3 -C - -o "$part" "$url"
+        local rc=$?
+        # 33: the server cannot resume; 36: nothing left to resume (the .part is already complete)
+        if [ $rc -eq 33 ]; then rm -f "$part"; curl -fL --retry 3 -o "$part" "$url"; rc=$?; fi
+        if [ $rc -ne 0 ] && [ $rc -ne 36 ]; then fail "$file" "$url"; fi
+    else
+        wget -c -O "$part" "$url" || fail "$file" "$url"
+    fi
+    if ! check "$part"; then
+        echo "error: $file.part from $url is not a valid file (empty, an HTML page or a broken zip); removed it" >&2
+        rm -f "$part"
+        fail "$file" "$url"
+    fi
+    mv -f "$part" "$file"
+}
+
+unzip_to() {  # zip folder [only]: unpack beside the target, then move it in; the zip is removed
+    local zip=$1 dest=$2 only=${3:-} tmp
+    tmp=$(mktemp -d "$dest/.unzip.XXXXXX")
+    if ! unzip -q -o "$zip" $only -d "$tmp"; then
+        rm -rf "$tmp"; echo "error: could not unpack $zip" >&2; exit 1
+    fi
+    echo "$tmp"
+}
+
+dataset() {  # url name: data/name.zip -> data/name/
+    local url=$1 name=$2 tmp
+    if [ -d "data/$name" ]; then echo "data/$name already there"; return 0; fi
+    fetch "$url" "data/$name.zip"
+    tmp=$(unzip_to "data/$name.zip" data) || exit 1
+    local entries=("$tmp"/*)
+    if [ ${#entries[@]} -eq 1 ] && [ -d "${entries[0]}" ] && [ "$(basename "${entries[0]}")" = "$name" ]; then
+        mv "${entries[0]}" "data/$name"; rmdir "$tmp"
+    else
+        mv "$tmp" "data/$name"   # the archive has no top folder of that name
+    fi
+    rm -f "data/$name.zip"
+    echo "data/$name ready"
 }
 
 case "${1:-}" in
+    pretrained-network-celeba-hq|celeba-hq-model)
+        fetch "$DROPBOX/96fmei6c93o8b8t/100000_nets_ema.ckpt?dl=1" expr/checkpoints/celeba_hq/100000_nets_ema.ckpt ;;
+    pretrained-network-afhq|afhq-model)
+        fetch "$DROPBOX/etwm810v25h42sn/100000_nets_ema.ckpt?dl=1" expr/checkpoints/afhq/100000_nets_ema.ckpt ;;
     wing)
-        fetch "https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1" expr/checkpoints/wing.ckpt
-        fetch "https://www.dropbox.com/s/91fth49gyb7xksk/celeba_lm_mean.npz?dl=1" expr/checkpoints/celeba_lm_mean.npz ;;
-    celeba-hq-model)
-        fetch "https://www.dropbox.com/s/96fmei6c93o8b8t/100000_nets_ema.ckpt?dl=1" expr/checkpoints/celeba_hq/100000_nets_ema.ckpt ;;
-    afhq-model)
-        fetch "https://www.dropbox.com/s/etwm810v25h42sn/100000_nets_ema.ckpt?dl=1" expr/checkpoints/afhq/100000_nets_ema.ckpt ;;
+        fetch "$DROPBOX/tjxpypwpt38926e/wing.ckpt?dl=1" expr/checkpoints/wing.ckpt
+        fetch "$DROPBOX/91fth49gyb7xksk/celeba_lm_mean.npz?dl=1" expr/checkpoints/celeba_lm_mean.npz ;;
     celeba-hq-dataset)
-        unzip_to "https://www.dropbox.com/s/f7pvjij2xlpff59/celeba_hq.zip?dl=1" data/celeba_hq.zip data ;;
+        dataset "$DROPBOX/f7pvjij2xlpff59/celeba_hq.zip?dl=1" celeba_hq ;;
     afhq-dataset)
-        unzip_to "https://www.dropbox.com/s/t9l9o3vsx2jai3z/afhq.zip?dl=1" data/afhq.zip data ;;
+        dataset "$DROPBOX/t9l9o3vsx2jai3z/afhq.zip?dl=1" afhq ;;
     afhq-v2-dataset)
-        unzip_to "https://www.dropbox.com/s/vkzjokiwof5h8w6/afhq_v2.zip?dl=1" data/afhq_v2.zip data ;;
+        dataset "$DROPBOX/vkzjokiwof5h8w6/afhq_v2.zip?dl=1" afhq_v2 ;;
     assets)
-        tmp=$(mktemp -d)
-        fetch "https://github.com/clovaai/stargan-v2/archive/refs/heads/master.zip" "$tmp/stargan-v2.zip"
-        unzip -q "$tmp/stargan-v2.zip" 'stargan-v2-master/assets/representative/*' -d "$tmp"
-        mkdir -p assets && cp -r "$tmp/stargan-v2-master/assets/representative" assets/ && rm -rf "$tmp" ;;
+        if [ -d assets/representative ]; then echo "assets/representative already there"; exit 0; fi
+        fetch "$ASSETS_URL" assets/stargan-v2-master.zip
+        tmp=$(unzip_to assets/stargan-v2-master.zip assets 'stargan-v2-master/assets/representative/*') || exit 1
+        mv "$tmp/stargan-v2-master/assets/representative" assets/representative && rm -rf "$tmp"
+        rm -f assets/stargan-v2-master.zip
+        echo "assets/representative ready (photos (c) NAVER Corp., CC BY-NC 4.0)" ;;
+    -h|--help)
+        usage ;;
     *)
-        sed -n '2,12p' "$0"; exit 1 ;;
+        [ -n "${1:-}" ] && echo "error: unknown argument '$1'" >&2
+        usage >&2
+        exit 2 ;;
 esac

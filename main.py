@@ -28,6 +28,7 @@ def train(args):
 
 
 def sample(args):
+    from core.config import sample_outputs
     from core.data_loader import InputFetcher, get_test_loader
     from core.inference import load_run_networks
     from core.sampling import write_samples
@@ -37,7 +38,7 @@ def sample(args):
                   num_workers=args.num_workers, num_domains=args.num_domains)
     src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
                 for root in (args.src_dir, args.ref_dir))
-    write_samples(nets, args, src, ref)
+    write_samples(nets, args, src, ref, sample_outputs(args))
 
 
 def evaluate(args):

@@ -150,3 +150,47 @@ def load_checkpoint(ckpt_dir, step, nets=None, nets_ema=None, optims=None):
         load_optimizers(ckpt_path(ckpt_dir, step, OPTIMS), optims)
     state_file = ckpt_path(ckpt_dir, step, STATE)
     return read(state_file) if os.path.isfile(state_file) else None
+
+
+class CheckpointIO:
+    """The official checkpoint object: ``CheckpointIO('ckpt/{:06d}_nets.ckpt', generator=G, ...)``.
+
+    ``save(step)`` writes ``{name: state_dict}`` of the registered modules (and optimisers)
+    to ``fname_template.format(step)`` atomically; ``load(step)`` reads it with
+    :func:`load_modules` (``module.`` prefixes, the released CelebA-HQ file, one-line errors
+    for a file of another configuration) and :func:`load_optimizers`. Wrapped and plain
+    modules both work, whatever ``data_parallel`` says.
+    """
+
+    def __init__(self, fname_template, data_parallel=False, **kwargs):
+        folder = os.path.dirname(fname_template)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self.fname_template = fname_template
+        self.data_parallel = data_parallel  # kept for official call sites; unwrap() handles both
+        self.module_dict = dict(kwargs)
+
+    def register(self, **kwargs):
+        self.module_dict.update(kwargs)
+
+    def _split(self):
+        optims = {k: v for k, v in self.module_dict.items() if isinstance(v, torch.optim.Optimizer)}
+        modules = {k: v for k, v in self.module_dict.items() if k not in optims}
+        return modules, optims
+
+    def save(self, step):
+        fname = self.fname_template.format(step)
+        print(f'Saving checkpoint into {fname}...')
+        modules, optims = self._split()
+        atomic_save({**state_dicts(modules), **{k: o.state_dict() for k, o in optims.items()}}, fname)
+        return fname
+
+    def load(self, step):
+        fname = self.fname_template.format(step)
+        print(f'Loading checkpoint from {fname}...')
+        modules, optims = self._split()
+        if modules:
+            load_modules(fname, modules)
+        if optims:
+            load_optimizers(fname, optims)
+        return fname

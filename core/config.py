@@ -23,12 +23,18 @@ from core.fileio import atomic_write
 from core.model import MODEL_KEYS
 
 __all__ = ['UserError', 'build_parser', 'parse_args', 'validate_args', 'save_config',
-           'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES']
+           'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES',
+           'sample_outputs', 'SAMPLE_OUTPUTS', 'DEFAULT_SAMPLE_OUTPUTS', 'with_defaults']
 
 CONFIG_FILENAME = 'config.yaml'
 MODES = ('train', 'sample', 'eval', 'align', 'translate', 'serve', 'export')
 # modes that load a trained run: its config.yaml supplies the model's architecture
 RUN_MODES = ('sample', 'eval', 'translate', 'serve', 'export')
+SAMPLE_OUTPUTS = ('reference', 'video_ref', 'latent', 'video_latent')
+# The official sample mode writes only reference.jpg and video_ref.mp4, so that is the default
+# (the official command costs what it costs upstream); the latent grids (minutes at 256 px on a
+# CPU) and video_latent (tens of minutes) are opt-in. Times: README, "Sample mode".
+DEFAULT_SAMPLE_OUTPUTS = ('reference', 'video_ref')
 # keys that a YAML file may not set (they only make sense on the command line)
 _CLI_ONLY = ('config',)
 
@@ -118,6 +124,10 @@ def build_parser():
     add('--ref_dir', type=str, default='assets/representative/celeba_hq/ref', help='directory containing input reference images')
     add('--inp_dir', type=str, default='assets/representative/custom/female', help='input directory when aligning faces')
     add('--out_dir', type=str, default='assets/representative/celeba_hq/src/female', help='output directory when aligning faces')
+    # ours: which files sample mode writes (the official mode writes reference.jpg and video_ref.mp4)
+    add('--sample_outputs', type=str, default=','.join(DEFAULT_SAMPLE_OUTPUTS),
+        help="sample: comma list of reference, video_ref, latent, video_latent (or 'all'); "
+             "latent grids cost minutes and video_latent tens of minutes at 256 px on a CPU")
 
     # ---- ours: --mode translate (one image, one reference or a latent code)
     add('--src', type=str, default=None, help='translate: source image file')
@@ -265,6 +275,35 @@ def domain_names(args):
     return [n.strip() for n in s.split(',')]
 
 
+def sample_outputs(args):
+    """The --sample_outputs list (in the order of SAMPLE_OUTPUTS); UserError on an unknown name."""
+    text = getattr(args, 'sample_outputs', None) or ','.join(DEFAULT_SAMPLE_OUTPUTS)
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    if names == ['all']:
+        return SAMPLE_OUTPUTS
+    unknown = [n for n in names if n not in SAMPLE_OUTPUTS]
+    if unknown or not names:
+        raise UserError(f"--sample_outputs '{text}': {', '.join(unknown) or 'nothing'} is not an output; "
+                        f"give a comma list of {', '.join(SAMPLE_OUTPUTS)} (or 'all')")
+    return tuple(n for n in SAMPLE_OUTPUTS if n in names)
+
+
+def with_defaults(args):
+    """``args`` with every flag it lacks set to this project's default.
+
+    Scripts written for the official ``main.py`` build their own Namespace without our
+    extra flags (dim_in, device, ema_beta, sample_from, ...); ``Solver`` completes it here.
+    Returns ``args`` itself when nothing is missing, else a copy of the same kind.
+    """
+    given = as_dict(args)
+    missing = {a.dest: a.default for a in _actions(build_parser()).values()
+               if a.dest not in given and a.dest not in _CLI_ONLY}
+    if not missing:
+        return args
+    merged = {**missing, **given}
+    return argparse.Namespace(**merged) if isinstance(args, argparse.Namespace) else Munch(merged)
+
+
 def validate_args(args):
     """Range checks that argparse types cannot express; UserError on the first problem."""
     def need(cond, msg):
@@ -293,6 +332,7 @@ def validate_args(args):
     for k in ('beta1', 'beta2', 'ema_beta'):
         v = getattr(args, k)
         need(0 <= v < 1, f'--{k} must be in [0, 1), not {v}')
+    sample_outputs(args)
     names = domain_names(args)
     if names is not None:
         need(all(names), f"--domain_names '{args.domain_names}' has an empty name; "

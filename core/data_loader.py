@@ -531,3 +531,31 @@ class InputFetcher:
         if self.ref is not None and state.get('ref') is not None:
             self.ref.load_state_dict(state['ref'], strict)
         self.generator.set_state(state['generator'])
+
+
+# --------------------------------------------------------------------------- official names
+
+def _identity(img):
+    return img
+
+
+def listdir(dname):
+    """Image files under ``dname`` (recursive, sorted) as ``pathlib.Path`` (the official helper)."""
+    from pathlib import Path
+    return [Path(p) for p in list_images(dname)]
+
+
+class DefaultDataset(FlatImageDataset):
+    """The official name of :class:`FlatImageDataset` (all images under ``root``, no labels)."""
+
+    def __init__(self, root, transform=None):
+        super().__init__(root, transform or _identity)
+        self.targets = None
+
+
+class ReferenceDataset(DomainDataset):
+    """The official name of a reference dataset: items ``(x, x2, y)``, ``x2`` another image of the
+    same domain (see :class:`DomainDataset` with ``pair=True``)."""
+
+    def __init__(self, root, transform=None):
+        super().__init__(root, transform or _identity, pair=True)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torchvision.utils as vutils
 
+from core.config import DEFAULT_SAMPLE_OUTPUTS, SAMPLE_OUTPUTS
+
 
 def denormalize(x):
     return ((x + 1) / 2).clamp_(0, 1)
@@ -125,30 +127,48 @@ def debug_image(nets, args, inputs, step):
     translate_using_reference(nets, args, x_src, x_ref, y_ref, out('reference'))
 
 
+# --------------------------------------------------------------------------- sample mode
+
 @torch.no_grad()
-def write_samples(nets, args, src, ref):
-    """Sample mode: ``reference.jpg``, the latent grids and the two interpolation videos of
-    the source batch ``src`` and reference batch ``ref`` (InputFetcher 'test' batches) into
-    ``args.result_dir``."""
-    from core.errors import UserError
+def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
+    """Sample mode's files into ``args.result_dir``; returns their paths in order.
+
+    ``src``/``ref``: batches with ``x`` (N, 3, H, W) and ``y`` (N,) (InputFetcher 'test').
+    ``outputs`` (any of SAMPLE_OUTPUTS): 'reference' -> reference.jpg, 'video_ref' ->
+    video_ref.mp4, 'latent' -> latent_{y}_psi_{0.5,0.7,1.0}.jpg per domain,
+    'video_latent' -> video_latent.mp4. Random codes come from a generator seeded with
+    ``args.seed`` anew for each output, so an output does not depend on which others are chosen.
+    """
+    unknown = [o for o in outputs if o not in SAMPLE_OUTPUTS]
+    if unknown:
+        raise ValueError(f'unknown sample outputs {unknown}; choose from {SAMPLE_OUTPUTS}')
+    out = lambda name: os.path.join(args.result_dir, name)
     os.makedirs(args.result_dir, exist_ok=True)
-    device = src.x.device
-    translate_using_reference(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'reference.jpg'))
-    generator = torch.Generator().manual_seed(args.seed)
-    n = src.x.size(0)
-    z_trg_list = shared_latents(args, n, generator, device)
-    for y in range(args.num_domains):
-        y_trg = torch.full((n,), y, dtype=torch.long, device=device)
-        s_avg = mean_style(nets, args, y, generator=generator)
-        for psi in (0.5, 0.7, 1.0):
-            translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
-                                   os.path.join(args.result_dir, f'latent_{y}_psi_{psi:.1f}.jpg'),
-                                   mean_styles=[s_avg])
-    try:
-        from core.video import video_latent, video_ref
-    except ImportError:  # streamed videos need imageio-ffmpeg (requirements.txt)
-        raise UserError('videos need imageio-ffmpeg: pip install imageio-ffmpeg') from None
-    video_ref(nets, args, src.x, ref.x, ref.y, os.path.join(args.result_dir, 'video_ref.mp4'))
+    device, n = src.x.device, src.x.size(0)
+    written = []
+    if 'reference' in outputs:
+        translate_using_reference(nets, args, src.x, ref.x, ref.y, out('reference.jpg'))
+        written.append(out('reference.jpg'))
     y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(args.num_domains)]
-    video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, os.path.join(args.result_dir, 'video_latent.mp4'),
-                 generator=generator)
+
+    def codes():  # the same latent codes for every output, each output's draws independent of the others
+        generator = torch.Generator().manual_seed(args.seed)
+        return generator, shared_latents(args, n, generator, device)
+
+    if 'latent' in outputs:
+        generator, z_trg_list = codes()
+        for y, y_trg in enumerate(y_trg_list):
+            s_avg = mean_style(nets, args, y, generator=generator)
+            for psi in (0.5, 0.7, 1.0):
+                translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
+                                       out(f'latent_{y}_psi_{psi:.1f}.jpg'), mean_styles=[s_avg])
+                written.append(out(f'latent_{y}_psi_{psi:.1f}.jpg'))
+    if 'video_ref' in outputs or 'video_latent' in outputs:
+        from core.video import video_latent, video_ref  # needs imageio-ffmpeg; UserError when absent
+        if 'video_ref' in outputs:
+            written.append(video_ref(nets, args, src.x, ref.x, ref.y, out('video_ref.mp4')))
+        if 'video_latent' in outputs:
+            generator, z_trg_list = codes()
+            written.append(video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
+                                        generator=generator))
+    return written

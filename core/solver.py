@@ -16,13 +16,13 @@ from tqdm import tqdm
 
 from core import checkpoint as ckpt
 from core import distributed
-from core.config import as_dict, save_config
+from core.config import as_dict, sample_outputs, save_config, with_defaults
 from core.device import select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
-from core.model import ModelConfig, build_model
 from core.inference import load_run_networks
+from core.model import ModelConfig, build_model
 from core.sampling import debug_image, write_samples
 from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
 from core.wing import load_fan
@@ -60,6 +60,7 @@ class Solver:
     ``core.inference`` like the command line does."""
 
     def __init__(self, args):
+        args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.args = args
         device = select_device(args.device)  # the one device decision
         # several processes only when torchrun launched this one
@@ -173,7 +174,7 @@ class Solver:
         nets, _ = load_run_networks(args, self.device)
         src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
         ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
-        write_samples(nets, args, src, ref)
+        write_samples(nets, args, src, ref, sample_outputs(args))
 
     @torch.no_grad()
     def evaluate(self, step=None):

@@ -7,6 +7,7 @@ gives the landmarks the align mode needs.
 """
 import os
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -60,8 +61,9 @@ def _conv3x3(dim_in, dim_out):
 
 
 class ConvBlock(nn.Module):
-    def __init__(self, dim_in, dim_out):
+    def __init__(self, in_planes, out_planes):  # official argument names
         super().__init__()
+        dim_in, dim_out = in_planes, out_planes
         self.bn1 = nn.BatchNorm2d(dim_in)
         self.conv1 = _conv3x3(dim_in, dim_out // 2)
         self.bn2 = nn.BatchNorm2d(dim_out // 2)
@@ -133,6 +135,9 @@ class FAN(nn.Module):
         if fname_pretrained is not None:
             load_fan(self, fname_pretrained)
 
+    def load_pretrained_weights(self, fname):
+        return load_fan(self, fname)
+
     def forward(self, x):
         x, _ = self.conv1(x)
         x = F.relu(self.bn1(x))
@@ -201,6 +206,20 @@ def _shift(m, k):
     return torch.roll(m, shifts=-k, dims=2)
 
 
+def truncate(x, thres=0.1):
+    """Heat-map values below ``thres`` set to 0."""
+    return torch.where(x < thres, torch.zeros_like(x), x)
+
+
+def normalize(x, eps=1e-6):
+    """Min-max normalisation of each (N, C) map of x (N, C, H, W) to [0, 1]."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n * c, -1)
+    lo = flat.min(dim=1, keepdim=True)[0]
+    hi = flat.max(dim=1, keepdim=True)[0]
+    return ((flat - lo) / (hi - lo + eps)).view(n, c, h, w)
+
+
 def heatmaps_to_masks(heatmaps, drop_boundary=True):
     """FAN heat-maps (N, 99 or 98, 64, 64) -> the two generator masks (N, 1, 256, 256)."""
     if drop_boundary:
@@ -208,11 +227,7 @@ def heatmaps_to_masks(heatmaps, drop_boundary=True):
     x = F.interpolate(heatmaps, scale_factor=256 // heatmaps.size(2), mode='bilinear', align_corners=True)
     n, c, h, w = x.shape
     sw = h // 256
-    x = torch.where(x < 0.1, torch.zeros_like(x), x)
-    flat = x.reshape(n * c, -1)
-    lo = flat.min(dim=1, keepdim=True)[0]
-    hi = flat.max(dim=1, keepdim=True)[0]
-    x = ((flat - lo) / (hi - lo + 1e-6)).view(n, c, h, w)
+    x = normalize(truncate(x))
 
     for (start, end), k, power in PART_OPS:
         x[:, start:end] = _shift(x[:, start:end], k * sw) ** power
@@ -248,3 +263,118 @@ def landmarks_from_heatmaps(hm):
     preds = torch.stack([px + 1, py + 1], dim=2).float()
     preds = preds + 0.25 * torch.stack([dx, dy], dim=2) * inner.unsqueeze(2)
     return preds - 0.5
+
+
+# ---------------------------------------------------------------------------- official names
+# The official module's helpers under their names, delegating to this module and core/align.py
+# (imported lazily: core/align.py imports this module).
+
+AddCoordsTh = AddCoords
+get_preds_fromhm = landmarks_from_heatmaps
+
+
+def resize(x, p=2):
+    """Heat-maps raised to the power ``p`` (the official name)."""
+    return x ** p
+
+
+def shift(x, N):
+    """Cyclic shift of the rows of x (N, C, H, W): N >= 0 moves up by N, N < 0 down by |N|."""
+    return _shift(x, N)
+
+
+def preprocess(x):
+    """Upsampled (256 px) 98-landmark heat-maps -> the generator's two masks."""
+    return heatmaps_to_masks(x, drop_boundary=False)
+
+
+def tensor2numpy255(tensor):
+    """(3, H, W) image in [-1, 1] -> (H, W, 3) uint8 (truncated, as the official helper)."""
+    return ((tensor.permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5) * 255).astype('uint8')
+
+
+def np2tensor(image):
+    """(H, W, 3) array in [0, 255] -> (3, H, W) float tensor in [-1, 1]."""
+    return torch.as_tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255 * 2 - 1
+
+
+def points2T(point, direction):
+    """3x3 translation moving the mean of ``point`` to the origin ('from') or the origin to it ('to')."""
+    t = np.eye(3)
+    t[:2, 2] = (-1 if direction == 'from' else 1) * np.asarray(point).mean(axis=0)
+    return t
+
+
+def landmarks2eyes(landmarks):
+    from core.align import EYE_LEFT, EYE_RIGHT
+    return landmarks[EYE_LEFT].mean(axis=0), landmarks[EYE_RIGHT].mean(axis=0)
+
+
+def landmarks2mouthends(landmarks):
+    from core.align import MOUTH_CORNERS
+    return landmarks[MOUTH_CORNERS[0]], landmarks[MOUTH_CORNERS[1]]
+
+
+def rotate90(vec):
+    x, y = vec
+    return np.array([y, -x])
+
+
+def landmarks2xaxis(landmarks):
+    from core.align import face_axis
+    return face_axis(landmarks)
+
+
+def vecs2R(vec_x, vec_y):
+    """3x3 rotation taking the direction of ``vec_x`` to that of ``vec_y``."""
+    angle = np.arctan2(vec_y[1], vec_y[0]) - np.arctan2(vec_x[1], vec_x[0])
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def landmarks2S(x, y):
+    """3x3 scaling by the landmarks' spread ratio (eyes and mouth corners) of ``y`` over ``x``."""
+    from core.align import landmarks_to_matrix
+    m = landmarks_to_matrix(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return np.diag([np.hypot(m[0, 0], m[1, 0])] * 2 + [1.0])
+
+
+def pad_mirror(img, landmarks):
+    """Mirror-padded image (half its size on each side, blurred near the border) and shifted landmarks."""
+    from core.align import pad_mirror as _pad_mirror
+    return _pad_mirror(img, landmarks)
+
+
+class FaceAligner:
+    """Aligns batches of face images with FAN landmarks onto the mean CelebA-HQ landmarks."""
+
+    def __init__(self, fname_wing, fname_celeba_mean, output_size):
+        from core.align import load_mean_landmarks
+        from core.device import select_device
+        self.device = select_device('auto')
+        self.fan = FAN(fname_pretrained=fname_wing).to(self.device).eval()
+        self.CELEB_REF = load_mean_landmarks(fname_celeba_mean, output_size)
+        self.output_size = output_size
+
+    @torch.no_grad()
+    def align(self, imgs, output_size=256):
+        """imgs (B, 3, H, W) in [-1, 1] -> aligned (B, 3, S, S), S = the constructor's output_size."""
+        from core.align import align_image
+        imgs = imgs.to(self.device)
+        landmarks = self.fan.get_landmark(imgs).cpu().double().numpy()
+        out = []
+        for img, lm in zip(imgs, landmarks):
+            uint8 = ((img.permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255 + 0.5).astype(np.uint8)
+            out.append(np2tensor(align_image(uint8, lm, self.CELEB_REF, self.output_size)))
+        return torch.stack(out).to(self.device)
+
+    def landmarks2mat(self, landmarks):
+        """3x3 similarity taking ``landmarks`` onto the mean CelebA-HQ landmarks."""
+        from core.align import landmarks_to_matrix
+        return landmarks_to_matrix(np.asarray(landmarks, dtype=np.float64), self.CELEB_REF)
+
+
+def align_faces(args, input_dir, output_dir):
+    """Align mode: every image of ``input_dir`` aligned into ``output_dir`` (``core.align``)."""
+    from core.align import align_faces as _align_faces
+    return _align_faces(args, input_dir, output_dir)

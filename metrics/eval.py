@@ -185,3 +185,26 @@ def calculate_metrics(nets, args, step, mode, cache_dir=None, verbose=True):
 def evaluate_networks(nets, args, step):
     """The paper's protocol: ``calculate_metrics`` in latent then reference mode."""
     return {mode: calculate_metrics(nets, args, step, mode) for mode in ('latent', 'reference')}
+
+
+def calculate_fid_for_all_tasks(args, domains, step, mode):
+    """FID of every task from images already written to ``{eval_dir}/{src}2{trg}`` (as
+    ``calculate_metrics`` writes them with ``save_eval_images``) against the target's
+    training images; writes ``FID_{step:05d}_{mode}.json`` and returns the values."""
+    from core.utils import save_json
+    from metrics.fid import calculate_fid_given_paths
+    fid_values = {}
+    for trg in domains:
+        for src in domains:
+            if src == trg:
+                continue
+            fake = os.path.join(args.eval_dir, f'{src}2{trg}')
+            if not os.path.isdir(fake):
+                raise MetricsError(f"'{fake}' does not exist; run calculate_metrics with "
+                                   f"save_eval_images (--save_eval_images) first")
+            fid_values[f'FID_{mode}/{src}2{trg}'] = calculate_fid_given_paths(
+                [os.path.join(args.train_img_dir, trg), fake], img_size=args.img_size,
+                batch_size=args.val_batch_size, inception_path=_arg(args, 'inception_path'))
+    fid_values[f'FID_{mode}/mean'] = float(np.mean(list(fid_values.values())))
+    save_json(fid_values, os.path.join(args.eval_dir, f'FID_{step:05d}_{mode}.json'))
+    return fid_values

@@ -27,7 +27,7 @@ from core.data_loader import plain_transform
 from core.device import as_device
 from core.errors import UserError
 from core.fileio import atomic_write
-from metrics import MetricsError, build_cached, file_fingerprint, load_into
+from metrics import MetricsError, build_cached, file_fingerprint, load_into, read_state_dict, resolve_weights
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
 
@@ -53,6 +53,25 @@ class InceptionPool3(nn.Module):
         return x.flatten(1)
 
 
+INCEPTION_WEIGHTS = models.Inception_V3_Weights.IMAGENET1K_V1
+
+
+def _inception_v3(state, file):
+    net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    load_into(net, state, file, 'inception_v3', '--inception_path')
+    return net
+
+
+class InceptionV3(InceptionPool3):
+    """The official name: pool3 features with ImageNet weights from ``inception_path`` or
+    torchvision's cache (no download flag needed; a missing file is a one-line error)."""
+
+    def __init__(self, inception_path=None):
+        file = resolve_weights(INCEPTION_WEIGHTS, inception_path, '--inception_path')
+        super().__init__(_inception_v3(read_state_dict(file, INCEPTION_WEIGHTS), file))
+        self.fingerprint = file_fingerprint(file)
+
+
 def build_inception(path=None, device=None, cache=True):
     """Inception features in eval mode, with ImageNet weights from ``path`` or torchvision's cache.
 
@@ -61,12 +80,10 @@ def build_inception(path=None, device=None, cache=True):
     device = as_device(device)  # None: the project's one device decision
 
     def make(state, file):
-        net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-        load_into(net, state, file, 'inception_v3', '--inception_path')
-        inception = InceptionPool3(net).eval().requires_grad_(False).to(device)
+        inception = InceptionPool3(_inception_v3(state, file)).eval().requires_grad_(False).to(device)
         inception.fingerprint = file_fingerprint(file)
         return inception
-    return build_cached('inception', models.Inception_V3_Weights.IMAGENET1K_V1, path, '--inception_path',
+    return build_cached('inception', INCEPTION_WEIGHTS, path, '--inception_path',
                         device, make, cache)
 
 
@@ -176,10 +193,10 @@ def stats_from_folder(folder, img_size, batch_size, inception, cache_dir=None):
 
 
 # ---------------------------------------------------------------- distance
-def frechet_distance(mu1, cov1, mu2, cov2):
-    """Frechet distance between N(mu1, cov1) and N(mu2, cov2) (the official formula)."""
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    cov1, cov2 = np.atleast_2d(cov1), np.atleast_2d(cov2)
+def frechet_distance(mu, cov, mu2, cov2):
+    """Frechet distance between N(mu, cov) and N(mu2, cov2) (the official formula and argument names)."""
+    mu1, mu2 = np.atleast_1d(mu), np.atleast_1d(mu2)
+    cov1, cov2 = np.atleast_2d(cov), np.atleast_2d(cov2)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape:
         raise MetricsError(f'statistics do not match: mu {mu1.shape} vs {mu2.shape}, '
                            f'cov {cov1.shape} vs {cov2.shape}; use the same feature extractor')

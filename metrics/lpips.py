@@ -13,7 +13,7 @@ import torch.nn as nn
 from torchvision import models
 
 from core.device import as_device
-from metrics import MetricsError, build_cached, load_into
+from metrics import MetricsError, build_cached, load_into, read_state_dict, resolve_weights
 
 
 def normalize(x, eps=1e-10):
@@ -28,8 +28,10 @@ class LPIPS(nn.Module):
     package keeps their indices inside its slices (``net.slice2.3`` is ``features.3``).
     """
 
-    def __init__(self, features):
+    def __init__(self, features=None):
         super().__init__()
+        if features is None:  # the official LPIPS(): ImageNet AlexNet from torchvision's cache
+            features = _alexnet_from(None).features
         with warnings.catch_warnings():   # pnet_rand builds torchvision's AlexNet the deprecated way
             warnings.simplefilter('ignore')
             pkg = lpips_pkg.LPIPS(net='alex', version='0.1', pnet_rand=True, verbose=False)
@@ -54,6 +56,49 @@ class LPIPS(nn.Module):
         return self.distance(self.features(x), self.features(y))
 
 
+ALEXNET_WEIGHTS = models.AlexNet_Weights.IMAGENET1K_V1
+
+
+def _alexnet(state, file):
+    alexnet = models.alexnet(weights=None)
+    load_into(alexnet, state, file, 'alexnet', '--alexnet_path')
+    return alexnet
+
+
+def _alexnet_from(alexnet_path):
+    file = resolve_weights(ALEXNET_WEIGHTS, alexnet_path, '--alexnet_path')
+    return _alexnet(read_state_dict(file, ALEXNET_WEIGHTS), file)
+
+
+class AlexNet(nn.Module):
+    """The official name: AlexNet ``features`` (ImageNet weights from ``alexnet_path`` or
+    torchvision's cache); forward returns the feature maps after each ReLU."""
+
+    def __init__(self, alexnet_path=None):
+        super().__init__()
+        self.layers = _alexnet_from(alexnet_path).features
+        self.channels = [m.out_channels for m in self.layers if isinstance(m, nn.Conv2d)]
+
+    def forward(self, x):
+        fmaps = []
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                fmaps.append(x)
+        return fmaps
+
+
+class Conv1x1(nn.Module):
+    """The official name of an LPIPS linear head: dropout (off in eval), 1x1 convolution, no bias."""
+
+    def __init__(self, in_channels, out_channels=1):
+        super().__init__()
+        self.main = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False))
+
+    def forward(self, x):
+        return self.main(x)
+
+
 def build_lpips(alexnet_path=None, device=None, cache=True):
     """LPIPS in eval mode, AlexNet weights from ``alexnet_path`` or torchvision's cache.
 
@@ -63,19 +108,17 @@ def build_lpips(alexnet_path=None, device=None, cache=True):
     device = as_device(device)
 
     def make(state, file):
-        alexnet = models.alexnet(weights=None)
-        load_into(alexnet, state, file, 'alexnet', '--alexnet_path')
-        return LPIPS(alexnet.features).eval().requires_grad_(False).to(device)
-    return build_cached('lpips', models.AlexNet_Weights.IMAGENET1K_V1, alexnet_path, '--alexnet_path',
+        return LPIPS(_alexnet(state, file).features).eval().requires_grad_(False).to(device)
+    return build_cached('lpips', ALEXNET_WEIGHTS, alexnet_path, '--alexnet_path',
                         device, make, cache)
 
 
 @torch.no_grad()
-def calculate_lpips_given_images(group, alexnet_path=None, net=None):
-    """Mean LPIPS over all pairs i < j of ``group`` (K >= 2 batches of the same shape in [-1, 1]).
-
-    Each batch's features are computed once and reused for all its pairs.
+def calculate_lpips_given_images(group_of_images, alexnet_path=None, net=None):
+    """Mean LPIPS over all pairs i < j of ``group_of_images`` (K >= 2 batches of the same shape
+    in [-1, 1]). Each batch's features are computed once and reused for all its pairs.
     """
+    group = group_of_images
     if len(group) < 2:
         raise MetricsError(f'LPIPS needs at least 2 outputs per source, got {len(group)}; '
                            f'set num_outs_per_domain >= 2')

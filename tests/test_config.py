@@ -37,6 +37,7 @@ OUR_DEFAULTS = {
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
+    'sample_outputs': 'reference,video_ref',
 }
 
 

@@ -26,7 +26,8 @@ def common(root):
 def test_sample_writes_grids_and_both_videos(trained, tmp_path):
     root, data = trained
     rc = cli.main(['--mode', 'sample', *common(root), '--src_dir', str(data / 'val'), '--ref_dir', str(data / 'val'),
-                   '--val_batch_size', '3', '--num_outs_per_domain', '2', '--result_dir', str(tmp_path)])
+                   '--val_batch_size', '3', '--num_outs_per_domain', '2', '--result_dir', str(tmp_path),
+                   '--sample_outputs', 'all'])
     assert rc == 0
     files = sorted(os.listdir(tmp_path))
     assert 'reference.jpg' in files and 'video_ref.mp4' in files and 'video_latent.mp4' in files
@@ -39,6 +40,29 @@ def test_sample_writes_grids_and_both_videos(trained, tmp_path):
     assert Image.open(tmp_path / 'latent_0_psi_1.0.jpg').size == (3 * 32, 3 * 32)
     for video in ('video_ref.mp4', 'video_latent.mp4'):
         assert (tmp_path / video).stat().st_size > 1000
+
+
+def test_sample_writes_only_the_chosen_outputs(trained, tmp_path):
+    root, data = trained
+    args = ['--mode', 'sample', *common(root), '--src_dir', str(data / 'val'), '--ref_dir', str(data / 'val'),
+            '--val_batch_size', '3', '--num_outs_per_domain', '2']
+    assert cli.main([*args, '--result_dir', str(tmp_path / 'a'), '--sample_outputs', 'latent,reference']) == 0
+    assert sorted(os.listdir(tmp_path / 'a')) == ['latent_0_psi_0.5.jpg', 'latent_0_psi_0.7.jpg', 'latent_0_psi_1.0.jpg',
+                                                  'latent_1_psi_0.5.jpg', 'latent_1_psi_0.7.jpg', 'latent_1_psi_1.0.jpg',
+                                                  'reference.jpg']
+    # an output does not depend on which others were chosen
+    assert cli.main([*args, '--result_dir', str(tmp_path / 'b'), '--sample_outputs', 'latent']) == 0
+    assert sorted(os.listdir(tmp_path / 'b')) == sorted(os.listdir(tmp_path / 'a'))[:-1]
+    for name in os.listdir(tmp_path / 'b'):
+        assert (tmp_path / 'a' / name).read_bytes() == (tmp_path / 'b' / name).read_bytes()
+
+
+def test_sample_unknown_output_one_line_error(trained, tmp_path, capsys):
+    root, data = trained
+    rc = cli.main(['--mode', 'sample', *common(root), '--result_dir', str(tmp_path), '--sample_outputs', 'gif'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and 'video_latent' in err[0]
+    assert not os.listdir(tmp_path)
 
 
 def test_translate_reference_and_latent(trained, tmp_path, capsys):

@@ -1,0 +1,107 @@
+"""The official ``core.utils`` names, for scripts written against the official repository.
+
+Each is this project's own function (``core.sampling``, ``core.video``, ``core.trainer``)
+under the official name and argument names; the files written are those of our sample
+mode and training grids. Differences that remain (see README, "Official names"):
+``video_ref`` / ``video_latent`` write this project's layout and interpolate across
+domains too; ``save_video`` supports libx264 without extra ffmpeg filters only.
+"""
+import json
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+from core.fileio import atomic_write
+from core.sampling import (debug_image, denormalize, save_image, source_masks,  # noqa: F401 (official names)
+                           translate_and_reconstruct, translate_using_latent, translate_using_reference)
+from core.trainer import he_init  # noqa: F401 (official name)
+from core.video import SLOWDOWN, VideoWriter, interpolation_weights
+from core.video import video_latent as _video_latent
+from core.video import video_ref as _video_ref
+
+__all__ = ['save_json', 'print_network', 'he_init', 'denormalize', 'save_image', 'translate_and_reconstruct',
+           'translate_using_latent', 'translate_using_reference', 'debug_image', 'sigmoid', 'get_alphas',
+           'interpolate', 'slide', 'video_ref', 'video_latent', 'save_video', 'tensor2ndarray255']
+
+
+def save_json(json_file, filename):
+    """Writes the dict ``json_file`` to ``filename`` (indented JSON, written atomically)."""
+    text = json.dumps(json_file, indent=4, sort_keys=False)
+    return atomic_write(filename, lambda f: f.write(text), binary=False)
+
+
+def print_network(network, name):
+    """Prints the number of parameters of ``network``; returns it."""
+    count = sum(p.numel() for p in network.parameters())
+    print(f'Number of parameters of {name}: {count}')
+    return count
+
+
+def sigmoid(x, w=1):
+    return 1.0 / (1.0 + np.exp(-w * np.asarray(x, dtype=np.float64)))
+
+
+def get_alphas(start=-5, end=5, step=0.5, len_tail=10):
+    """Style weights of one video transition; the defaults give ``core.video.interpolation_weights()``."""
+    if (start, end, step, len_tail) == (-5, 5, 0.5, 10):
+        return interpolation_weights()
+    return [0.0] + [float(a) for a in sigmoid(np.arange(start, end, step))] + [1.0] * len_tail
+
+
+@torch.no_grad()
+def interpolate(nets, args, x_src, s_prev, s_next):
+    """(T, 3, 2H, N*W) frames: the sources on top, below them translated with the style
+    moving from ``s_prev`` to ``s_next`` by :func:`get_alphas` (frames on the CPU)."""
+    masks = source_masks(nets, args, x_src)
+    top = torch.cat(list(x_src), dim=2)
+    frames = []
+    for alpha in get_alphas():
+        x_fake = nets.generator(x_src, torch.lerp(s_prev, s_next, alpha), masks=masks)
+        frames.append(torch.cat([top, torch.cat(list(x_fake), dim=2)], dim=1).cpu())
+    return torch.stack(frames)
+
+
+def slide(entries, margin=32):
+    """(T, C, 2H, W + margin) frames (-1 = black) of the pair [x_prev above x_next]
+    (``entries``: two (1, C, H, W) images) sliding up by H as the weights of
+    :func:`get_alphas` go from 0 to 1: the lower cell shows x_prev first, x_next at the end."""
+    _, c, h, w = entries[0].shape
+    pair = torch.cat(entries, dim=2)[0].cpu()
+    alphas = get_alphas()
+    canvas = -torch.ones(len(alphas), c, 2 * h, w + margin)
+    for t, alpha in enumerate(alphas):
+        top = int(h * (1 - alpha))
+        canvas[t, :, top:, :w] = pair[:, :2 * h - top]
+    return canvas
+
+
+def video_ref(nets, args, x_src, x_ref, y_ref, fname):
+    """Reference-guided video, as our sample mode writes it (``core.video.video_ref``)."""
+    return _video_ref(nets, args, x_src, x_ref, y_ref, fname)
+
+
+def video_latent(nets, args, x_src, y_list, z_list, psi, fname):
+    """Latent-guided video, as our sample mode writes it (``core.video.video_latent``)."""
+    return _video_latent(nets, args, x_src, y_list, z_list, psi, fname)
+
+
+def save_video(fname, images, output_fps=30, vcodec='libx264', filters=''):
+    """Writes NHWC frames (0-255) as an H.264 video played at half speed (``output_fps`` / 2
+    frames per second, as the official file plays)."""
+    if vcodec != 'libx264' or filters:
+        raise UserError("save_video writes libx264 without extra filters only; for anything else "
+                        "use core.video.VideoWriter or ffmpeg on the frames")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f'images must be an (N, H, W, 3) array, got shape {images.shape}')
+    with VideoWriter(fname, fps=output_fps / SLOWDOWN) as writer:
+        for frame in images:
+            writer.write(np.clip(frame, 0, 255).astype(np.uint8))
+    return fname
+
+
+def tensor2ndarray255(images):
+    """(N, 3, H, W) images in [-1, 1] -> (N, H, W, 3) float array in [0, 255]."""
+    images = torch.clamp(images * 0.5 + 0.5, 0, 1)
+    return images.cpu().numpy().transpose(0, 2, 3, 1) * 255

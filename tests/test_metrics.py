@@ -15,17 +15,11 @@ import metrics as metrics_pkg
 from PIL import Image
 from torchvision import models
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
-for _p in (ROOT, TESTS):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from weights_by_name import value_for  # noqa: E402
-
-from metrics import MissingWeightsError  # noqa: E402
-from metrics import eval as meval  # noqa: E402
-from metrics import fid, lpips  # noqa: E402
+from helpers import ROOT
+from metrics import MissingWeightsError
+from metrics import eval as meval
+from metrics import fid, lpips
+from weights_by_name import value_for
 
 INCEPTION_FILE = os.path.basename(models.Inception_V3_Weights.IMAGENET1K_V1.url)
 ALEXNET_FILE = os.path.basename(models.AlexNet_Weights.IMAGENET1K_V1.url)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import main as cli
-from test_train_cli import make_dataset, run_args
+from helpers import make_dataset, run_args
 
 
 @pytest.fixture(scope='module')

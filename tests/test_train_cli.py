@@ -11,53 +11,12 @@ from PIL import Image
 
 import main as cli
 from core import solver as solver_mod
-
-TINY = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
-        '--w_hpf', '0', '--batch_size', '2', '--val_batch_size', '2', '--num_workers', '0', '--eval_every', '0',
-        '--num_outs_per_domain', '2', '--ds_iter', '4']
-
-
-def make_dataset(root, domains=('cat', 'dog'), n=5, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    for split in ('train', 'val'):
-        for d in domains:
-            os.makedirs(root / split / d, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(img).save(root / split / d / f'{i}.png')
-    return root
+from helpers import assert_files_equal, make_dataset, run_args
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp('data'))
-
-
-def run_args(data, run, *extra):
-    return ['--mode', 'train', *TINY, '--train_img_dir', str(data / 'train'), '--val_img_dir', str(data / 'val'),
-            '--checkpoint_dir', str(run / 'ckpt'), '--sample_dir', str(run / 'samples'), *extra]
-
-
-def flatten(obj, prefix=''):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from flatten(v, f'{prefix}/{k}')
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from flatten(v, f'{prefix}/{i}')
-    else:
-        yield prefix, obj
-
-
-def assert_files_equal(a, b):
-    fa = dict(flatten(torch.load(a, weights_only=True)))
-    fb = dict(flatten(torch.load(b, weights_only=True)))
-    assert fa.keys() == fb.keys()
-    for key in fa:
-        if torch.is_tensor(fa[key]):
-            assert torch.equal(fa[key], fb[key]), f'{os.path.basename(a)}{key} differs'
-        else:
-            assert fa[key] == fb[key], f'{os.path.basename(a)}{key} differs'
 
 
 def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
@@ -174,7 +133,7 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
                            '--save_every', '1', '--batch_size', '4'))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    # one error line (an unreadable file is found while loading, after the progress bar started)
+    # one error line (an unreadable file is found by the check before training)
     assert err[-1].startswith('error: ') and expected in err[-1], err
     assert not any(line.startswith('error') or 'Traceback' in line for line in err[:-1]), err
     assert not any(f.endswith('.ckpt') for _, _, files in os.walk(tmp_path) for f in files)

@@ -9,8 +9,11 @@ in the official order.
 ``dim_in`` (base channels) is our one addition: ``None`` gives the official
 ``2**14 // img_size``; smaller values make CPU-sized configs.
 """
+from __future__ import annotations
+
 import copy
 import math
+from argparse import Namespace
 
 import torch
 import torch.nn as nn
@@ -234,7 +237,7 @@ def _arg(args, name, default=None):
     return getattr(args, name, default) if not isinstance(args, dict) else args.get(name, default)
 
 
-def build_model(args):
+def build_model(args: Namespace | Munch) -> tuple[Munch, Munch]:
     """Networks and their EMA copies, as the official ``build_model``.
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional

@@ -129,22 +129,22 @@ def latest_step(ckpt_dir):
 
 
 def check_complete(ckpt_dir, step, needed=(NETS, NETS_EMA, OPTIMS)):
-    """UserError, one line naming the newest complete step, unless ``step`` is a complete
+    """UserError, one line naming the newest usable step, unless ``step`` is a complete
     set holding the files ``needed`` (default: what a training resume reads)."""
-    kinds = saved_files(ckpt_dir).get(step, set())
-    if step in complete_steps(ckpt_dir) and set(needed) <= kinds:
+    files = saved_files(ckpt_dir)
+    usable = [s for s in complete_steps(ckpt_dir) if set(needed) <= files[s]]
+    if step in usable:
         return
-    newest = latest_step(ckpt_dir)
-    fix = (f'the newest complete one is {newest}: use --resume_iter {newest}' if newest is not None
-           else 'no complete checkpoint is there')
+    kinds = files.get(step, set())
     if not kinds:
         problem = f'checkpoint {step} not found in {ckpt_dir}'
-    elif step in complete_steps(ckpt_dir):
-        problem = (f'checkpoint {step} in {ckpt_dir} lacks its {", ".join(k for k in needed if k not in kinds)} '
-                   f'file')
+    elif STATE in kinds or step in complete_steps(ckpt_dir):
+        missing = [k for k in needed if k not in kinds]
+        problem = f'checkpoint {step} in {ckpt_dir} has no {", ".join(missing)} file{"s" if len(missing) > 1 else ""}'
     else:
-        problem = (f'checkpoint {step} in {ckpt_dir} is incomplete (its save was cut short: '
-                   f'{STATE} file missing)')
+        problem = f'checkpoint {step} in {ckpt_dir} is incomplete (its save was cut short: no {STATE} file)'
+    fix = (f'the newest complete one is {usable[-1]}: use --resume_iter {usable[-1]}' if usable
+           else 'no complete checkpoint is there')
     raise UserError(f'{problem}; {fix}')
 
 

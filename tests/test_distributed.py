@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 import main as cli
 from helpers import make_dataset, run_args
 
+pytestmark = pytest.mark.slow  # two training processes
+
 
 def _free_port():
     with socket.socket() as s:

@@ -203,6 +203,7 @@ def test_wrong_or_corrupt_weight_files_raise_one_line_errors(torch_home, tmp_pat
     assert '\n' not in str(e.value) and 'junk.pth' in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_error_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'metrics.fid', '--paths', str(tmp_path), str(tmp_path),
                         '--inception_path', str(tmp_path / 'missing.pth')],

@@ -8,6 +8,8 @@ from PIL import Image
 import main as cli
 from helpers import make_dataset, run_args
 
+pytestmark = pytest.mark.slow  # each test runs main.py on a trained checkpoint
+
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):

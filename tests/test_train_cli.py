@@ -19,6 +19,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp('data'))
 
 
+@pytest.mark.slow
 def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '4', '--print_every', '2', '--sample_every', '4',
                            '--save_every', '2'))
@@ -42,6 +43,7 @@ def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
     assert Image.open(tmp_path / 'samples' / '000004_reference.jpg').size == (3 * 32, 3 * 32)
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_exact(data, tmp_path):
     common = ['--print_every', '0', '--sample_every', '0', '--save_every', '3', '--randcrop_prob', '0.5']
     straight, split = tmp_path / 'straight', tmp_path / 'split'
@@ -52,6 +54,7 @@ def test_resume_is_bitwise_exact(data, tmp_path):
         assert_files_equal(straight / 'ckpt' / f'000006_{kind}.ckpt', split / 'ckpt' / f'000006_{kind}.ckpt')
 
 
+@pytest.mark.slow
 def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, capsys):
     common = ['--print_every', '0', '--sample_every', '0', '--save_every', '2']
     assert cli.main(run_args(data, tmp_path, '--total_iters', '2', *common)) == 0
@@ -62,6 +65,7 @@ def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, ca
     assert 'data order restarts' in captured.out + captured.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
@@ -80,6 +84,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
     assert 'resume with --resume_iter 2' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
@@ -142,6 +147,7 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
 REPRESENTATIVE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(REPRESENTATIVE), reason='../shared/assets/representative is absent')
 def test_official_readme_celeba_command_on_real_photos(tmp_path):
     """The official README's CelebA-HQ train command, unchanged but for small sizes, with the

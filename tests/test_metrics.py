@@ -345,6 +345,7 @@ def check_result_files(eval_dir, step, mode, fid_values, lpips_values, tasks=('d
         assert values[f'{kind}_{mode}/mean'] == pytest.approx(np.mean(per_task), rel=1e-12)
 
 
+@pytest.mark.slow  # Inception on every output: minutes on a busy 2-core machine
 def test_calculate_metrics_end_to_end_latent(offline_home, tmp_path, monkeypatch):
     tiny_dataset(tmp_path)
     args = tiny_args(tmp_path)
@@ -362,6 +363,7 @@ def test_calculate_metrics_end_to_end_latent(offline_home, tmp_path, monkeypatch
     assert not os.path.exists(tmp_path / 'eval' / 'cat2dog')          # nothing written by default
 
 
+@pytest.mark.slow
 def test_calculate_metrics_reference_mode_is_deterministic_and_png_faithful(offline_home, tmp_path,
                                                                                monkeypatch):
     # FID's own math is tested above and against the golden; here a cheap stand-in records its inputs

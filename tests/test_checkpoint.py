@@ -12,6 +12,8 @@ from core.errors import UserError
 from core.model import build_model
 from core.trainer import build_optimizers, init_weights
 
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
+
 
 def tiny_args(**over):
     args = Munch(img_size=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=1, max_conv_dim=32,

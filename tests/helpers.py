@@ -40,6 +40,8 @@ def golden_cases(kind):
     params = []
     for name, path in sorted(found.items()):
         marks = [pytest.mark.parity]
+        if name in LARGE_CASES:
+            marks.append(pytest.mark.slow)  # 256 px networks
         if path is None:
             marks.append(pytest.mark.skip(reason=f'{name}.pt is not committed (large) and '
                                                  f'../shared/goldens is absent'))

@@ -38,6 +38,7 @@ def relative_error(got, expected):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # Inception v3 on 48 images: minutes on a busy 2-core machine
 @pytest.mark.parametrize('case', golden_cases('metrics'))
 def test_metrics_parity(case, backbones):
     golden = torch.load(case, weights_only=False)

@@ -27,8 +27,9 @@ def goldens_dir():
     return os.environ.get('STARGAN_GOLDENS') or LOCAL_GOLDENS
 
 
-def golden_cases(kind):
-    """One pytest.param per ``{kind}_*.pt`` case, its id the file name without .pt."""
+def golden_cases(kind, slow=False):
+    """One pytest.param per ``{kind}_*.pt`` case, its id the file name without .pt, marked
+    parity (and slow when ``slow`` or a 256 px case)."""
     folder = goldens_dir()
     found = {f[:-3]: os.path.join(folder, f) for f in os.listdir(folder)
              if f.startswith(kind + '_') and f.endswith('.pt')}
@@ -40,8 +41,8 @@ def golden_cases(kind):
     params = []
     for name, path in sorted(found.items()):
         marks = [pytest.mark.parity]
-        if name in LARGE_CASES:
-            marks.append(pytest.mark.slow)  # 256 px networks
+        if slow or name in LARGE_CASES:
+            marks.append(pytest.mark.slow)
         if path is None:
             marks.append(pytest.mark.skip(reason=f'{name}.pt is not committed (large) and '
                                                  f'../shared/goldens is absent'))

@@ -60,7 +60,7 @@ def test_masks(path):
     assert_tensor_close('masks1', masks1, case['masks1'])
 
 
-@pytest.mark.parametrize('path', golden_cases('losses'))
+@pytest.mark.parametrize('path', golden_cases('losses', slow=True))  # official widths, FAN
 def test_losses(path):
     case = load(path)
     nets, _ = filled_nets(case)
@@ -100,7 +100,7 @@ def assert_checksums(name, got_net, expected, fields, rel, sum_rel=None):
                 f'{name}.{key}[0]: {got[0]!r} vs golden {exp[0]!r}'
 
 
-@pytest.mark.parametrize('path', golden_cases('train'))
+@pytest.mark.parametrize('path', golden_cases('train', slow=True))  # 3 iterations, official widths
 def test_train(path):
     case = load(path)
     nets, _ = filled_nets(case)

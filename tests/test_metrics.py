@@ -150,6 +150,7 @@ def test_folder_statistics_are_cached_and_invalidated(inception, tmp_path, monke
     assert calls == [3, 3, 3] and not np.array_equal(mu, mu3)
 
 
+@pytest.mark.slow  # a 2048-d sqrtm: ~10 s idle, minutes on a busy machine
 def test_fid_of_a_folder_with_itself_is_zero(inception, tmp_path):
     # each 2048-d FID costs one scipy sqrtm (~10 s on CPU): tests keep them few
     images = random_uint8(4, 32, seed=6)

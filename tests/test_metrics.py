@@ -160,6 +160,7 @@ def test_fid_of_a_folder_with_itself_is_zero(inception, tmp_path):
     assert abs(d_self) < 1e-5 * np.trace(cov)   # sqrtm of a singular product: ~1e-6, not 0
 
 
+@pytest.mark.slow  # Inception three times plus 2048-d statistics: 40 s on the busy machine
 def test_fid_sources_folder_array_and_statistics_agree(inception, tmp_path, monkeypatch):
     images = random_uint8(4, 32, seed=7)
     write_pngs(tmp_path / 'a', images)

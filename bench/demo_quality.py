@@ -6,7 +6,7 @@ validation images of every domain are translated to every other domain,
 * latent-guided:    s = F(z, y_trg), z ~ N(0, I);
 * reference-guided: s = E(x_ref, y_trg), x_ref a validation image of the target domain,
 
-and scored with :func:`core.demo_data.classify_shape` / :func:`core.demo_data.shape_colours`:
+and scored with :func:`bench.shape_classifier.classify_shape` / :func:`~bench.shape_classifier.shape_colours`:
 
 * shape accuracy: the fraction of outputs whose shape is the target domain's
   (latent and reference guidance);
@@ -24,10 +24,8 @@ Runs on CPU in well under a minute for the demo model (about 10 s with ``--num_t
 on a busy 2-core machine, 45 s with torch's default threads there).
 """
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 import time
 
@@ -38,7 +36,8 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.demo_data import SHAPES, classify_shape, shape_colours  # noqa: E402
+from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
+from core.demo_data import SHAPES  # noqa: E402
 from core.errors import UserError  # noqa: E402
 
 __all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
@@ -180,16 +179,14 @@ def format_table(result):
 
 
 def checkpoint_steps(checkpoint_dir):
-    """Sorted steps of the ``*_nets_ema.ckpt`` files in ``checkpoint_dir``."""
-    steps = []
-    for p in glob.glob(os.path.join(glob.escape(checkpoint_dir), '*_nets_ema.ckpt')):
-        m = re.fullmatch(r'(\d+)_nets_ema\.ckpt', os.path.basename(p))
-        if m:
-            steps.append(int(m.group(1)))
+    """Sorted steps of the complete checkpoints in ``checkpoint_dir`` (a save that was cut
+    short is left out, see ``core.checkpoint.complete_steps``)."""
+    from core.checkpoint import complete_steps
+    steps = complete_steps(checkpoint_dir)
     if not steps:
         raise UserError(f"no *_nets_ema.ckpt checkpoint in '{checkpoint_dir}'; train the demo first "
                         f"or pass --checkpoint_dir")
-    return sorted(steps)
+    return steps
 
 
 def latest_step(checkpoint_dir):

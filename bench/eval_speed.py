@@ -123,9 +123,9 @@ def official_metrics(nets, args, mode, device):
 def merged(results):
     """((fid, lpips) per mode) -> one (fid, lpips) pair of dicts."""
     fid_values, lpips_values = {}, {}
-    for f, l in results:
-        fid_values.update(f)
-        lpips_values.update(l)
+    for fid_part, lpips_part in results:
+        fid_values.update(fid_part)
+        lpips_values.update(lpips_part)
     return fid_values, lpips_values
 
 

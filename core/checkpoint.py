@@ -5,9 +5,18 @@ dicts name -> state_dict (no ``module.`` prefix), as the official code writes an
 reads them; FAN is saved with the nets when present, as upstream. Our own extra file,
 ``{step:06d}_state.ckpt``, holds what exact resume needs beyond that (RNG states,
 data order); official runs without it still resume.
+
+A set is committed by its state file: a save first removes the step's old state file,
+writes the other files (each atomically: a temporary ``.NAME*.tmp`` file, then a rename),
+and the state file last. A run killed during a save (even SIGKILL) therefore leaves the
+previous sets complete and the cut one without its state file; ``complete_steps`` lists
+only complete sets, a resume of a cut one names the newest complete step, and no
+temporary file is ever read (the next save removes them).
 """
 import math
 import os
+import re
+import time
 
 import torch
 
@@ -21,9 +30,14 @@ def ckpt_path(ckpt_dir, step, kind):
     return os.path.join(ckpt_dir, f'{step:06d}_{kind}.ckpt')
 
 
-def atomic_save(obj, path):
-    """torch.save through a temporary file and a rename (see ``core.fileio``)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+def atomic_save(obj, path, then=None):
+    """torch.save through a temporary file and a rename (see ``core.fileio``); ``then()``
+    runs after the data went out, before the file is closed and renamed (a test hook)."""
+    def write(f):
+        torch.save(obj, f)
+        if then is not None:
+            then()
+    return atomic_write(path, write)
 
 
 def unwrap(module):
@@ -37,13 +51,101 @@ def state_dicts(modules):
 
 def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
     """Writes the official files of ``step`` (and our state file when given).
-    Each file is atomic; the state file goes last, so its presence means the set is complete."""
-    atomic_save(state_dicts(nets), ckpt_path(ckpt_dir, step, NETS))
-    atomic_save(state_dicts(nets_ema), ckpt_path(ckpt_dir, step, NETS_EMA))
+
+    Each file is atomic; the state file goes last (after the step's old one was removed),
+    so its presence means the set is complete (see the module doc)."""
+    remove_stray_temps(ckpt_dir)
+    state_file = ckpt_path(ckpt_dir, step, STATE)
+    if os.path.exists(state_file):  # re-saving a step: it is incomplete until the new state file is in
+        os.remove(state_file)
+    files = [(NETS, state_dicts(nets)), (NETS_EMA, state_dicts(nets_ema))]
     if optims is not None:
-        atomic_save({name: o.state_dict() for name, o in optims.items()}, ckpt_path(ckpt_dir, step, OPTIMS))
+        files.append((OPTIMS, {name: o.state_dict() for name, o in optims.items()}))
     if state is not None:
-        atomic_save(state, ckpt_path(ckpt_dir, step, STATE))
+        files.append((STATE, state))
+    for kind, obj in files:
+        _pause_at(step, f'before_{kind}')
+        atomic_save(obj, ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: _pause_at(step, f'in_{kind}'))
+
+
+# ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
+_TEMP = re.compile(r'\.\d+_(?:nets|nets_ema|optims|state)\.ckpt.*\.tmp')
+_FILE = re.compile(r'(\d+)_(nets|nets_ema|optims|state)\.ckpt')
+PAUSE_ENV = 'STARGAN_SAVE_PAUSE'
+
+
+def _pause_at(step, point):
+    """Test hook of tests/test_kill_during_save.py: with STARGAN_SAVE_PAUSE='STEP:POINT:FILE'
+    the save of STEP creates FILE at POINT ('before_<kind>', or 'in_<kind>': that file's
+    temporary copy is half written) and waits there to be killed."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    at_step, at_point, marker = spec.split(':', 2)
+    if int(at_step) == step and at_point == point:
+        open(marker, 'w').close()
+        time.sleep(600)
+        raise RuntimeError(f'{PAUSE_ENV}: nobody killed the save at {spec}')
+
+
+def remove_stray_temps(ckpt_dir):
+    """Deletes the temporary files of saves that were killed (never read as checkpoints)."""
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            if _TEMP.fullmatch(name):
+                os.remove(os.path.join(ckpt_dir, name))
+
+
+def saved_files(ckpt_dir):
+    """{step: set of kinds} of the checkpoint files in ``ckpt_dir`` (temporary files excluded)."""
+    found = {}
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            m = _FILE.fullmatch(name)
+            if m:
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+    return found
+
+
+def complete_steps(ckpt_dir):
+    """Ascending steps of the complete checkpoint sets in ``ckpt_dir``.
+
+    Our sets are complete when their state file (written last) is there. Official
+    checkpoints have no state file: a step without one counts when it has its
+    ``nets_ema`` file (all that sampling needs) and comes before every step of ours
+    (a stateless step after one of ours is a save that was cut short)."""
+    files = saved_files(ckpt_dir)
+    ours = sorted(step for step, kinds in files.items() if STATE in kinds)
+    first_ours = ours[0] if ours else math.inf
+    official = [step for step, kinds in files.items()
+                if STATE not in kinds and NETS_EMA in kinds and step < first_ours]
+    return sorted(ours + official)
+
+
+def latest_step(ckpt_dir):
+    """The newest complete step in ``ckpt_dir``, or None when there is none."""
+    steps = complete_steps(ckpt_dir)
+    return steps[-1] if steps else None
+
+
+def check_complete(ckpt_dir, step, needed=(NETS, NETS_EMA, OPTIMS)):
+    """UserError, one line naming the newest usable step, unless ``step`` is a complete
+    set holding the files ``needed`` (default: what a training resume reads)."""
+    files = saved_files(ckpt_dir)
+    usable = [s for s in complete_steps(ckpt_dir) if set(needed) <= files[s]]
+    if step in usable:
+        return
+    kinds = files.get(step, set())
+    if not kinds:
+        problem = f'checkpoint {step} not found in {ckpt_dir}'
+    elif STATE in kinds or step in complete_steps(ckpt_dir):
+        missing = [k for k in needed if k not in kinds]
+        problem = f'checkpoint {step} in {ckpt_dir} has no {", ".join(missing)} file{"s" if len(missing) > 1 else ""}'
+    else:
+        problem = f'checkpoint {step} in {ckpt_dir} is incomplete (its save was cut short: no {STATE} file)'
+    fix = (f'the newest complete one is {usable[-1]}: use --resume_iter {usable[-1]}' if usable
+           else 'no complete checkpoint is there')
+    raise UserError(f'{problem}; {fix}')
 
 
 def read(path):

@@ -28,7 +28,7 @@ from collections import Counter
 import numpy as np
 import torch
 from munch import Munch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils import data
 from torch.utils.data.sampler import WeightedRandomSampler
 from torchvision import transforms
@@ -96,7 +96,8 @@ def check_dataset(root, num_domains=None, batch_size=None):
 
     UserError (one line, naming the fix) when: the folder is missing; it has no domain
     sub-folders or not ``num_domains`` of them; a domain holds no image; it holds fewer
-    images than ``batch_size`` (training drops incomplete batches, so none would be left).
+    images than ``batch_size`` (training drops incomplete batches, so none would be left);
+    image files cannot be read (all are checked up front, see ``check_images``).
     """
     domains = list_domains(root)
     if not domains:
@@ -106,40 +107,121 @@ def check_dataset(root, num_domains=None, batch_size=None):
         raise UserError(f"'{root}' has {len(domains)} domain sub-folders ({', '.join(domains)}) "
                         f"but --num_domains is {num_domains}; set --num_domains {len(domains)} "
                         f"or fix the folder")
-    total = 0
+    paths = []
     for d in domains:
-        n = len(list_images(os.path.join(root, d)))
-        if n == 0:
+        found = list_images(os.path.join(root, d))
+        if not found:
             raise UserError(f"domain '{d}' ({os.path.join(root, d)}) holds no images "
                             f"({_EXT_TEXT}); add images or remove the folder")
-        total += n
-    if batch_size is not None and total < batch_size:
-        raise UserError(f"'{root}' holds {total} images, fewer than the batch size {batch_size}; "
+        paths += found
+    if batch_size is not None and len(paths) < batch_size:
+        raise UserError(f"'{root}' holds {len(paths)} images, fewer than the batch size {batch_size}; "
                         f"add images or lower --batch_size")
+    check_images(root, paths)
     return domains
+
+
+# Last bytes of a whole file of these formats (a truncated file lacks them).
+_TRAILERS = {'PNG': b'IEND\xaeB`\x82', 'JPEG': b'\xff\xd9', 'MPO': b'\xff\xd9'}
+_checked = {}  # path -> (size, mtime) of the files found readable in this process
+MAX_NAMED = 5  # unreadable files named in the message (the count says how many in all)
+
+
+def _looks_whole(f, img):
+    """From the header and the last bytes: False when the file may be cut short."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(size - 16, 0))
+    tail = f.read()
+    if img.format in _TRAILERS:
+        return tail.endswith(_TRAILERS[img.format])
+    f.seek(0)
+    head = f.read(12)
+    if img.format == 'WEBP':  # RIFF: bytes 4-8 hold the size of what follows
+        return int.from_bytes(head[4:8], 'little') + 8 <= size
+    if img.format == 'BMP':  # bytes 2-6 hold the file size
+        return 0 < int.from_bytes(head[2:6], 'little') <= size
+    return False
+
+
+def unreadable_reason(path):
+    """None when the image file at ``path`` can be read, else why not (a short text).
+
+    Fast: PIL reads the header only (it opens lazily) and the file's last bytes show
+    whether it was cut short; only a file whose end looks wrong (a truncated file, or
+    trailing bytes after a JPEG's end) is decoded in full, as training would."""
+    try:
+        with open(path, 'rb') as f, Image.open(f) as img:
+            if _looks_whole(f, img):
+                return None
+    except UnidentifiedImageError:
+        return 'cannot identify image file'
+    except _DECODE_ERRORS as e:
+        return _reason(e)
+    try:
+        _decode_rgb(path)
+    except _DECODE_ERRORS as e:
+        return _reason(e)
+    return None
+
+
+def check_images(root, paths):
+    """UserError naming the unreadable files among ``paths`` (all of them are checked, the
+    first few are named, with the count), before any training starts. Files found readable
+    are remembered (by size and modification time), so the source and reference loaders of
+    one dataset check it once."""
+    bad = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            bad.append((path, e.strerror or type(e).__name__))
+            continue
+        stamp = (st.st_size, st.st_mtime_ns)
+        if _checked.get(path) == stamp:
+            continue
+        reason = unreadable_reason(path)
+        if reason is None:
+            _checked[path] = stamp
+        else:
+            bad.append((path, reason))
+    if bad:
+        named = ', '.join(f"{os.path.relpath(p, root)} ({reason[:80]})" for p, reason in bad[:MAX_NAMED])
+        more = f' and {len(bad) - MAX_NAMED} more' if len(bad) > MAX_NAMED else ''
+        raise UserError(f"{len(bad)} unreadable image file{'s' if len(bad) > 1 else ''} in '{root}': "
+                        f"{named}{more}; replace or delete {'them' if len(bad) > 1 else 'it'}")
+
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _reason(error):
+    return ' '.join(str(error).split()) or type(error).__name__
+
+
+def _decode_rgb(path):
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == 'RGB':
+            return img.copy()
+        if img.mode == 'P':
+            img = img.convert('RGBA')
+        elif img.mode.startswith('I;16') or img.mode == 'I':
+            arr = np.asarray(img, dtype=np.float64)
+            scale = 65535.0 if img.mode != 'I' or arr.max() > 255 else 255.0
+            img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        elif img.mode == 'F':
+            arr = np.asarray(img, dtype=np.float64)
+            arr = arr * 255.0 if arr.max() <= 1.0 else arr
+            img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+        return img.convert('RGB')
 
 
 def load_rgb(path):
     """Open an image file as an RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit...)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == 'RGB':
-                return img.copy()
-            if img.mode == 'P':
-                img = img.convert('RGBA')
-            elif img.mode.startswith('I;16') or img.mode == 'I':
-                arr = np.asarray(img, dtype=np.float64)
-                scale = 65535.0 if img.mode != 'I' or arr.max() > 255 else 255.0
-                img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            elif img.mode == 'F':
-                arr = np.asarray(img, dtype=np.float64)
-                arr = arr * 255.0 if arr.max() <= 1.0 else arr
-                img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-            return img.convert('RGB')
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = ' '.join(str(e).split()) or type(e).__name__
-        raise ImageReadError(f"cannot read image '{path}' ({reason}); "
+        return _decode_rgb(path)
+    except _DECODE_ERRORS as e:
+        raise ImageReadError(f"cannot read image '{path}' ({_reason(e)}); "
                              f"replace or delete the file") from None
 
 

@@ -18,8 +18,8 @@ the set is the same on every machine for a seed, and a larger set starts with th
 images of a smaller one. ``manifest.json`` is written last; when it is there with the
 same settings, nothing is redone.
 
-:func:`classify_shape` recovers the shape from an image with no learned model (used by
-the tests and by ``bench/demo_quality.py`` to score a trained demo model).
+``bench/shape_classifier.py`` recovers the shape and colours from an image with no learned
+model (``bench/demo_quality.py`` scores a trained demo model with it).
 """
 import json
 import os
@@ -31,8 +31,7 @@ from PIL import Image
 
 from core.errors import UserError
 
-__all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'classify_shape',
-           'segment', 'shape_colours', 'MANIFEST']
+__all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'MANIFEST']
 
 SHAPES = ('circle', 'square', 'triangle')
 SPLITS = ('train', 'val')
@@ -45,9 +44,6 @@ SIZE_RANGE = (0.50, 0.80)     # shape size as a fraction of the image side
 POSITION_JITTER = 0.15
 MIN_COLOUR_DISTANCE = 130.0   # RGB distance between foreground and background (max 441)
 SUPERSAMPLE = 4               # anti-aliasing: rendered at 4x, then box-averaged
-
-# bounding-box fill ratio and top-half / bottom-half area ratio of the ideal shapes
-_PROTOTYPES = {'circle': (np.pi / 4, 1.0), 'square': (1.0, 1.0), 'triangle': (0.5, 1.0 / 3.0)}
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -190,121 +186,3 @@ def make_shapes_dataset(root, img_size=32, n_train=500, n_val=50, seed=0, domain
         shutil.rmtree(tmp, ignore_errors=True)
     result['generated'] = True
     return result
-
-
-# ---------------------------------------------------------------------------- analysis
-
-def _border(img):
-    return np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0)
-
-
-def _otsu(values, bins=64):
-    """Threshold maximising the between-class variance of ``values`` (1-D)."""
-    hist, edges = np.histogram(values, bins=bins)
-    mids = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * mids)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return edges[int(np.argmax(between)) + 1]
-
-
-def _largest_component(mask):
-    """The largest 4-connected component of a boolean mask (same shape)."""
-    h, w = mask.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    best, best_size, current = 0, 0, 0
-    for i0, j0 in zip(*np.nonzero(mask)):
-        if labels[i0, j0]:
-            continue
-        current += 1
-        labels[i0, j0] = current
-        stack, size = [(i0, j0)], 0
-        while stack:
-            i, j = stack.pop()
-            size += 1
-            for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)):
-                if 0 <= a < h and 0 <= b < w and mask[a, b] and not labels[a, b]:
-                    labels[a, b] = current
-                    stack.append((a, b))
-        if size > best_size:
-            best, best_size = current, size
-    return labels == best if best else np.zeros_like(mask)
-
-
-def _as_image(img):
-    img = np.asarray(img)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f'expected an (H, W, 3) image, got shape {img.shape}')
-    return img.astype(np.float64)
-
-
-def segment(img, min_contrast=30.0):
-    """Foreground mask and background colour of an (H, W, 3) RGB image.
-
-    The background is the median colour of the border pixels; foreground pixels are
-    those farther from it than a threshold (Otsu on the colour distances, at least
-    ``min_contrast``); only the largest connected region is kept. Returns
-    ``(mask, bg)``; ``mask`` is all False when nothing stands out.
-    """
-    img = _as_image(img)
-    bg = np.median(_border(img), axis=0)
-    dist = np.linalg.norm(img - bg, axis=2)
-    if dist.max() < min_contrast:
-        return np.zeros(dist.shape, dtype=bool), bg
-    threshold = max(_otsu(dist.ravel()), min_contrast)
-    return _largest_component(dist > threshold), bg
-
-
-def shape_features(mask):
-    """(bounding-box fill ratio, top-half / bottom-half area) of a foreground mask, or None."""
-    rows, cols = np.nonzero(mask)
-    if rows.size < 4:
-        return None
-    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
-    box = mask[top:bottom + 1, left:right + 1].astype(np.float64)
-    fill = box.mean()
-    hgt = box.shape[0]
-    upper = box[:hgt // 2].sum() + (box[hgt // 2].sum() / 2 if hgt % 2 else 0)
-    lower = box.sum() - upper
-    return fill, upper / max(lower, 1e-9)
-
-
-def classify_shape(img, candidates=SHAPES):
-    """The shape in an (H, W, 3) uint8 image, among ``candidates``; None when no shape
-    stands out from the background.
-
-    Analytic: segment the foreground (:func:`segment`), then compare its bounding-box
-    fill ratio (circle pi/4, square 1, triangle 1/2) and the ratio of its areas above and
-    below the box's middle (1, 1, 1/3 for an apex-up triangle) with the ideal shapes'.
-    """
-    mask, _ = segment(img)
-    feats = shape_features(mask)
-    if feats is None:
-        return None
-    fill, balance = feats
-    balance = min(balance, 3.0)
-
-    def distance(name):
-        pf, pb = _PROTOTYPES[name]
-        return ((fill - pf) / 0.1) ** 2 + ((balance - pb) / 0.3) ** 2
-
-    return min(candidates, key=distance)
-
-
-def shape_colours(img):
-    """(foreground, background) colours of an image as float RGB arrays; foreground is
-    None when no shape stands out. Foreground = median colour of the segmented region
-    after dropping its edge pixels (anti-aliased mixtures) when enough remain."""
-    mask, bg = segment(img)
-    if not mask.any():
-        return None, bg
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    region = inner if inner.sum() >= 4 else mask
-    return np.median(_as_image(img)[region], axis=0), bg

@@ -6,10 +6,6 @@ Returns the EMA networks of ``{step}_nets_ema.ckpt`` (or the online G, F, E of
 ``{step}_nets.ckpt`` with ``which='online'``) on ``device`` in eval mode, with the FAN
 (w_hpf > 0) from the checkpoint when it holds one, else from ``wing_path``.
 """
-import glob
-import os
-import re
-
 from munch import Munch
 
 from core import checkpoint as ckpt
@@ -18,31 +14,21 @@ from core.errors import UserError
 from core.model import ModelConfig, build_inference_networks
 from core.wing import load_fan
 
-__all__ = ['load_networks', 'resolve_step', 'saved_steps', 'load_run_networks']
+__all__ = ['load_networks', 'resolve_step', 'load_run_networks']
 
 INFERENCE = ('generator', 'mapping_network', 'style_encoder')
 
 
-def saved_steps(checkpoint_dir, kind=ckpt.NETS_EMA):
-    """Sorted steps that have a ``{step:06d}_{kind}.ckpt`` file (written atomically, so
-    every such file is whole)."""
-    pattern = re.compile(r'(\d+)_' + re.escape(kind) + r'\.ckpt')
-    steps = []
-    for path in glob.glob(os.path.join(glob.escape(checkpoint_dir), f'*_{kind}.ckpt')):
-        m = pattern.fullmatch(os.path.basename(path))
-        if m:
-            steps.append(int(m.group(1)))
-    return sorted(steps)
-
-
 def resolve_step(checkpoint_dir, step, which='ema'):
-    """``step``, or the newest saved one when ``step`` is 0 (None)."""
+    """``step``, or the newest complete checkpoint set holding the file ``which`` needs when
+    ``step`` is 0 (None); a save that was cut short is never taken."""
     if step:
         return step
     kind = ckpt.NETS if which == 'online' else ckpt.NETS_EMA
-    steps = saved_steps(checkpoint_dir, kind)
+    files = ckpt.saved_files(checkpoint_dir)
+    steps = [s for s in ckpt.complete_steps(checkpoint_dir) if kind in files[s]]
     if not steps:
-        raise UserError(f"no *_{kind}.ckpt checkpoint in '{checkpoint_dir}'; train first, "
+        raise UserError(f"no complete checkpoint with a *_{kind}.ckpt file in '{checkpoint_dir}'; train first, "
                         f"or point --checkpoint_dir at a run (and --resume_iter at its step)")
     return steps[-1]
 

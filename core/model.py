@@ -9,9 +9,12 @@ in the official order.
 ``dim_in`` (base channels) is our one addition: ``None`` gives the official
 ``2**14 // img_size``; smaller values make CPU-sized configs.
 """
+from __future__ import annotations
+
 import copy
 import dataclasses
 import math
+from argparse import Namespace
 from typing import Optional, Tuple
 
 import torch
@@ -284,7 +287,7 @@ def build_inference_networks(cfg: ModelConfig) -> Munch:
     return nets
 
 
-def build_model(args) -> Tuple[Munch, Munch]:
+def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
     """Networks and their EMA copies, as the official ``build_model``.
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional

@@ -95,6 +95,7 @@ class Solver:
 
     def _resume(self, step, fetcher):
         args = self.args
+        ckpt.check_complete(args.checkpoint_dir, step)  # a save cut short is never resumed from
         saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
         self._ensure_fan(saved)
         state = ckpt.load_checkpoint(args.checkpoint_dir, step, nets_ema=self.nets_ema, optims=self.optims)

@@ -11,13 +11,17 @@ Results go to ``eval_dir``: ``FID_{step:05d}_{mode}.json``,
 Inception and LPIPS are built once per process; the statistics of the training
 images are cached on disk; the outputs never need to be written (``save_eval_images``).
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
+from argparse import Namespace
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from munch import Munch
 from PIL import Image
 
 from core.data_loader import derive_seed, get_eval_loader, list_domains
@@ -141,7 +145,9 @@ def _write(args, step, mode, fid_values, lpips_values):
 
 
 @torch.no_grad()
-def calculate_metrics(nets, args, step, mode, cache_dir=None, verbose=True):
+def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str,
+                      cache_dir: str | None = None, verbose: bool = True
+                      ) -> tuple[dict[str, float], dict[str, float]]:
     """FID and LPIPS of every task in ``mode`` ('latent' or 'reference'), written to ``args.eval_dir``.
 
     ``nets``: generator, mapping_network, style_encoder (and fan when ``args.w_hpf > 0``),

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -62,6 +63,7 @@ def test_align_moves_a_landmark_onto_the_reference():
     assert abs(xx - ref[96, 0]) <= 3 and abs(yy - ref[96, 1]) <= 3
 
 
+@pytest.mark.slow
 def test_align_mode_end_to_end(tmp_path):
     inp = tmp_path / 'inp'
     inp.mkdir()

@@ -3,13 +3,16 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 from munch import Munch
 
-from core.checkpoint import (atomic_save, ckpt_path, describe, load_checkpoint, load_modules,
-                             save_checkpoint)
+from core.checkpoint import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
+                             load_checkpoint, load_modules, save_checkpoint)
 from core.errors import UserError
 from core.model import build_model
 from core.trainer import build_optimizers, init_weights
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
 
 
 def tiny_args(**over):
@@ -117,3 +120,74 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
         atomic_save({'a': Unpicklable()}, str(path))
     assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(1))
     assert os.listdir(tmp_path) == ['x.ckpt']  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------- complete sets
+
+def _small():
+    return Munch(generator=nn.Linear(2, 2)), Munch(generator=nn.Linear(2, 2))
+
+
+def _save(folder, step, optims=True, state=True):
+    nets, nets_ema = _small()
+    opt = {'generator': torch.optim.Adam(nets.generator.parameters())} if optims else None
+    save_checkpoint(str(folder), step, nets, nets_ema, opt, state={'step': step} if state else None)
+
+
+def _cut(folder, step, kinds):
+    """Files a save killed after ``kinds`` leaves behind."""
+    for kind in kinds:
+        atomic_save({'generator': {}}, ckpt_path(str(folder), step, kind))
+
+
+def test_complete_steps_leave_out_cut_saves_and_temporary_files(tmp_path):
+    assert complete_steps(str(tmp_path / 'absent')) == [] and latest_step(str(tmp_path)) is None
+    _save(tmp_path, 2)
+    _save(tmp_path, 4)
+    _cut(tmp_path, 6, ('nets', 'nets_ema', 'optims'))  # killed before its state file
+    (tmp_path / '.000008_nets.ckptk3j2.tmp').write_bytes(b'half')  # killed inside a file
+    assert complete_steps(str(tmp_path)) == [2, 4] and latest_step(str(tmp_path)) == 4
+    check_complete(str(tmp_path), 2)
+    for step, problem in ((6, 'checkpoint 6 in .* is incomplete'), (8, 'checkpoint 8 not found'),
+                          (5, 'checkpoint 5 not found')):
+        with pytest.raises(UserError, match=problem + '.*newest complete one is 4: use --resume_iter 4$'):
+            check_complete(str(tmp_path), step)
+
+
+def test_official_checkpoints_without_state_files_count(tmp_path):
+    _cut(tmp_path, 100000, ('nets_ema',))  # a released model: nets_ema only
+    assert complete_steps(str(tmp_path)) == [100000]
+    check_complete(str(tmp_path), 100000, needed=('nets_ema',))  # enough to sample
+    with pytest.raises(UserError, match='has no nets, optims files; no complete checkpoint'):
+        check_complete(str(tmp_path), 100000)  # not enough to resume training
+    # an official training run resumed by ours: its stateless steps count up to our first one
+    _cut(tmp_path, 10, ('nets', 'nets_ema', 'optims'))
+    _save(tmp_path, 20)
+    _cut(tmp_path, 30, ('nets', 'nets_ema', 'optims'))
+    assert complete_steps(str(tmp_path)) == [10, 20]
+    check_complete(str(tmp_path), 10)
+
+
+def test_a_save_that_fails_uncommits_the_step_and_removes_stray_temps(tmp_path):
+    _save(tmp_path, 2)
+    _save(tmp_path, 4)
+    stray = tmp_path / '.000004_optims.ckptab12.tmp'
+    stray.write_bytes(b'half')
+    keep = tmp_path / '.notes.tmp'
+    keep.write_bytes(b'someone else')
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError('boom')
+
+    class BrokenOptim:
+        def state_dict(self):
+            return {'x': Unpicklable()}
+
+    nets, nets_ema = _small()
+    with pytest.raises(RuntimeError, match='boom'):  # re-saving step 4 fails at its optims file
+        save_checkpoint(str(tmp_path), 4, nets, nets_ema, {'generator': BrokenOptim()}, state={'step': 4})
+    assert complete_steps(str(tmp_path)) == [2]  # the old state file went first: 4 is not a mix
+    assert not stray.exists() and keep.exists()
+    _save(tmp_path, 4)
+    assert complete_steps(str(tmp_path)) == [2, 4]

@@ -416,12 +416,62 @@ def test_error_fewer_images_than_batch(tmp_path):
     get_train_loader(root, img_size=S, batch_size=5, num_workers=0)  # exactly enough is fine
 
 
+def test_unreadable_images_all_named_before_any_loading(tmp_path):
+    root = coded_dataset(tmp_path, {'cat': 3, 'dog': 3})
+    (tmp_path / 'dog' / 'broken.jpg').write_bytes(b'this is not a jpeg')
+    cut = tmp_path / 'cat' / 'cut.png'
+    noise(str(cut), 0, size=64)
+    cut.write_bytes(cut.read_bytes()[:5000])  # the end is missing: the header still opens
+    for build in (lambda: get_train_loader(root, img_size=S, batch_size=2, num_workers=0),
+                  lambda: get_test_loader(root, img_size=S, num_workers=0),
+                  lambda: check_dataset(root)):
+        msg = one_line_error(build, '2 unreadable image files', os.path.join('dog', 'broken.jpg'),
+                             os.path.join('cat', 'cut.png'), 'truncated', 'replace or delete them')
+    assert msg.index('cut.png') < msg.index('broken.jpg')  # in folder order
+    cut.unlink()
+    (tmp_path / 'dog' / 'broken.jpg').unlink()
+    assert check_dataset(root) == ['cat', 'dog']
+
+
+def test_unreadable_images_message_names_a_few_and_counts_all(tmp_path):
+    root = coded_dataset(tmp_path, {'cat': 1, 'dog': 1})
+    for i in range(8):
+        (tmp_path / 'dog' / f'junk{i}.png').write_bytes(b'')
+    msg = one_line_error(lambda: check_dataset(root), '8 unreadable image files', 'and 3 more')
+    assert sum(f'junk{i}.png' in msg for i in range(8)) == 5
+
+
+def test_image_check_agrees_with_decoding(tmp_path):
+    """Every format: whole files pass, cut ones fail exactly when decoding them fails, and
+    bytes after a file's end (some cameras write them) are no error."""
+    from core.data_loader import unreadable_reason
+    arr = np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)
+    for ext, options in (('png', {}), ('jpg', {}), ('webp', {'lossless': True}), ('bmp', {})):
+        whole = tmp_path / f'whole.{ext}'
+        Image.fromarray(arr).save(whole, **options)
+        data = whole.read_bytes()
+        assert unreadable_reason(str(whole)) is None, ext
+        for name, content in (('half', data[:len(data) // 2]), ('head', data[:60]),
+                              ('trailing', data + bytes(50))):
+            path = tmp_path / f'{name}.{ext}'
+            path.write_bytes(content)
+            try:
+                load_rgb(str(path))
+                decodes = True
+            except UserError:
+                decodes = False
+            assert (unreadable_reason(str(path)) is None) == decodes, (ext, name)
+            assert decodes == (name == 'trailing'), (ext, name)
+
+
 @pytest.mark.parametrize('workers', [0, 1])
 def test_error_corrupt_image(tmp_path, workers):
+    """A file broken after the up-front check (while training) stops with one line too."""
     root = coded_dataset(tmp_path, {'cat': 2, 'dog': 2})
     bad = tmp_path / 'dog' / 'broken.jpg'
-    bad.write_bytes(b'this is not a jpeg')
+    solid(str(bad), (1, 2, 3))
     loader = get_train_loader(root, img_size=S, batch_size=5, num_workers=workers, seed=0)
+    bad.write_bytes(b'this is not a jpeg')
     one_line_error(lambda: [b for _ in range(3) for b in loader], str(bad), 'cannot read image')
     truncated = tmp_path / 'cat' / 'cut.png'
     solid(str(truncated), (1, 2, 3), size=64)

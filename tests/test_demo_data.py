@@ -1,4 +1,4 @@
-"""The generated demo dataset, the analytic shape classifier and bench/demo_quality.py."""
+"""The generated demo dataset, the analytic shape classifier (bench/) and bench/demo_quality.py."""
 import hashlib
 import json
 import os
@@ -10,11 +10,10 @@ import torch.nn as nn
 from munch import Munch
 from PIL import Image
 
-from core.demo_data import (SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, classify_shape,
-                            make_shapes_dataset, random_params, render_shape, segment, shape_colours)
+from bench.shape_classifier import classify_shape, segment, shape_colours
+from core.demo_data import SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, make_shapes_dataset, random_params, render_shape
 from core.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -8,7 +8,9 @@ import torch
 import torch.multiprocessing as mp
 
 import main as cli
-from test_train_cli import make_dataset, run_args
+from helpers import make_dataset, run_args
+
+pytestmark = pytest.mark.slow  # two training processes
 
 
 def _free_port():

@@ -6,7 +6,8 @@ import yaml
 from core.checkpoint import save_checkpoint
 from core.config import parse_args
 from core.errors import UserError
-from core.inference import load_networks, resolve_step, saved_steps
+from core.checkpoint import complete_steps
+from core.inference import load_networks, resolve_step
 from core.model import MODEL_KEYS, ModelConfig, build_model
 
 TINY = dict(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0.0, dim_in=8, max_conv_dim=32)
@@ -66,7 +67,7 @@ def saved_run(folder, steps, cfg):
 def test_load_networks_newest_step_ema_or_online(tmp_path, one_thread):
     cfg = ModelConfig(**TINY)
     nets, _ = saved_run(tmp_path, [3, 10, 7], cfg)
-    assert saved_steps(str(tmp_path)) == [3, 7, 10]
+    assert complete_steps(str(tmp_path)) == [3, 7, 10]
     assert resolve_step(str(tmp_path), 0) == 10 and resolve_step(str(tmp_path), 3) == 3
     ema = load_networks(cfg, str(tmp_path), 0, 'cpu')
     assert sorted(ema) == ['generator', 'mapping_network', 'style_encoder']
@@ -78,7 +79,7 @@ def test_load_networks_newest_step_ema_or_online(tmp_path, one_thread):
 
 
 def test_load_networks_errors_are_one_line(tmp_path):
-    with pytest.raises(UserError, match='no \\*_nets_ema.ckpt checkpoint'):
+    with pytest.raises(UserError, match='no complete checkpoint with a \\*_nets_ema.ckpt file'):
         load_networks(ModelConfig(**TINY), str(tmp_path), 0)
     saved_run(tmp_path, [1], ModelConfig(**TINY))
     with pytest.raises(UserError, match='another configuration') as err:

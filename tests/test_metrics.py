@@ -15,17 +15,11 @@ import metrics as metrics_pkg
 from PIL import Image
 from torchvision import models
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
-for _p in (ROOT, TESTS):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from weights_by_name import value_for  # noqa: E402
-
-from metrics import MissingWeightsError  # noqa: E402
-from metrics import eval as meval  # noqa: E402
-from metrics import fid, lpips  # noqa: E402
+from helpers import ROOT
+from metrics import MissingWeightsError
+from metrics import eval as meval
+from metrics import fid, lpips
+from weights_by_name import value_for
 
 INCEPTION_FILE = os.path.basename(models.Inception_V3_Weights.IMAGENET1K_V1.url)
 ALEXNET_FILE = os.path.basename(models.AlexNet_Weights.IMAGENET1K_V1.url)
@@ -156,6 +150,7 @@ def test_folder_statistics_are_cached_and_invalidated(inception, tmp_path, monke
     assert calls == [3, 3, 3] and not np.array_equal(mu, mu3)
 
 
+@pytest.mark.slow  # a 2048-d sqrtm: ~10 s idle, minutes on a busy machine
 def test_fid_of_a_folder_with_itself_is_zero(inception, tmp_path):
     # each 2048-d FID costs one scipy sqrtm (~10 s on CPU): tests keep them few
     images = random_uint8(4, 32, seed=6)
@@ -165,6 +160,7 @@ def test_fid_of_a_folder_with_itself_is_zero(inception, tmp_path):
     assert abs(d_self) < 1e-5 * np.trace(cov)   # sqrtm of a singular product: ~1e-6, not 0
 
 
+@pytest.mark.slow  # Inception three times plus 2048-d statistics: 40 s on the busy machine
 def test_fid_sources_folder_array_and_statistics_agree(inception, tmp_path, monkeypatch):
     images = random_uint8(4, 32, seed=7)
     write_pngs(tmp_path / 'a', images)
@@ -209,6 +205,7 @@ def test_wrong_or_corrupt_weight_files_raise_one_line_errors(torch_home, tmp_pat
     assert '\n' not in str(e.value) and 'junk.pth' in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_error_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'metrics.fid', '--paths', str(tmp_path), str(tmp_path),
                         '--inception_path', str(tmp_path / 'missing.pth')],
@@ -350,6 +347,7 @@ def check_result_files(eval_dir, step, mode, fid_values, lpips_values, tasks=('d
         assert values[f'{kind}_{mode}/mean'] == pytest.approx(np.mean(per_task), rel=1e-12)
 
 
+@pytest.mark.slow  # Inception on every output: minutes on a busy 2-core machine
 def test_calculate_metrics_end_to_end_latent(offline_home, tmp_path, monkeypatch):
     tiny_dataset(tmp_path)
     args = tiny_args(tmp_path)
@@ -367,6 +365,7 @@ def test_calculate_metrics_end_to_end_latent(offline_home, tmp_path, monkeypatch
     assert not os.path.exists(tmp_path / 'eval' / 'cat2dog')          # nothing written by default
 
 
+@pytest.mark.slow
 def test_calculate_metrics_reference_mode_is_deterministic_and_png_faithful(offline_home, tmp_path,
                                                                                monkeypatch):
     # FID's own math is tested above and against the golden; here a cheap stand-in records its inputs

@@ -5,22 +5,15 @@ for Inception v3 (aux_logits=True, init_weights=False) and AlexNet; LPIPS heads 
 ``lpips`` package's v0.1 weights, as in the golden run.
 """
 import os
-import sys
 
 import pytest
 import torch
 from torchvision import models
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-for _p in (os.path.dirname(TESTS), TESTS):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from conftest import golden_cases  # noqa: E402
-from weights_by_name import value_for  # noqa: E402
-
-from metrics.fid import calculate_fid_given_paths  # noqa: E402
-from metrics.lpips import calculate_lpips_given_images  # noqa: E402
+from helpers import golden_cases
+from metrics.fid import calculate_fid_given_paths
+from metrics.lpips import calculate_lpips_given_images
+from weights_by_name import value_for
 
 RTOL = 1e-4            # goldens/README.md, "metrics"
 DEFAULT_IMG_SIZE = 64  # README: 64x64 PNGs, img_size=64, batch 8 (used when the case omits them)
@@ -45,6 +38,7 @@ def relative_error(got, expected):
 
 
 @pytest.mark.parity
+@pytest.mark.slow  # Inception v3 on 48 images: minutes on a busy 2-core machine
 @pytest.mark.parametrize('case', golden_cases('metrics'))
 def test_metrics_parity(case, backbones):
     golden = torch.load(case, weights_only=False)

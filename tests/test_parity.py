@@ -8,12 +8,12 @@ import pytest
 import torch
 from munch import Munch
 
-from conftest import golden_cases
 from core.model import Discriminator, Generator, MappingNetwork, StyleEncoder, build_model
 from core.losses import compute_d_loss, compute_g_loss
 from core.trainer import build_optimizers, init_weights, train_step
 from core.wing import FAN, heatmaps_to_masks
-from weights_by_name import checksum, fill_by_name
+from helpers import LOCAL_GOLDENS, filled_nets, golden_cases, loss_args, masks_of
+from weights_by_name import checksum
 
 
 def load(path):
@@ -32,25 +32,6 @@ def assert_rel(name, got, expected, rel):
     got = float(got.detach() if torch.is_tensor(got) else got)
     assert abs(got - expected) <= rel * abs(expected), \
         f'{name}: {got!r} vs golden {expected!r} (relative error {abs(got - expected) / abs(expected):.2e} > {rel})'
-
-
-def filled_nets(case):
-    """G, F, E, D (and FAN when w_hpf > 0) of the case's configuration, filled by name."""
-    args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],
-                 num_domains=case['num_domains'], w_hpf=case['w_hpf'])
-    nets = Munch(generator=Generator(args.img_size, args.style_dim, w_hpf=args.w_hpf),
-                 mapping_network=MappingNetwork(args.latent_dim, args.style_dim, args.num_domains),
-                 style_encoder=StyleEncoder(args.img_size, args.style_dim, args.num_domains),
-                 discriminator=Discriminator(args.img_size, args.num_domains))
-    if args.w_hpf > 0:
-        nets.fan = FAN().eval()
-    for net in nets.values():
-        fill_by_name(net)
-    return nets, args
-
-
-def masks_of(nets, args, x):
-    return nets.fan.get_heatmap(x) if args.w_hpf > 0 else None
 
 
 @pytest.mark.parametrize('path', golden_cases('forward'))
@@ -79,12 +60,7 @@ def test_masks(path):
     assert_tensor_close('masks1', masks1, case['masks1'])
 
 
-def loss_args(case, **extra):
-    return Munch(w_hpf=case['w_hpf'], lambda_reg=case['lambda_reg'], lambda_sty=case['lambda_sty'],
-                 lambda_ds=case['lambda_ds'], lambda_cyc=case['lambda_cyc'], **extra)
-
-
-@pytest.mark.parametrize('path', golden_cases('losses'))
+@pytest.mark.parametrize('path', golden_cases('losses', slow=True))  # official widths, FAN
 def test_losses(path):
     case = load(path)
     nets, _ = filled_nets(case)
@@ -124,7 +100,7 @@ def assert_checksums(name, got_net, expected, fields, rel, sum_rel=None):
                 f'{name}.{key}[0]: {got[0]!r} vs golden {exp[0]!r}'
 
 
-@pytest.mark.parametrize('path', golden_cases('train'))
+@pytest.mark.parametrize('path', golden_cases('train', slow=True))  # 3 iterations, official widths
 def test_train(path):
     case = load(path)
     nets, _ = filled_nets(case)
@@ -178,7 +154,6 @@ def test_state_dict_keys_equal_the_official_ones(config):
     """Keys and shapes, in the official registration order, so official checkpoints load as they are."""
     import json
     import os
-    from conftest import LOCAL_GOLDENS
     with open(os.path.join(LOCAL_GOLDENS, 'state_dict_manifest.json')) as f:
         manifest = json.load(f)[config]
     nd, w_hpf = MANIFEST_CONFIGS[config]['num_domains'], MANIFEST_CONFIGS[config]['w_hpf']

@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 import main as cli
-from test_train_cli import make_dataset, run_args
+from helpers import make_dataset, run_args
+
+pytestmark = pytest.mark.slow  # each test runs main.py on a trained checkpoint
 
 
 @pytest.fixture(scope='module')

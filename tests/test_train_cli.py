@@ -11,21 +11,7 @@ from PIL import Image
 
 import main as cli
 from core import solver as solver_mod
-
-TINY = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
-        '--w_hpf', '0', '--batch_size', '2', '--val_batch_size', '2', '--num_workers', '0', '--eval_every', '0',
-        '--num_outs_per_domain', '2', '--ds_iter', '4']
-
-
-def make_dataset(root, domains=('cat', 'dog'), n=5, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    for split in ('train', 'val'):
-        for d in domains:
-            os.makedirs(root / split / d, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(img).save(root / split / d / f'{i}.png')
-    return root
+from helpers import assert_files_equal, make_dataset, run_args
 
 
 @pytest.fixture(scope='module')
@@ -33,33 +19,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp('data'))
 
 
-def run_args(data, run, *extra):
-    return ['--mode', 'train', *TINY, '--train_img_dir', str(data / 'train'), '--val_img_dir', str(data / 'val'),
-            '--checkpoint_dir', str(run / 'ckpt'), '--sample_dir', str(run / 'samples'), *extra]
-
-
-def flatten(obj, prefix=''):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from flatten(v, f'{prefix}/{k}')
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from flatten(v, f'{prefix}/{i}')
-    else:
-        yield prefix, obj
-
-
-def assert_files_equal(a, b):
-    fa = dict(flatten(torch.load(a, weights_only=True)))
-    fb = dict(flatten(torch.load(b, weights_only=True)))
-    assert fa.keys() == fb.keys()
-    for key in fa:
-        if torch.is_tensor(fa[key]):
-            assert torch.equal(fa[key], fb[key]), f'{os.path.basename(a)}{key} differs'
-        else:
-            assert fa[key] == fb[key], f'{os.path.basename(a)}{key} differs'
-
-
+@pytest.mark.slow
 def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '4', '--print_every', '2', '--sample_every', '4',
                            '--save_every', '2'))
@@ -83,6 +43,7 @@ def test_train_writes_logs_samples_config_and_checkpoints(data, tmp_path):
     assert Image.open(tmp_path / 'samples' / '000004_reference.jpg').size == (3 * 32, 3 * 32)
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_exact(data, tmp_path):
     common = ['--print_every', '0', '--sample_every', '0', '--save_every', '3', '--randcrop_prob', '0.5']
     straight, split = tmp_path / 'straight', tmp_path / 'split'
@@ -93,6 +54,7 @@ def test_resume_is_bitwise_exact(data, tmp_path):
         assert_files_equal(straight / 'ckpt' / f'000006_{kind}.ckpt', split / 'ckpt' / f'000006_{kind}.ckpt')
 
 
+@pytest.mark.slow
 def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, capsys):
     common = ['--print_every', '0', '--sample_every', '0', '--save_every', '2']
     assert cli.main(run_args(data, tmp_path, '--total_iters', '2', *common)) == 0
@@ -103,6 +65,7 @@ def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, ca
     assert 'data order restarts' in captured.out + captured.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
@@ -121,6 +84,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
     assert 'resume with --resume_iter 2' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
@@ -174,7 +138,7 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
                            '--save_every', '1', '--batch_size', '4'))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    # one error line (an unreadable file is found while loading, after the progress bar started)
+    # one error line (an unreadable file is found by the check before training)
     assert err[-1].startswith('error: ') and expected in err[-1], err
     assert not any(line.startswith('error') or 'Traceback' in line for line in err[:-1]), err
     assert not any(f.endswith('.ckpt') for _, _, files in os.walk(tmp_path) for f in files)
@@ -183,6 +147,7 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
 REPRESENTATIVE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(REPRESENTATIVE), reason='../shared/assets/representative is absent')
 def test_official_readme_celeba_command_on_real_photos(tmp_path):
     """The official README's CelebA-HQ train command, unchanged but for small sizes, with the

@@ -244,6 +244,7 @@ def _peak_rss_growth_kb(n_refs, tmp_path):
     return growth
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != 'linux', reason='ru_maxrss is in kB on Linux')
 def test_memory_does_not_grow_with_references(tmp_path):
     # 10 references = 289 frames of 3x64x160 floats (123 kB each, 491 kB once scaled to

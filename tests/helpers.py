@@ -123,3 +123,15 @@ def assert_files_equal(a, b):
             assert torch.equal(fa[key], fb[key]), f'{os.path.basename(a)}{key} differs'
         else:
             assert fa[key] == fb[key], f'{os.path.basename(a)}{key} differs'
+
+
+def face_like_landmarks(seed=0):
+    """98 points with eyes left/right above a mouth, in 256 px."""
+    rng = np.random.default_rng(seed)
+    lm = rng.uniform(60, 200, (98, 2))
+    lm[60:68] = [90, 110] + rng.normal(0, 3, (8, 2))
+    lm[96] = [90, 110]
+    lm[68:76] = [166, 110] + rng.normal(0, 3, (8, 2))
+    lm[97] = [166, 110]
+    lm[76], lm[82] = [100, 190], [156, 190]
+    return lm

@@ -9,21 +9,10 @@ from PIL import Image
 import main as cli
 from core.align import align_image, landmarks_to_matrix, pad_mirror
 from core.wing import FAN
+from helpers import face_like_landmarks
 from weights_by_name import fill_by_name
 
 CUSTOM = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative', 'custom', 'female')
-
-
-def face_like_landmarks(seed=0):
-    """98 points with eyes left/right above a mouth, in 256 px."""
-    rng = np.random.default_rng(seed)
-    lm = rng.uniform(60, 200, (98, 2))
-    lm[60:68] = [90, 110] + rng.normal(0, 3, (8, 2))
-    lm[96] = [90, 110]
-    lm[68:76] = [166, 110] + rng.normal(0, 3, (8, 2))
-    lm[97] = [166, 110]
-    lm[76], lm[82] = [100, 190], [156, 190]
-    return lm
 
 
 def similarity(angle, scale, shift):

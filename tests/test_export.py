@@ -16,7 +16,7 @@ from munch import Munch
 from PIL import Image
 
 import main as cli
-from conftest import ROOT
+from helpers import ROOT
 from core.translate import load_image, translate_image
 from core.wing import PART_OPS
 from tiny_run import STEP, make_checkpoint, make_image

@@ -284,7 +284,7 @@ def test_wing_mask_helpers_match_the_mask_pipeline():
 
 def test_wing_align_helpers():
     from core import wing
-    from test_align import face_like_landmarks
+    from helpers import face_like_landmarks
     lm = face_like_landmarks()
     np.testing.assert_allclose(wing.points2T(lm, 'from') @ np.r_[lm.mean(0), 1], [0, 0, 1], atol=1e-9)
     np.testing.assert_allclose(wing.points2T(lm, 'to') @ [0, 0, 1], np.r_[lm.mean(0), 1])

@@ -13,8 +13,7 @@ import torch
 from PIL import Image
 
 from core.wing import FAN
-from test_align import face_like_landmarks
-from test_train_cli import make_dataset
+from helpers import face_like_landmarks, make_dataset
 from weights_by_name import fill_by_name, fill_torch_hub
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

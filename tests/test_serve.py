@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 from tiny_run import make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow

@@ -99,27 +99,28 @@ def test_fused_adam_equals_unfused_up_to_rounding():
 
 
 def test_bf16_channels_last_first_losses_close_to_fp32():
-    """bf16 keeps 8 bits of mantissa (relative rounding 2**-8 = 0.4 % per op); over the
-    ~20 layers of a forward pass errors add up to about 1-3 %, so 5 % relative (plus 0.02
-    absolute for losses near 0) is a bf16-sized tolerance; fp32 vs fp32 differs by ~1e-6."""
+    """Tolerance 3 % relative (+ 1e-3 absolute for losses near 0): bf16 keeps 8 mantissa
+    bits, a relative rounding of 2**-8 = 0.4 % per operation; the losses reduce many such
+    products and were measured 0.03-0.7 % off fp32 here, so 3 % is about eight bf16
+    roundings and still fails for a real mistake (a wrong loss term moves a loss by > 10 %)."""
     ref = first_losses()
     got = first_losses(amp='bf16', channels_last=True)
     assert ref.keys() == got.keys()
     for key in ref:
-        assert got[key] == pytest.approx(ref[key], rel=0.05, abs=0.02), key
+        assert got[key] == pytest.approx(ref[key], rel=0.03, abs=1e-3), key
     assert got != ref  # bf16 did change the numbers (the switch is on)
 
 
 def test_channels_last_alone_matches_fp32_closely():
     ref, got = first_losses(), first_losses(channels_last=True)
     for key in ref:
-        assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
+        assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), key
 
 
 def test_fp16_first_losses_close_to_fp32():
     ref, got = first_losses(), first_losses(amp='fp16')
-    for key in ref:  # fp16 has 11 bits of mantissa: tighter than bf16
-        assert got[key] == pytest.approx(ref[key], rel=0.01, abs=0.005), key
+    for key in ref:  # fp16 keeps 11 mantissa bits (0.05 % per rounding; measured <= 0.23 % off)
+        assert got[key] == pytest.approx(ref[key], rel=0.01, abs=1e-3), key
 
 
 @pytest.mark.parametrize('amp', ['bf16', 'fp16'])

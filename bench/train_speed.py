@@ -6,6 +6,7 @@ initial weights and batch), the two alternated, and the ratio printed.
     python bench/train_speed.py --img_size 64 --batch_size 8 --device cpu --official /work/official
     python bench/train_speed.py --img_size 256 --device cuda --amp none bf16 --channels_last 0 1 \\
         --compile 0 1 --official ~/stargan-v2
+    python bench/train_speed.py --config configs/demo.yaml --img_size 32 --batch_size 4 --amp none bf16
     python bench/train_speed.py --loader_only --img_size 256 --num_workers 0 2 4   # data loading alone
 
 Several values of --img_size/--batch_size/--amp/--channels_last/--compile give one row per
@@ -118,6 +119,8 @@ def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compi
     argv = ['--mode', 'train', '--img_size', str(img_size), '--batch_size', str(batch_size),
             '--w_hpf', '0', '--device', opt.device, '--amp', amp, '--seed', str(opt.seed)]
     argv += ['--channels_last'] * channels_last + ['--compile'] * compile_
+    if opt.config:
+        argv += ['--config', opt.config]
     if opt.dim_in:
         argv += ['--dim_in', str(opt.dim_in)]
     if opt.max_conv_dim:
@@ -409,6 +412,8 @@ def parse(argv=None):
     p.add_argument('--rounds', type=int, default=3, help='alternations of all settings')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     p.add_argument('--seed', type=int, default=777)
+    p.add_argument('--config', default=None, metavar='FILE', help='a training config for the other values '
+                   '(e.g. configs/demo.yaml); the flags above override it; not with --official')
     p.add_argument('--dim_in', type=int, default=None, help='narrower networks (project rows only; '
                    'not with --official, whose width is fixed)')
     p.add_argument('--max_conv_dim', type=int, default=None)
@@ -419,8 +424,8 @@ def parse(argv=None):
     p.add_argument('--loader_batches', type=int, default=20)
     p.add_argument('--photo_size', type=int, default=512, help='side of the generated JPEGs (AFHQ: 512)')
     opt = p.parse_args(argv)
-    if opt.official and (opt.dim_in or opt.max_conv_dim):
-        p.error('--dim_in/--max_conv_dim change the networks: not with --official (its widths are fixed)')
+    if opt.official and (opt.dim_in or opt.max_conv_dim or opt.config):
+        p.error('--dim_in/--max_conv_dim/--config change the networks: not with --official (its widths are fixed)')
     return opt
 
 

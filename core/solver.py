@@ -32,6 +32,9 @@ from core.wing import load_fan
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
 
 
+_STOP_POLL = 10  # iterations between Ctrl-C agreements across torchrun processes
+
+
 class TrainingDiverged(UserError):
     pass
 
@@ -170,10 +173,15 @@ class Solver:
                     finite.check(last_saved, args.checkpoint_dir)  # never a checkpoint holding NaN
                     self.save(i, fetcher)
                     last_saved = i
-                if args.eval_every and i % args.eval_every == 0 and self.dist.is_main:
-                    self.evaluate(step=i)
+                if args.eval_every and i % args.eval_every == 0:
+                    finite.check(last_saved, args.checkpoint_dir)  # collective: on every rank
+                    if self.dist.is_main:
+                        self.evaluate(step=i)
                 logger.tick()
-                if self.dist.any(stop.requested):  # every rank stops at the same iteration
+                # every rank stops at the same iteration; several ranks agree every _STOP_POLL
+                # iterations only (the collective would sync the device each iteration)
+                poll = self.dist.world_size == 1 or i % _STOP_POLL == 0
+                if poll and self.dist.any(stop.requested):
                     stop.requested = True
                     break
             else:

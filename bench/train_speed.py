@@ -173,10 +173,9 @@ class Official:
         self.off, self.args, self.name = off, Munch(as_dict(args)), 'official fp32'
         nets, nets_ema = off.build_model(Munch(img_size=args.img_size, style_dim=args.style_dim, w_hpf=0,
                                                latent_dim=args.latent_dim, num_domains=args.num_domains))
-        for name in nets:  # the same initial weights as the project's rows (names are equal)
-            nets[name].load_state_dict(init.nets[name].state_dict())
-        for name in nets_ema:
-            nets_ema[name].load_state_dict(init.nets_ema[name].state_dict())
+        for mine, theirs in ((init.nets, nets), (init.nets_ema, nets_ema)):
+            for name in theirs:  # the same initial weights as the project's rows (names are equal)
+                getattr(theirs[name], 'module', theirs[name]).load_state_dict(mine[name].state_dict())  # official DataParallel
         self.nets = Munch({k: v.to(device) for k, v in nets.items()})
         self.nets_ema = Munch({k: v.to(device) for k, v in nets_ema.items()})
         self.optims = Munch({name: torch.optim.Adam(  # the official Adam settings
@@ -410,7 +409,8 @@ def parse(argv=None):
     p.add_argument('--warmup', type=int, default=2, help='untimed iterations per setting (compilation)')
     p.add_argument('--iters', type=int, default=3, help='timed iterations per setting and round')
     p.add_argument('--rounds', type=int, default=3, help='alternations of all settings')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default; 1 on a loaded '
+                   'machine, where idle-spinning threads make every row 10-100x slower)')
     p.add_argument('--seed', type=int, default=777)
     p.add_argument('--config', default=None, metavar='FILE', help='a training config for the other values '
                    '(e.g. configs/demo.yaml); the flags above override it; not with --official')

@@ -141,7 +141,7 @@ class Solver:
 
         # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
         # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
-        self.train_nets = speed_nets(self.dist.wrap(self.nets, self.device), args)
+        self.train_nets = speed_nets(self.nets, args, wrap=lambda nets: self.dist.wrap(nets, self.device))
         logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
         try:
             done, stopped = self._loop(fetcher, inputs_val, logger)

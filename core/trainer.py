@@ -82,14 +82,17 @@ def make_scaler(args, device):
     return torch.amp.GradScaler(torch.device(device).type)
 
 
-def speed_nets(nets, args):
+def speed_nets(nets, args, wrap=None):
     """The networks the training step calls: --channels_last converts G, F, E, D (and the
-    FAN) in place; --compile wraps G, F, E, D in torch.compile. The R1 pass (double
+    FAN) in place; then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
+    format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
     backward, which compiled graphs do not support) keeps the eager discriminator under
-    the key ``discriminator_r1``. Without the switches: ``nets`` itself."""
+    the key ``discriminator_r1``. Without switches or wrap: ``nets`` itself."""
     if getattr(args, 'channels_last', False):
         for net in nets.values():
             net.to(memory_format=torch.channels_last)
+    if wrap is not None:
+        nets = wrap(nets)
     if not getattr(args, 'compile', False):
         return nets
     out = Munch(nets)

@@ -211,3 +211,12 @@ def test_compile_first_losses_close_to_fp32():
     ref, got = first_losses(), first_losses(compile=True)
     for key in ref:
         assert got[key] == pytest.approx(ref[key], rel=1e-3, abs=1e-5), key
+
+
+def test_loaders_follow_the_device_and_keep_workers(tmp_path):
+    from core.data_loader import get_test_loader, get_train_loader
+    data = make_dataset(tmp_path / 'data', n=2)
+    cpu = get_train_loader(str(data / 'train'), img_size=32, batch_size=2, num_workers=0, seed=0, device='cpu')
+    assert not cpu.pin_memory and not cpu.persistent_workers
+    workers = get_test_loader(str(data / 'val'), img_size=32, batch_size=2, num_workers=1, seed=0, device='cpu')
+    assert workers.persistent_workers and not workers.pin_memory

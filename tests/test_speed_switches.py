@@ -204,13 +204,19 @@ def test_huge_lr_diverges_without_writing_nan(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compile_first_losses_close_to_fp32():
-    """torch.compile (inductor) on G, F, E, D; the R1 pass stays eager. Compiled kernels
-    reorder float sums: fp32-sized tolerance."""
-    pytest.importorskip('torch._inductor')
+def test_compile_trains_with_eager_r1(monkeypatch):
+    """--compile: dynamo + AOT autograd on G, F, E, D while the R1 pass stays eager (a
+    compiled D would raise 'does not currently support double backward'). The backend is
+    aot_eager (no inductor code generation, which takes many minutes on a 2-core CPU);
+    the graphs and the double-backward split are the same as with inductor."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model: real_compile(model, backend='aot_eager'))
+    torch._dynamo.reset()
     ref, got = first_losses(), first_losses(compile=True)
     for key in ref:
-        assert got[key] == pytest.approx(ref[key], rel=1e-3, abs=1e-5), key
+        assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
+    logs = train_logs(steps=1, compile=True)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
 
 
 def test_loaders_follow_the_device_and_keep_workers(tmp_path):

@@ -16,6 +16,8 @@ from core.trainer import (autocast, build_optimizers, ema_update, init_weights, 
                           prepare_inputs, speed_nets, train_step)
 from test_train_cli import make_dataset, run_args
 
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
+
 SMALL = dict(img_size=32, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8, num_domains=2,
              hidden_dim=64, w_hpf=0, lambda_reg=1., lambda_sty=1., lambda_ds=1., lambda_cyc=1.,
              ds_iter=10, lr=1e-4, f_lr=1e-6, beta1=0., beta2=0.99, weight_decay=1e-4, ema_beta=0.999,

@@ -37,6 +37,7 @@ OUR_DEFAULTS = {
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
     'demo_data': None,
+    'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
 }
 
 

@@ -18,12 +18,13 @@ def train(args):
         from core.demo_data import make_shapes_dataset
         make_shapes_dataset(args.demo_data, img_size=args.img_size)
     common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob,
-                  num_workers=args.num_workers, seed=args.seed, num_domains=args.num_domains)
+                  num_workers=args.num_workers, seed=args.seed, num_domains=args.num_domains,
+                  device=args.device)  # pinned memory follows --device
     loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', **common),
                     ref=get_train_loader(args.train_img_dir, 'reference', **common),
                     val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
                                         shuffle=True, num_workers=args.num_workers, seed=args.seed,
-                                        num_domains=args.num_domains))
+                                        num_domains=args.num_domains, device=args.device))
     Solver(args).train(loaders)
 
 
@@ -35,7 +36,7 @@ def sample(args):
     nets, _ = load_run_networks(args)
     device = next(nets.generator.parameters()).device
     common = dict(img_size=args.img_size, batch_size=args.val_batch_size, shuffle=False,
-                  num_workers=args.num_workers, num_domains=args.num_domains)
+                  num_workers=args.num_workers, num_domains=args.num_domains, device=args.device)
     src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
                 for root in (args.src_dir, args.ref_dir))
     write_samples(nets, args, src, ref, sample_outputs(args))

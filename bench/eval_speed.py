@@ -9,6 +9,11 @@ The numbers must agree; the script prints both times and their ratio.
 
     python bench/eval_speed.py --name_filled_weights          # offline, CPU
     python bench/eval_speed.py --inception_path F --alexnet_path F --device cuda
+
+No ``--official PATH`` here (bench/train_speed.py has one): the official metrics code
+cannot run offline or on a CPU (its LPIPS calls ``.cuda()`` unconditionally and its
+Inception and AlexNet download ImageNet weights), so "the official way" above is the
+official protocol rebuilt on our networks.
 """
 import argparse
 import os

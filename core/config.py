@@ -90,6 +90,13 @@ def build_parser():
         help='number of generated images per domain during sampling')
     # ours
     add('--ema_beta', type=float, default=0.999, help='decay of the exponential moving average nets')
+    # ours: speed switches (off by default: fp32 eager reproduces the official numbers bit for bit)
+    add('--amp', type=str, default='none', choices=['none', 'bf16', 'fp16'],
+        help='training: mixed precision for the network forward passes (losses and R1 stay float32); '
+             'fp16 adds a gradient scaler; changes numbers within rounding (README "Speed")')
+    add('--channels_last', action='store_true', help='training: networks and image batches in channels-last memory format')
+    add('--compile', action='store_true',
+        help='torch.compile G, F, E, D for training (the R1 pass stays eager: it needs a double backward)')
 
     # ---- misc (official)
     add('--mode', type=str, required=True, choices=list(MODES),

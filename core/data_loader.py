@@ -436,17 +436,19 @@ class FlatImageDataset(data.Dataset):
 
 # --------------------------------------------------------------------------- loaders
 
-def _make_loader(dataset, sampler, batch_size, num_workers, drop_last):
+def _make_loader(dataset, sampler, batch_size, num_workers, drop_last, device=None):
+    """Pinned memory when the batches go to a CUDA ``device`` (the one device decision;
+    None: 'auto'); workers that live across epochs (``persistent_workers``)."""
     return data.DataLoader(
         dataset=dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=pin_memory('auto'), drop_last=drop_last,
+        pin_memory=pin_memory(device), drop_last=drop_last, persistent_workers=num_workers > 0,
         # private generator: creating an iterator must not consume the global RNG
         generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def get_train_loader(root, which='source', img_size=256, batch_size=8, prob=0.5,
                      num_workers=4, generator=None, seed=None, epoch=0, start=0,
-                     num_domains=None):
+                     num_domains=None, device=None):
     """Training loader: balanced over domains, augmented, reproducible and resumable.
 
     which='source' yields ``(x, y)``, which='reference' yields ``(x_ref, x_ref2, y)``.
@@ -459,20 +461,20 @@ def get_train_loader(root, which='source', img_size=256, batch_size=8, prob=0.5,
     dataset = DomainDataset(root, TrainTransform(img_size, prob), pair=(which == 'reference'))
     sampler = BalancedSampler(dataset.targets, _resolve_seed(seed, generator, which),
                               epoch=epoch, start=start * batch_size)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=True)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=True, device=device)
 
 
 def get_test_loader(root, img_size=256, batch_size=32, shuffle=True, num_workers=4,
-                    seed=None, num_domains=None):
+                    seed=None, num_domains=None, device=None):
     """Validation/test loader over domain folders: Resize, [-1, 1]; yields ``(x, y)``."""
     check_dataset(root, num_domains)
     dataset = DomainDataset(root, plain_transform(img_size))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'test'), shuffle)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False, device=device)
 
 
 def get_eval_loader(root, img_size=256, batch_size=32, imagenet_normalize=True, shuffle=True,
-                    num_workers=4, drop_last=False, seed=None):
+                    num_workers=4, drop_last=False, seed=None, device=None):
     """Loader over all images under ``root`` (no labels) for the metrics; yields ``x``.
 
     Resize([img_size]*2); with ``imagenet_normalize`` then Resize([299, 299]) and ImageNet
@@ -481,7 +483,7 @@ def get_eval_loader(root, img_size=256, batch_size=32, imagenet_normalize=True, 
     _require_dir(root, 'image folder')
     dataset = FlatImageDataset(root, plain_transform(img_size, imagenet_normalize))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'eval'), shuffle)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=drop_last)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=drop_last, device=device)
 
 
 # --------------------------------------------------------------------------- fetcher
@@ -576,7 +578,8 @@ class InputFetcher:
         return self
 
     def _to_device(self, batch):
-        return Munch({k: v.to(self.device) for k, v in batch.items()})
+        # asynchronous host-to-GPU copy from pinned memory (a plain copy elsewhere)
+        return Munch({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
 
     def __next__(self):
         if self.mode == 'train':

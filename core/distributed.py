@@ -42,6 +42,10 @@ class Single:
     def any(self, flag):
         return flag
 
+    def first_nonzero(self, t):
+        """The value of a 0-dim integer tensor (0: none); read back to the host."""
+        return int(t)
+
     def barrier(self):
         pass
 
@@ -85,7 +89,7 @@ class Distributed(Single):
         return Munch({k: piece(v) for k, v in inputs.items()})
 
     def mean(self, logs):
-        """Losses averaged over ranks (one collective), for logging and the finite check."""
+        """Losses averaged over ranks (one collective), for logging steps only (it syncs)."""
         keys = list(logs)
         values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32) for k in keys]).to(self._comm_device())
         dist.all_reduce(values)
@@ -97,6 +101,15 @@ class Distributed(Single):
         t = torch.tensor([int(flag)], device=self._comm_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def first_nonzero(self, t):
+        """Smallest non-zero value of a 0-dim integer tensor over ranks (0 when it is 0 on
+        every rank): the first iteration that went non-finite anywhere. One collective."""
+        none = torch.iinfo(torch.long).max
+        v = torch.where(t == 0, none, t).reshape(1).to(self._comm_device())
+        dist.all_reduce(v, op=dist.ReduceOp.MIN)
+        v = int(v.item())
+        return 0 if v == none else v
 
     def barrier(self):
         dist.barrier()

@@ -2,6 +2,8 @@
 
 ``compute_d_loss`` / ``compute_g_loss`` keep the official names and signatures; the
 parts come back as detached tensors (no device sync per loss; ``float()`` them to log).
+Under ``--amp`` the networks run in bf16/fp16 but every loss and the R1 penalty are
+reduced in float32 (``.float()`` is a no-op on float32 tensors: default runs are unchanged).
 """
 import torch
 import torch.nn.functional as F
@@ -11,17 +13,18 @@ from munch import Munch
 def adv_loss(logits, target):
     """Non-saturating adversarial loss: BCE with logits against an all-``target`` label."""
     assert target in (0, 1)
+    logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
 
 
 def r1_reg(d_out, x_in):
     """Zero-centred R1 penalty on real images: 0.5 * batch mean of sum of squared input gradients."""
-    grad, = torch.autograd.grad(outputs=d_out.sum(), inputs=x_in, create_graph=True, retain_graph=True)
-    return 0.5 * grad.pow(2).reshape(x_in.size(0), -1).sum(1).mean(0)
+    grad, = torch.autograd.grad(outputs=d_out.float().sum(), inputs=x_in, create_graph=True, retain_graph=True)
+    return 0.5 * grad.float().pow(2).reshape(x_in.size(0), -1).sum(1).mean(0)
 
 
 def l1(a, b):
-    return torch.mean(torch.abs(a - b))
+    return torch.mean(torch.abs(a.float() - b.float()))
 
 
 def _style(nets, y_trg, z_trg=None, x_ref=None):
@@ -34,7 +37,8 @@ def _style(nets, y_trg, z_trg=None, x_ref=None):
 
 def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None):
     x_real.requires_grad_()  # official: x_real keeps requires_grad from here on
-    out = nets.discriminator(x_real, y_org)
+    # --compile: R1 needs a double backward, which compiled graphs lack: the eager D
+    out = nets.get('discriminator_r1', nets.discriminator)(x_real, y_org)
     loss_real = adv_loss(out, 1)
     loss_reg = r1_reg(out, x_real)
 

@@ -6,6 +6,7 @@ against the official repository keep working.
 """
 import datetime
 import json
+import math
 import os
 import signal
 import time
@@ -24,10 +25,14 @@ from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa
 from core.inference import load_run_networks
 from core.model import ModelConfig, build_model
 from core.sampling import debug_image, write_samples
-from core.trainer import build_optimizers, init_weights, moving_average, train_step  # noqa: F401
+from core.trainer import (build_optimizers, init_weights, make_scaler, moving_average,  # noqa: F401
+                          prepare_inputs, speed_nets, train_step)
 from core.wing import load_fan
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
+
+
+_STOP_POLL = 10  # iterations between Ctrl-C agreements across torchrun processes
 
 
 class TrainingDiverged(UserError):
@@ -85,6 +90,8 @@ class Solver:
         state = {'step': step, 'fetcher': fetcher.state_dict(), 'torch_rng': torch.get_rng_state()}
         if self.device.type == 'cuda':
             state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
+        if getattr(self, 'scaler', None) is not None:  # --amp fp16: the loss scale resumes too
+            state['grad_scaler'] = self.scaler.state_dict()
         return state
 
     def save(self, step, fetcher):
@@ -104,6 +111,8 @@ class Solver:
                        f'checkpoint): networks and optimisers restored, the data order restarts')
             return
         fetcher.load_state_dict(state['fetcher'])
+        if self.scaler is not None and 'grad_scaler' in state:
+            self.scaler.load_state_dict(state['grad_scaler'])
         torch.set_rng_state(state['torch_rng'])
         if 'cuda_rng' in state and self.device.type == 'cuda':
             torch.cuda.set_rng_state(state['cuda_rng'], self.device)
@@ -117,6 +126,9 @@ class Solver:
             save_config(args, run_dir, domain_names=','.join(model.names()))
         fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
         inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
+        if self.device.type == 'cuda':  # fused Adam on CUDA only (equal up to rounding); fresh, so no state is lost
+            self.optims = build_optimizers(self.nets, args, fused=True)
+        self.scaler = make_scaler(args, self.device)
 
         start = args.resume_iter
         if start > 0:
@@ -125,7 +137,8 @@ class Solver:
             load_fan(self.nets.fan, args.wing_path)
 
         # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
-        self.train_nets = self.dist.wrap(self.nets, self.device)
+        # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
+        self.train_nets = speed_nets(self.nets, args, wrap=lambda nets: self.dist.wrap(nets, self.device))
         logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
         try:
             done, stopped = self._loop(fetcher, inputs_val, logger)
@@ -139,31 +152,40 @@ class Solver:
     def _loop(self, fetcher, inputs_val, logger):
         args = self.args
         start = last_saved = step = args.resume_iter
+        extra = {'scaler': self.scaler} if self.scaler is not None else {}
+        finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
         with _StopFlag() as stop:
             for step in range(start, args.total_iters):
-                inputs = self.dist.shard(next(fetcher))
-                logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, args, step)
-                logs = self.dist.mean(logs)
-                _check_finite(logs, step + 1, last_saved, args.checkpoint_dir)
+                inputs = prepare_inputs(self.dist.shard(next(fetcher)), args)
+                logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, args, step, **extra)
                 i = step + 1
+                finite.update(logs, i)
                 if args.print_every and i % args.print_every == 0:
-                    logger.log(i, logs)
+                    finite.check(last_saved, args.checkpoint_dir)
+                    logger.log(i, self.dist.mean(logs))
                 if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
                     sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
                     debug_image(sample_nets, args, inputs_val, i)
                 if args.save_every and i % args.save_every == 0:
+                    finite.check(last_saved, args.checkpoint_dir)  # never a checkpoint holding NaN
                     self.save(i, fetcher)
                     last_saved = i
-                if args.eval_every and i % args.eval_every == 0 and self.dist.is_main:
-                    self.evaluate(step=i)
+                if args.eval_every and i % args.eval_every == 0:
+                    finite.check(last_saved, args.checkpoint_dir)  # collective: on every rank
+                    if self.dist.is_main:
+                        self.evaluate(step=i)
                 logger.tick()
-                if self.dist.any(stop.requested):  # every rank stops at the same iteration
+                # every rank stops at the same iteration; several ranks agree every _STOP_POLL
+                # iterations only (the collective would sync the device each iteration)
+                poll = self.dist.world_size == 1 or i % _STOP_POLL == 0
+                if poll and self.dist.any(stop.requested):
                     stop.requested = True
                     break
             else:
                 step = args.total_iters - 1
         done = step + 1
         if done > last_saved and (stop.requested or done == args.total_iters):
+            finite.check(last_saved, args.checkpoint_dir)
             self.save(done, fetcher)
         return done, stop.requested
 
@@ -189,10 +211,36 @@ class Solver:
         evaluate_networks(nets, self.args, step)
 
 
-def _check_finite(logs, step, last_saved, run_dir):
-    values = torch.stack([torch.as_tensor(v, dtype=torch.float32).cpu() for v in logs.values()])
-    if not bool(torch.isfinite(values).all()):
-        bad = ', '.join(f'{k}={float(v)}' for k, v in logs.items() if not torch.isfinite(torch.as_tensor(v)))
+class _FiniteWatch:
+    """The non-finite check without a host sync per iteration: ``update`` records, on the
+    losses' device, the first iteration whose losses were not all finite and their values
+    then; ``check`` (logging steps, before every save) reads that back once (and across
+    ranks under torchrun) and raises TrainingDiverged naming that iteration."""
+
+    def __init__(self, dist):
+        self.dist = dist
+        self.keys = self.first_bad = self.bad_values = None
+
+    def update(self, logs, i):
+        keys = [k for k, v in logs.items() if torch.is_tensor(v)]  # python floats (lambda_ds) are finite
+        device = logs[keys[0]].device
+        values = torch.stack([logs[k].detach().to(device, torch.float32).reshape(()) for k in keys])
+        if self.first_bad is None:
+            self.keys = keys
+            self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: all finite so far
+            self.bad_values = torch.zeros_like(values)
+        new = torch.logical_and(self.first_bad == 0, ~torch.isfinite(values).all())
+        self.first_bad = torch.where(new, i, self.first_bad)
+        self.bad_values = torch.where(new, values, self.bad_values)
+
+    def check(self, last_saved, run_dir):
+        if self.first_bad is None:
+            return
+        step = self.dist.first_nonzero(self.first_bad)
+        if not step:
+            return
+        bad = ', '.join(f'{k}={v}' for k, v in zip(self.keys, self.bad_values.tolist()) if not math.isfinite(v))
+        bad = bad or 'on another process'
         kept = f'the last good checkpoint is iteration {last_saved} in {run_dir}' if last_saved else 'no checkpoint was written'
         raise TrainingDiverged(f'non-finite loss at iteration {step} ({bad}); stopped, {kept}; '
                                f'lower --lr or raise --lambda_reg and resume')

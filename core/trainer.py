@@ -1,6 +1,8 @@
 """One StarGAN v2 training iteration in the official order, and what it needs:
-He init, optimisers, EMA and the lambda_ds schedule (a pure function of the step).
+He init, optimisers, EMA and the lambda_ds schedule (a pure function of the step),
+and the opt-in speed switches (``--amp``, ``--channels_last``, ``--compile``).
 """
+import contextlib
 import functools
 
 import torch
@@ -26,13 +28,16 @@ def init_weights(nets):
         nets[name].apply(he_init)
 
 
-def build_optimizers(nets, args):
-    """Adam per trained network (L2 weight decay, not AdamW); f_lr for the mapping network."""
+def build_optimizers(nets, args, fused=False):
+    """Adam per trained network (L2 weight decay, not AdamW); f_lr for the mapping network.
+    ``fused``: one fused kernel per step (the trainer asks for it on CUDA only); the same
+    update up to float rounding."""
+    extra = dict(fused=True) if fused else {}
     return Munch({name: torch.optim.Adam(
         nets[name].parameters(),
         lr=args.f_lr if name == 'mapping_network' else args.lr,
         betas=(args.beta1, args.beta2),
-        weight_decay=args.weight_decay) for name in TRAINED})
+        weight_decay=args.weight_decay, **extra) for name in TRAINED})
 
 
 @torch.no_grad()
@@ -40,6 +45,69 @@ def moving_average(model, model_test, beta=0.999):
     """p_ema <- lerp(p, p_ema, beta) for every parameter (buffers are not averaged)."""
     for param, param_test in zip(model.parameters(), model_test.parameters()):
         param_test.copy_(torch.lerp(param, param_test, beta))
+
+
+@torch.no_grad()
+def ema_update(nets, nets_ema, beta=0.999, names=AVERAGED):
+    """``moving_average`` of every averaged network as multi-tensor ops (one lerp, one copy
+    over all parameters): the same lerp(p, p_ema, beta), bit for bit, in a few kernels."""
+    params, params_ema = [], []
+    for name in names:
+        params += list(nets[name].parameters())
+        params_ema += list(nets_ema[name].parameters())
+    torch._foreach_copy_(params_ema, torch._foreach_lerp(params, params_ema, beta))
+
+
+# ------------------------------------------------------------------ speed switches (opt-in)
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _amp(args):
+    return getattr(args, 'amp', 'none') or 'none'
+
+
+def autocast(args, device_type):
+    """Autocast for the network forward passes under --amp bf16/fp16 (else a no-op)."""
+    amp = _amp(args)
+    if amp == 'none':
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=AMP_DTYPES[amp])
+
+
+def make_scaler(args, device):
+    """A GradScaler for --amp fp16 (one, shared by the four optimiser steps of an
+    iteration and updated after each of them), else None."""
+    if _amp(args) != 'fp16':
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def speed_nets(nets, args, wrap=None):
+    """The networks the training step calls: --channels_last converts G, F, E, D (and the
+    FAN) in place; then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
+    format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
+    backward, which compiled graphs do not support) keeps the eager discriminator under
+    the key ``discriminator_r1``. Without switches or wrap: ``nets`` itself."""
+    if getattr(args, 'channels_last', False):
+        for net in nets.values():
+            net.to(memory_format=torch.channels_last)
+    if wrap is not None:
+        nets = wrap(nets)
+    if not getattr(args, 'compile', False):
+        return nets
+    out = Munch(nets)
+    for name in TRAINED:
+        out[name] = torch.compile(nets[name])
+    out.discriminator_r1 = nets.discriminator
+    return out
+
+
+def prepare_inputs(inputs, args):
+    """--channels_last: the image batches in channels-last memory format (same values)."""
+    if not getattr(args, 'channels_last', False):
+        return inputs
+    return Munch({k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                  for k, v in inputs.items()})
 
 
 @functools.lru_cache(maxsize=16)
@@ -61,41 +129,52 @@ def lambda_ds_at(step, initial, ds_iter):
     return values[min(step, len(values) - 1)]
 
 
-def _step(optims, loss, names):
+def _step(optims, loss, names, scaler=None):
     for optim in optims.values():  # zero every optimiser before each backward (official)
         optim.zero_grad()
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+        for name in names:
+            optims[name].step()
+        return
+    scaler.scale(loss).backward()
     for name in names:
-        optims[name].step()
+        scaler.step(optims[name])
+    scaler.update()
 
 
-def train_step(nets, nets_ema, optims, inputs, args, step):
-    """One iteration; returns the official log dict (floats are still tensors)."""
+def train_step(nets, nets_ema, optims, inputs, args, step, scaler=None):
+    """One iteration; returns the official log dict (floats are still tensors, never read
+    back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler)."""
     x_real, y_org = inputs.x_src, inputs.y_src
     x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
     z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
     lambda_ds = lambda_ds_at(step, args.lambda_ds, args.ds_iter)
 
     # masks come from x_real once per iteration and serve all four losses (official)
-    masks = nets.fan.get_heatmap(x_real) if args.w_hpf > 0 else None
+    amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only
+    with amp():
+        masks = nets.fan.get_heatmap(x_real) if args.w_hpf > 0 else None
 
-    d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks)
-    _step(optims, d_loss, ['discriminator'])
-    d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks)
-    _step(optims, d_loss, ['discriminator'])
+    with amp():
+        d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks)
+    _step(optims, d_loss, ['discriminator'], scaler)
+    with amp():
+        d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks)
+    _step(optims, d_loss, ['discriminator'], scaler)
 
-    g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
-                                      masks=masks, lambda_ds=lambda_ds)
+    with amp():
+        g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
+                                          masks=masks, lambda_ds=lambda_ds)
     # official: the latent-guided step updates G, F and E ...
-    _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'])
-    g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
-                                   masks=masks, lambda_ds=lambda_ds)
+    _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'], scaler)
+    with amp():
+        g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
+                                       masks=masks, lambda_ds=lambda_ds)
     # ... the reference-guided step only G
-    _step(optims, g_loss, ['generator'])
+    _step(optims, g_loss, ['generator'], scaler)
 
-    beta = getattr(args, 'ema_beta', 0.999)
-    for name in AVERAGED:
-        moving_average(nets[name], nets_ema[name], beta=beta)
+    ema_update(nets, nets_ema, beta=getattr(args, 'ema_beta', 0.999))
 
     logs = Munch()
     for prefix, parts in (('D/latent_', d_latent), ('D/ref_', d_ref), ('G/latent_', g_latent), ('G/ref_', g_ref)):

@@ -38,6 +38,7 @@ OUR_DEFAULTS = {
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
     'sample_outputs': 'reference,video_ref',
+    'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
 }
 
 

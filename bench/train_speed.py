@@ -1,0 +1,441 @@
+"""Speed of one StarGAN v2 training iteration (after warm-up): s/iteration, images/s, peak
+memory, model FLOPs and the fraction of the device's peak, one row per setting; with
+``--official PATH`` the official loop is timed beside it (same machine, same process, same
+initial weights and batch), the two alternated, and the ratio printed.
+
+    python bench/train_speed.py --img_size 64 --batch_size 8 --device cpu --official /work/official
+    python bench/train_speed.py --img_size 256 --device cuda --amp none bf16 --channels_last 0 1 \\
+        --compile 0 1 --official ~/stargan-v2
+    python bench/train_speed.py --config configs/demo.yaml --img_size 32 --batch_size 4 --amp none bf16
+    python bench/train_speed.py --loader_only --img_size 256 --num_workers 0 2 4   # data loading alone
+
+Several values of --img_size/--batch_size/--amp/--channels_last/--compile give one row per
+combination. Every row trains its own copy of the networks from the same He init (seed) on
+the same fixed batch, so rows differ only in the setting.
+
+The official loop (``--official PATH``, a user's checkout of clovaai/stargan-v2): its
+``core`` package is imported from PATH under a private module table (``sys.modules`` is
+swapped while it loads, so its ``core.*`` never meets ours; modules it imports but
+training never uses, ``cv2`` and ``ffmpeg``, are stubbed when missing). Its ``Solver`` is
+not used (its constructor and loop pick the device with ``torch.cuda.is_available()`` and
+read data, checkpoints and metrics): the bench runs the official ``compute_d_loss``,
+``compute_g_loss`` (with their per-loss ``.item()``) and ``moving_average`` in the order of
+the official ``Solver.train`` (zero all grads, backward, step D; twice; then G+F+E, then G;
+then the EMA), with its Adam settings, on the official ``build_model`` networks filled with
+our initial weights. Nothing of it is copied into the project. Only w_hpf 0 (AFHQ setting)
+is timed: the FAN needs wing.ckpt.
+"""
+import argparse
+import importlib
+import importlib.util
+import itertools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import types
+
+import torch
+from munch import Munch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from core.config import as_dict, parse_args  # noqa: E402
+from core.device import select_device  # noqa: E402
+from core.model import build_model  # noqa: E402
+from core.trainer import (build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
+                          speed_nets, train_step)
+
+# Dense peak FLOP/s from NVIDIA's datasheets (SXM parts), by the dtype the convolutions run in.
+# fp32 rows use the TF32 tensor-core rate: cuDNN convolutions use TF32 by default
+# (torch.backends.cudnn.allow_tf32 is True).
+GPU_PEAKS = {  # name fragment: {amp: TFLOP/s}
+    'H200': {'none': 494.7, 'bf16': 989.4, 'fp16': 989.4},
+    'H100': {'none': 494.7, 'bf16': 989.4, 'fp16': 989.4},
+    'A100': {'none': 156.0, 'bf16': 312.0, 'fp16': 312.0},
+    'V100': {'none': 15.7, 'bf16': None, 'fp16': 125.0},
+}
+
+
+# ---------------------------------------------------------------- the official code
+def load_official(path):
+    """The official ``core.model`` and ``core.solver`` modules from the checkout at ``path``,
+    loaded with a private ``sys.modules`` (ours are put back afterwards)."""
+    if not os.path.isfile(os.path.join(path, 'core', 'solver.py')):
+        sys.exit(f'--official {path}: no core/solver.py there; give a clovaai/stargan-v2 checkout')
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules)
+            if k in ('core', 'metrics') or k.startswith(('core.', 'metrics.'))}
+    stubs = [m for m in ('cv2', 'ffmpeg') if importlib.util.find_spec(m) is None]
+    for m in stubs:  # imported at the top of official modules, never used by training
+        sys.modules[m] = types.ModuleType(m)
+    sys.path.insert(0, path)
+    try:
+        model = importlib.import_module('core.model')
+        solver = importlib.import_module('core.solver')
+    finally:
+        sys.path.remove(path)
+        for k in list(sys.modules):
+            if k in ('core', 'metrics') or k.startswith(('core.', 'metrics.')) or k in stubs:
+                del sys.modules[k]
+        sys.modules.update(ours)
+    return Munch(build_model=model.build_model, compute_d_loss=solver.compute_d_loss,
+                 compute_g_loss=solver.compute_g_loss, moving_average=solver.moving_average)
+
+
+def official_step(off, nets, nets_ema, optims, inputs, args):
+    """One iteration in the order of the official Solver.train (losses read with .item())."""
+    def reset():
+        for o in optims.values():
+            o.zero_grad()
+    x_real, y_org = inputs.x_src, inputs.y_src
+    x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
+    z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
+    d_loss, _ = off.compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=None)
+    reset()
+    d_loss.backward()
+    optims.discriminator.step()
+    d_loss, _ = off.compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=None)
+    reset()
+    d_loss.backward()
+    optims.discriminator.step()
+    g_loss, _ = off.compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2], masks=None)
+    reset()
+    g_loss.backward()
+    for name in ('generator', 'mapping_network', 'style_encoder'):
+        optims[name].step()
+    g_loss, _ = off.compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2], masks=None)
+    reset()
+    g_loss.backward()
+    optims.generator.step()
+    for name in ('generator', 'mapping_network', 'style_encoder'):
+        off.moving_average(nets[name], nets_ema[name], beta=0.999)
+
+
+# ---------------------------------------------------------------- settings
+def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compile_=False):
+    argv = ['--mode', 'train', '--img_size', str(img_size), '--batch_size', str(batch_size),
+            '--w_hpf', '0', '--device', opt.device, '--amp', amp, '--seed', str(opt.seed)]
+    argv += ['--channels_last'] * channels_last + ['--compile'] * compile_
+    if opt.config:
+        argv += ['--config', opt.config]
+    if opt.dim_in:
+        argv += ['--dim_in', str(opt.dim_in)]
+    if opt.max_conv_dim:
+        argv += ['--max_conv_dim', str(opt.max_conv_dim)]
+    return parse_args(argv)
+
+
+def fixed_batch(args, device):
+    g = torch.Generator().manual_seed(args.seed + 1)
+    n, size = args.batch_size, args.img_size
+    x = [torch.rand(n, 3, size, size, generator=g) * 2 - 1 for _ in range(3)]
+    y = [torch.randint(0, args.num_domains, (n,), generator=g) for _ in range(2)]
+    z = [torch.randn(n, args.latent_dim, generator=g) for _ in range(2)]
+    batch = Munch(x_src=x[0], y_src=y[0], x_ref=x[1], x_ref2=x[2], y_ref=y[1], z_trg=z[0], z_trg2=z[1])
+    return Munch({k: v.to(device) for k, v in batch.items()})
+
+
+def initial_nets(args, device):
+    torch.manual_seed(args.seed)
+    nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))
+    init_weights(nets)
+    return (Munch({k: v.to(device) for k, v in nets.items()}),
+            Munch({k: v.to(device) for k, v in nets_ema.items()}))
+
+
+class Project:
+    label = 'project'
+
+    def __init__(self, args, device):
+        self.args, self.device = args, device
+        self.nets, self.nets_ema = initial_nets(args, device)
+        self.optims = build_optimizers(self.nets, args, fused=device.type == 'cuda')
+        self.train_nets = speed_nets(self.nets, args)
+        self.scaler = make_scaler(args, device)
+        self.inputs = fixed_batch(args, device)
+        self.i = 0
+        switches = [args.amp] if args.amp != 'none' else ['fp32']
+        switches += ['channels_last'] * args.channels_last + ['compile'] * args.compile
+        self.name = f'{self.label} {"+".join(switches)}'
+
+    def step(self):
+        inputs = prepare_inputs(Munch(self.inputs), self.args)
+        inputs.x_src = inputs.x_src.detach()  # a fresh leaf each iteration, as from the loader
+        train_step(self.train_nets, self.nets_ema, self.optims, inputs, self.args, self.i, scaler=self.scaler)
+        self.i += 1
+
+
+class Official:
+    def __init__(self, off, args, device, init):
+        self.off, self.args, self.name = off, Munch(as_dict(args)), 'official fp32'
+        nets, nets_ema = off.build_model(Munch(img_size=args.img_size, style_dim=args.style_dim, w_hpf=0,
+                                               latent_dim=args.latent_dim, num_domains=args.num_domains))
+        for mine, theirs in ((init.nets, nets), (init.nets_ema, nets_ema)):
+            for name in theirs:  # the same initial weights as the project's rows (names are equal)
+                getattr(theirs[name], 'module', theirs[name]).load_state_dict(mine[name].state_dict())  # official DataParallel
+        self.nets = Munch({k: v.to(device) for k, v in nets.items()})
+        self.nets_ema = Munch({k: v.to(device) for k, v in nets_ema.items()})
+        self.optims = Munch({name: torch.optim.Adam(  # the official Adam settings
+            self.nets[name].parameters(), lr=args.f_lr if name == 'mapping_network' else args.lr,
+            betas=[args.beta1, args.beta2], weight_decay=args.weight_decay) for name in self.nets})
+        self.inputs = fixed_batch(args, device)
+
+    def step(self):
+        inputs = Munch(self.inputs, x_src=self.inputs.x_src.detach())
+        official_step(self.off, self.nets, self.nets_ema, self.optims, inputs, self.args)
+
+
+# ---------------------------------------------------------------- measuring
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def count_flops(args, device):
+    """FLOPs of one eager fp32 iteration (forward, backward and the R1 double backward of
+    all four optimiser steps), with torch.utils.flop_counter's per-operator formulas.
+    (FlopCounterMode itself cannot be used: its module tracker fails inside the R1
+    ``autograd.grad``; a dispatch mode applies the same registry.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    plain = Munch(as_dict(args), amp='none', channels_last=False, compile=False)
+    runner = Project(plain, device)
+    with Count():
+        runner.step()
+    return Count.total
+
+
+def cpu_peak(dtype, seconds=1.0):
+    """Measured peak of this CPU: a 1024 x 1024 matmul in ``dtype``, repeated (FLOP/s)."""
+    a = torch.randn(1024, 1024).to(dtype)
+    b = torch.randn(1024, 1024).to(dtype)
+    torch.mm(a, b)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
+
+
+def device_peak(device, amp, cache={}):
+    """(peak FLOP/s, where it comes from) for this device and precision; (None, why) if unknown."""
+    if device.type == 'cpu':
+        dtype = {'none': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+        if amp not in cache:
+            cache[amp] = cpu_peak(dtype)
+        return cache[amp], f'measured {str(dtype)[6:]} 1024^2 matmul on this CPU'
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAKS.items():
+            if key in name and peaks.get(amp):
+                return peaks[amp] * 1e12, f'{key} datasheet dense {"TF32" if amp == "none" else amp}'
+        return None, f'no datasheet peak known for {name}'
+    return None, 'n/a'
+
+
+def memory_mark(device):
+    if device.type != 'cuda':
+        return None
+    return torch.cuda.memory_allocated(device)
+
+
+def timed(runner, iters, device):
+    """(seconds per iteration, peak bytes of this runner or None) over ``iters`` iterations."""
+    before = memory_mark(device)
+    if before is not None:
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        runner.step()
+    sync(device)
+    seconds = (time.perf_counter() - t0) / iters
+    peak = None
+    if before is not None:  # this runner's own resident memory + what the iterations added on top
+        peak = torch.cuda.max_memory_allocated(device) - before + runner.resident
+    return seconds, peak
+
+
+def setup(runner_fn, device, warmup):
+    """Build a runner, run its warm-up iterations (compilation happens here) and note its
+    resident memory (weights, optimiser states, batch) for the peak column."""
+    before = memory_mark(device)
+    runner = runner_fn()
+    for _ in range(warmup):
+        runner.step()
+    sync(device)
+    runner.resident = (memory_mark(device) - before) if before is not None else 0
+    return runner
+
+
+def run_training(opt):
+    device = select_device(opt.device)
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    off = load_official(os.path.expanduser(opt.official)) if opt.official else None
+    print(f'# {machine(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads; '
+          f'load average before: {os.getloadavg()[0]:.2f}')
+    print(f'# command: python {" ".join(sys.argv)}')
+    rows = []
+    for img_size, batch_size in itertools.product(opt.img_size, opt.batch_size):
+        base = train_args(opt, img_size, batch_size)
+        t0 = time.perf_counter()
+        flops = count_flops(base, device) if not opt.no_flops else None
+        print(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
+        runners = []
+        for amp, cl, comp in itertools.product(opt.amp, opt.channels_last, opt.compile):
+            args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp))
+            t0 = time.perf_counter()
+            runners.append(setup(lambda: Project(args, device), device, opt.warmup))
+            print(f'# {runners[-1].name}: built and warmed up in {time.perf_counter() - t0:.0f} s')
+        official = None
+        if off is not None:
+            init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
+            official = setup(lambda: Official(off, base, device, init), device, opt.warmup)
+        everyone = runners + ([official] if official else [])
+        times = {id(r): [] for r in everyone}
+        peaks = {id(r): 0 for r in everyone}
+        for _ in range(opt.rounds):  # alternate: every runner once per round
+            for r in everyone:
+                seconds, peak = timed(r, opt.iters, device)
+                times[id(r)].append(seconds)
+                peaks[id(r)] = max(peaks[id(r)], peak or 0)
+        for r in everyone:
+            s = statistics.median(times[id(r)])
+            ratio = None
+            if official is not None:  # per round (adjacent in time), then the median
+                ratio = statistics.median(o / p for o, p in zip(times[id(official)], times[id(r)]))
+            amp = getattr(getattr(r, 'args', None), 'amp', 'none')
+            peak, source = device_peak(device, amp)
+            rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
+                             max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
+                             flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
+                             source=source, ratio=ratio))
+    print(f'# load average after: {os.getloadavg()[0]:.2f}; {opt.rounds} rounds x {opt.iters} iterations '
+          f'after {opt.warmup} warm-up; median (min-max) s/iteration')
+    print_table(rows)
+
+
+def machine(device):
+    if device.type == 'cuda':
+        return f'device {torch.cuda.get_device_name(device)}'
+    return f'device cpu ({os.cpu_count()} cores visible)'
+
+
+def print_table(rows):
+    print('| img | batch | setting | s/iteration (min-max) | images/s | peak memory | GFLOP/iteration '
+          '| of peak (assumed peak) | official / this |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        mem = f'{r["mem"] / 2 ** 30:.2f} GiB' if r['mem'] else 'n/a (CPU)'
+        fl = f'{r["flops"] / 1e9:.1f}' if r['flops'] else 'n/a'
+        frac = (f'{100 * r["frac"]:.1f} % ({r["peak"] / 1e9:.0f} GFLOP/s, {r["source"]})'
+                if r['frac'] is not None else f'n/a ({r["source"]})')
+        ratio = f'{r["ratio"]:.2f}x' if r['ratio'] is not None else ''
+        print(f'| {r["size"]} | {r["batch"]} | {r["name"]} | {r["s"]:.3f} ({r["spread"][0]:.3f}-{r["spread"][1]:.3f}) '
+              f'| {r["ips"]:.2f} | {mem} | {fl} | {frac} | {ratio} |')
+
+
+# ---------------------------------------------------------------- data loading alone
+def write_photos(root, n_per_domain, size, seed=0):
+    """JPEG images (smooth noise) in two domain folders, as large as the dataset's photos."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(seed)
+    for d in ('a', 'b'):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+        for i in range(n_per_domain):
+            low = torch.rand(1, 3, 16, 16, generator=g)
+            x = torch.nn.functional.interpolate(low, size=size, mode='bilinear', align_corners=False)[0]
+            img = (x * 255).round().byte().permute(1, 2, 0).numpy()
+            Image.fromarray(img).save(os.path.join(root, d, f'{i:04d}.jpg'), quality=95)
+
+
+def run_loader(opt):
+    """Images/s of the training inputs alone (source + reference loaders through the
+    InputFetcher, as the training loop draws them), per --num_workers value."""
+    from core.data_loader import InputFetcher, get_train_loader
+    device = select_device(opt.device)
+    work = tempfile.mkdtemp(prefix='loader_speed_')
+    try:
+        write_photos(work, opt.loader_images // 2, opt.photo_size)
+        print(f'# {machine(device)}; {opt.loader_images} JPEGs of {opt.photo_size} px -> '
+              f'{opt.img_size[0]} px crops; load average {os.getloadavg()[0]:.2f}')
+        print('| num_workers | batch | iterations/s (src + 2 refs) | source images/s | all images/s |')
+        print('|---|---|---|---|---|')
+        for workers in opt.num_workers:
+            for batch in opt.batch_size:
+                common = dict(img_size=opt.img_size[0], batch_size=batch, num_workers=workers, seed=0,
+                              device=device)
+                fetcher = InputFetcher(get_train_loader(work, 'source', **common),
+                                       get_train_loader(work, 'reference', **common), 16, 'train', device,
+                                       seed=0)
+                next(fetcher)  # workers started, first batch
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(opt.loader_batches):
+                    next(fetcher)
+                sync(device)
+                its = opt.loader_batches / (time.perf_counter() - t0)
+                print(f'| {workers} | {batch} | {its:.2f} | {its * batch:.1f} | {3 * its * batch:.1f} |')
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--img_size', type=int, nargs='+', default=[256])
+    p.add_argument('--batch_size', type=int, nargs='+', default=[8])
+    p.add_argument('--device', default='auto')
+    p.add_argument('--amp', nargs='+', default=['none'], choices=['none', 'bf16', 'fp16'])
+    p.add_argument('--channels_last', type=int, nargs='+', default=[0], choices=[0, 1])
+    p.add_argument('--compile', type=int, nargs='+', default=[0], choices=[0, 1])
+    p.add_argument('--official', default=None, metavar='PATH', help='a clovaai/stargan-v2 checkout to time beside')
+    p.add_argument('--warmup', type=int, default=2, help='untimed iterations per setting (compilation)')
+    p.add_argument('--iters', type=int, default=3, help='timed iterations per setting and round')
+    p.add_argument('--rounds', type=int, default=3, help='alternations of all settings')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default; 1 on a loaded '
+                   'machine, where idle-spinning threads make every row 10-100x slower)')
+    p.add_argument('--seed', type=int, default=777)
+    p.add_argument('--config', default=None, metavar='FILE', help='a training config for the other values '
+                   '(e.g. configs/demo.yaml); the flags above override it; not with --official')
+    p.add_argument('--dim_in', type=int, default=None, help='narrower networks (project rows only; '
+                   'not with --official, whose width is fixed)')
+    p.add_argument('--max_conv_dim', type=int, default=None)
+    p.add_argument('--no_flops', action='store_true', help='skip the FLOP count (one more eager iteration)')
+    p.add_argument('--loader_only', action='store_true', help='time the training data loading alone')
+    p.add_argument('--num_workers', type=int, nargs='+', default=[0, 2, 4])
+    p.add_argument('--loader_images', type=int, default=64)
+    p.add_argument('--loader_batches', type=int, default=20)
+    p.add_argument('--photo_size', type=int, default=512, help='side of the generated JPEGs (AFHQ: 512)')
+    opt = p.parse_args(argv)
+    if opt.official and (opt.dim_in or opt.max_conv_dim or opt.config):
+        p.error('--dim_in/--max_conv_dim/--config change the networks: not with --official (its widths are fixed)')
+    return opt
+
+
+def main(argv=None):
+    opt = parse(argv)
+    if opt.loader_only:
+        run_loader(opt)
+    else:
+        run_training(opt)
+
+
+if __name__ == '__main__':
+    main()

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
 from core.demo_data import SHAPES  # noqa: E402
 from core.errors import UserError  # noqa: E402
+from core.wing import fan_masks  # noqa: E402
 
 __all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
 
@@ -115,7 +116,7 @@ def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
                 sl = slice(b, min(b + batch_size, n))
                 x = to_tensor(srcs[sl], device)
                 y = torch.full((x.size(0),), j, dtype=torch.long, device=device)
-                masks = nets.fan.get_heatmap(x) if w_hpf > 0 else None
+                masks = fan_masks(nets, w_hpf, x)
                 out_lat = to_uint8(nets.generator(x, nets.mapping_network(z_all[sl].to(device), y), masks=masks))
                 ref_ids = refs_idx[sl]
                 x_ref = to_tensor([images[trg][k] for k in ref_ids], device)

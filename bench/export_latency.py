@@ -24,6 +24,7 @@ sys.path.insert(0, ROOT)
 
 from core.export import export_onnx  # noqa: E402
 from core.model import ModelConfig, build_inference_networks  # noqa: E402
+from core.wing import fan_masks  # noqa: E402
 
 MODELS = {'afhq': ModelConfig(img_size=256, num_domains=3, w_hpf=0),
           'celeba_hq': ModelConfig(img_size=256, num_domains=2, w_hpf=1)}
@@ -50,7 +51,7 @@ def pipelines(nets, sess, cfg, batch):
 
     @torch.no_grad()
     def torch_translate():
-        masks = nets.fan.get_heatmap(x) if cfg.w_hpf > 0 else None
+        masks = fan_masks(nets, cfg.w_hpf, x)
         return nets.generator(x, nets.mapping_network(z, y), masks=masks)
 
     def ort_translate():

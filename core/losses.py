@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from munch import Munch
 
+from core.wing import fan_masks
+
 
 def adv_loss(logits, target):
     """Non-saturating adversarial loss: BCE with logits against an all-``target`` label."""
@@ -68,7 +70,7 @@ def compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=None, x_refs=None, m
     loss_ds = l1(x_fake, x_fake2)
 
     # cycle: masks recomputed from the fake image (official)
-    masks_fake = nets.fan.get_heatmap(x_fake) if args.w_hpf > 0 else None
+    masks_fake = fan_masks(nets, args.w_hpf, x_fake)
     s_org = nets.style_encoder(x_real, y_org)
     x_rec = nets.generator(x_fake, s_org, masks=masks_fake)
     loss_cyc = l1(x_rec, x_real)

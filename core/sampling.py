@@ -9,6 +9,7 @@ import torch
 import torchvision.utils as vutils
 
 from core.config import DEFAULT_SAMPLE_OUTPUTS, SAMPLE_OUTPUTS
+from core.wing import fan_masks
 
 
 def denormalize(x):
@@ -36,7 +37,7 @@ def image_row(x):
 
 
 def source_masks(nets, args, x):
-    return nets.fan.get_heatmap(x) if getattr(args, 'w_hpf', 0) > 0 else None
+    return fan_masks(nets, getattr(args, 'w_hpf', 0), x)
 
 
 N_MEAN_STYLE = 10000  # latent codes averaged for a domain's mean style

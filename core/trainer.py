@@ -10,6 +10,7 @@ import torch.nn as nn
 from munch import Munch
 
 from core.losses import compute_d_loss, compute_g_loss
+from core.wing import fan_masks
 
 TRAINED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
 AVERAGED = ('generator', 'mapping_network', 'style_encoder')
@@ -63,7 +64,7 @@ AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def _amp(args):
-    return getattr(args, 'amp', 'none') or 'none'
+    return args.amp or 'none'
 
 
 def autocast(args, device_type):
@@ -88,12 +89,12 @@ def speed_nets(nets, args, wrap=None):
     format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
     backward, which compiled graphs do not support) keeps the eager discriminator under
     the key ``discriminator_r1``. Without switches or wrap: ``nets`` itself."""
-    if getattr(args, 'channels_last', False):
+    if args.channels_last:
         for net in nets.values():
             net.to(memory_format=torch.channels_last)
     if wrap is not None:
         nets = wrap(nets)
-    if not getattr(args, 'compile', False):
+    if not args.compile:
         return nets
     out = Munch(nets)
     for name in TRAINED:
@@ -104,7 +105,7 @@ def speed_nets(nets, args, wrap=None):
 
 def prepare_inputs(inputs, args):
     """--channels_last: the image batches in channels-last memory format (same values)."""
-    if not getattr(args, 'channels_last', False):
+    if not args.channels_last:
         return inputs
     return Munch({k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                   for k, v in inputs.items()})
@@ -143,7 +144,8 @@ def _step(optims, loss, names, scaler=None):
     scaler.update()
 
 
-def train_step(nets, nets_ema, optims, inputs, args, step, scaler=None):
+def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args, step: int,
+               scaler: 'torch.amp.GradScaler | None' = None) -> Munch:
     """One iteration; returns the official log dict (floats are still tensors, never read
     back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler)."""
     x_real, y_org = inputs.x_src, inputs.y_src
@@ -154,7 +156,7 @@ def train_step(nets, nets_ema, optims, inputs, args, step, scaler=None):
     # masks come from x_real once per iteration and serve all four losses (official)
     amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only
     with amp():
-        masks = nets.fan.get_heatmap(x_real) if args.w_hpf > 0 else None
+        masks = fan_masks(nets, args.w_hpf, x_real)
 
     with amp():
         d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks)
@@ -174,7 +176,7 @@ def train_step(nets, nets_ema, optims, inputs, args, step, scaler=None):
     # ... the reference-guided step only G
     _step(optims, g_loss, ['generator'], scaler)
 
-    ema_update(nets, nets_ema, beta=getattr(args, 'ema_beta', 0.999))
+    ema_update(nets, nets_ema, beta=args.ema_beta)
 
     logs = Munch()
     for prefix, parts in (('D/latent_', d_latent), ('D/ref_', d_ref), ('G/latent_', g_latent), ('G/ref_', g_ref)):

@@ -183,6 +183,13 @@ def load_fan(fan, path):
     return fan
 
 
+
+def fan_masks(nets, w_hpf, x):
+    """The generator's two masks of ``x`` from ``nets.fan`` when ``w_hpf > 0``, else None
+    (the one place that decides whether a model uses FAN masks)."""
+    return nets.fan.get_heatmap(x) if w_hpf > 0 else None
+
+
 # Landmark index ranges [start, end) of the 98-point layout.
 CHIN = (8, 25)
 EYEBROWS = (33, 51)

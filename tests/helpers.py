@@ -12,6 +12,9 @@ import torch
 from munch import Munch
 from PIL import Image
 
+from core.config import with_defaults
+from core.wing import fan_masks
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 
@@ -69,12 +72,13 @@ def filled_nets(case):
 
 
 def masks_of(nets, args, x):
-    return nets.fan.get_heatmap(x) if args.w_hpf > 0 else None
+    return fan_masks(nets, args.w_hpf, x)
 
 
 def loss_args(case, **extra):
-    return Munch(w_hpf=case['w_hpf'], lambda_reg=case['lambda_reg'], lambda_sty=case['lambda_sty'],
-                 lambda_ds=case['lambda_ds'], lambda_cyc=case['lambda_cyc'], **extra)
+    """The case's settings, every other flag at this project's default (as parse_args gives)."""
+    return with_defaults(Munch(w_hpf=case['w_hpf'], lambda_reg=case['lambda_reg'], lambda_sty=case['lambda_sty'],
+                               lambda_ds=case['lambda_ds'], lambda_cyc=case['lambda_cyc'], **extra))
 
 
 # ---------------------------------------------------------------------------- tiny runs

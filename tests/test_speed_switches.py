@@ -9,12 +9,12 @@ from munch import Munch
 
 import main as cli
 from core import solver as solver_mod
-from core.config import parse_args
+from core.config import parse_args, with_defaults
 from core.model import build_model
 from core.losses import compute_d_loss, compute_g_loss
 from core.trainer import (autocast, build_optimizers, ema_update, init_weights, make_scaler, moving_average,
                           prepare_inputs, speed_nets, train_step)
-from test_train_cli import make_dataset, run_args
+from helpers import make_dataset, run_args
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
@@ -25,7 +25,7 @@ SMALL = dict(img_size=32, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8
 
 
 def small_run(seed=0, **switches):
-    args = Munch(SMALL, **switches)
+    args = with_defaults(Munch(SMALL, **switches))
     torch.manual_seed(seed)
     nets, nets_ema = build_model(args)
     init_weights(nets)
@@ -140,8 +140,8 @@ def test_switches_off_change_nothing():
     args = parse_args(['--mode', 'train'])
     assert (args.amp, args.channels_last, args.compile) == ('none', False, False)
     nets = Munch(a=torch.nn.Conv2d(1, 1, 1))
-    assert speed_nets(nets, Munch(amp='none')) is nets
-    assert make_scaler(Munch(amp='bf16'), 'cpu') is None
+    assert speed_nets(nets, with_defaults(Munch(amp='none'))) is nets
+    assert make_scaler(with_defaults(Munch(amp='bf16')), 'cpu') is None
 
 
 def test_bad_amp_value_is_a_one_line_error(capsys):

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
 from core.demo_data import SHAPES  # noqa: E402
 from core.errors import UserError  # noqa: E402
+from core.sampling import to_uint8  # noqa: E402
 from core.wing import fan_masks  # noqa: E402
 
 __all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
@@ -48,12 +49,6 @@ def to_tensor(images, device):
     """List of (H, W, 3) uint8 arrays -> (N, 3, H, W) float batch in [-1, 1]."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
     return (x / 127.5 - 1).to(device)
-
-
-def to_uint8(x):
-    """(N, 3, H, W) batch in [-1, 1] -> list of (H, W, 3) uint8 arrays (save_image rounding)."""
-    x = ((x.detach().float().cpu() + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255)
-    return list(x.to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
 def load_val_images(val_dir, img_size, num_images):

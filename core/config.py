@@ -20,7 +20,7 @@ from munch import Munch
 from core.device import select_device  # noqa: F401 (re-exported: the one device decision lives in core/device.py)
 from core.errors import UserError
 from core.fileio import atomic_write
-from core.model import MODEL_KEYS
+from core.model import MODEL_KEYS, split_names
 
 __all__ = ['UserError', 'build_parser', 'parse_args', 'validate_args', 'save_config',
            'load_config', 'select_device', 'domain_names', 'CONFIG_FILENAME', 'MODES',
@@ -269,6 +269,8 @@ def read_back_run(args, given=()):
         return args
     stored = load_config(path)
     for key in MODEL_KEYS:
+        if key == 'domain_names' and 'num_domains' in given:
+            continue  # the run's names belong to its number of domains, which the command line changes
         if key in stored and key not in given:
             setattr(args, key, stored[key])
     return args
@@ -276,10 +278,7 @@ def read_back_run(args, given=()):
 
 def domain_names(args):
     """The --domain_names list, or None when not given."""
-    s = getattr(args, 'domain_names', None)
-    if not s:
-        return None
-    return [n.strip() for n in s.split(',')]
+    return split_names(getattr(args, 'domain_names', None))
 
 
 def sample_outputs(args):

@@ -239,6 +239,13 @@ def _arg(args, name, default=None):
     return getattr(args, name, default) if not isinstance(args, dict) else args.get(name, default)
 
 
+def split_names(names):
+    """Domain names from a comma-separated string (or a list), None when there are none."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(',')]
+    return list(names) if names else None
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the networks' shapes (plus the domain names), stored with a run
@@ -256,9 +263,7 @@ class ModelConfig:
     def from_args(cls, args, domain_names=None) -> 'ModelConfig':
         """From parsed arguments (Namespace, dict or Munch); ``domain_names`` (a list or a
         comma-separated string) overrides ``args.domain_names``."""
-        names = domain_names if domain_names is not None else _arg(args, 'domain_names')
-        if isinstance(names, str):
-            names = [n.strip() for n in names.split(',')]
+        names = split_names(domain_names if domain_names is not None else _arg(args, 'domain_names'))
         return cls(img_size=args.img_size, style_dim=args.style_dim, latent_dim=args.latent_dim,
                    num_domains=args.num_domains, w_hpf=args.w_hpf, dim_in=_arg(args, 'dim_in'),
                    max_conv_dim=_arg(args, 'max_conv_dim', 512) or 512,

@@ -31,9 +31,7 @@ def save_image(x, ncol, filename):
 def image_row(x):
     """Images (n, 3, H, W) in [-1, 1] side by side as one (H, n * W, 3) uint8 array, rounded
     as ``save_image`` rounds them."""
-    x = denormalize(x.detach().cpu().clone())
-    row = vutils.make_grid(x, nrow=x.size(0), padding=0)
-    return row.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    return np.concatenate(list(to_uint8(x)), axis=1)
 
 
 def source_masks(nets, args, x):

@@ -78,6 +78,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
         x = read(src, 'source image')
         y_trg = index(domain, 'target domain')
         num_outs = min(max(int(num_outs or 1), 1), MAX_OUTS)
+        if not 0 <= int(seed or 0) < 2 ** 63:
+            raise gr.Error('The seed must be a whole number from 0 to 2^63 - 1.')
         s_trg = latent_style(nets, opts, y_trg, num_outs, int(seed or 0), float(psi))
         return image_row(translate_image(nets, opts, x, s_trg))
 

@@ -1,4 +1,5 @@
-"""Solver: builds the networks once on one device and runs train / sample / eval.
+"""Solver: builds the networks once on one device and trains them (``sample`` / ``evaluate``
+delegate to ``core.inference``, for scripts written against the official repository).
 
 Official names are kept importable from here (``Solver``, ``compute_d_loss``,
 ``compute_g_loss``, ``moving_average``, ``adv_loss``, ``r1_reg``), so scripts written

@@ -183,7 +183,6 @@ def load_fan(fan, path):
     return fan
 
 
-
 def fan_masks(nets, w_hpf, x):
     """The generator's two masks of ``x`` from ``nets.fan`` when ``w_hpf > 0``, else None
     (the one place that decides whether a model uses FAN masks)."""
@@ -367,12 +366,12 @@ class FaceAligner:
     def align(self, imgs, output_size=256):
         """imgs (B, 3, H, W) in [-1, 1] -> aligned (B, 3, S, S), S = the constructor's output_size."""
         from core.align import align_image
+        from core.sampling import to_uint8
         imgs = imgs.to(self.device)
         landmarks = self.fan.get_landmark(imgs).cpu().double().numpy()
         out = []
         for img, lm in zip(imgs, landmarks):
-            uint8 = ((img.permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255 + 0.5).astype(np.uint8)
-            out.append(np2tensor(align_image(uint8, lm, self.CELEB_REF, self.output_size)))
+            out.append(np2tensor(align_image(to_uint8(img.unsqueeze(0))[0], lm, self.CELEB_REF, self.output_size)))
         return torch.stack(out).to(self.device)
 
     def landmarks2mat(self, landmarks):

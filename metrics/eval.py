@@ -26,6 +26,7 @@ from PIL import Image
 
 from core.data_loader import derive_seed, get_eval_loader, list_domains
 from core.sampling import source_masks, to_uint8
+from core.utils import save_json
 from metrics import MetricsError
 from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
     stats_from_folder
@@ -57,20 +58,20 @@ def _cycle(loader):
 class Task:
     """One translation task ``{src}2{trg}``: its loaders and random codes, seeded by the task alone."""
 
-    def __init__(self, args, mode, src, trg, trg_idx):
+    def __init__(self, args, mode, src, trg, trg_idx, device=None):
         self.name = f'{src}2{trg}'
         self.trg_idx = trg_idx
         seed = derive_seed(args.seed, 'eval', mode, self.name)
         workers = _arg(args, 'num_workers', 0) or 0
         self.sources = get_eval_loader(os.path.join(args.val_img_dir, src), args.img_size,
                                        args.val_batch_size, imagenet_normalize=False, shuffle=True,
-                                       num_workers=workers, seed=derive_seed(seed, 'source'))
+                                       num_workers=workers, seed=derive_seed(seed, 'source'), device=device)
         self.refs = None
         if mode == 'reference':
             self.refs = _cycle(get_eval_loader(
                 os.path.join(args.val_img_dir, trg), args.img_size, args.val_batch_size,
                 imagenet_normalize=False, shuffle=True, num_workers=workers, drop_last=True,
-                seed=derive_seed(seed, 'reference')))
+                seed=derive_seed(seed, 'reference'), device=device))
         self.z = torch.Generator().manual_seed(derive_seed(seed, 'z'))
 
 
@@ -138,8 +139,7 @@ def _check(nets, args, mode, domains):
 def _write(args, step, mode, fid_values, lpips_values):
     os.makedirs(args.eval_dir, exist_ok=True)
     for kind, values in (('FID', fid_values), ('LPIPS', lpips_values)):
-        with open(os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'), 'w') as f:
-            json.dump(values, f, indent=4)
+        save_json(values, os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'))  # atomic
     with open(os.path.join(args.eval_dir, 'metrics.jsonl'), 'a') as f:
         f.write(json.dumps({'step': step, 'mode': mode, **fid_values, **lpips_values}) + '\n')
 
@@ -171,7 +171,7 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
             for src in domains:
                 if src == trg:
                     continue
-                task = Task(args, mode, src, trg, trg_idx)
+                task = Task(args, mode, src, trg, trg_idx, device)
                 actvs, lpips_value = evaluate_task(nets, args, task, inception, lpips_net, device)
                 pending[f'FID_{mode}/{task.name}'] = pool.submit(frechet_distance, *real,
                                                                  *statistics(actvs))
@@ -197,7 +197,6 @@ def calculate_fid_for_all_tasks(args, domains, step, mode):
     """FID of every task from images already written to ``{eval_dir}/{src}2{trg}`` (as
     ``calculate_metrics`` writes them with ``save_eval_images``) against the target's
     training images; writes ``FID_{step:05d}_{mode}.json`` and returns the values."""
-    from core.utils import save_json
     from metrics.fid import calculate_fid_given_paths
     fid_values = {}
     for trg in domains:

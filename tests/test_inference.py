@@ -98,3 +98,17 @@ def test_w_hpf_models_take_the_fan_from_the_checkpoint(tmp_path):
     loaded = load_networks(cfg, str(tmp_path), 5, 'cpu', wing_path=None)
     for key, value in nets.fan.state_dict().items():
         assert torch.equal(loaded.fan.state_dict()[key], value)
+
+
+def test_a_new_number_of_domains_drops_the_runs_names(tmp_path):
+    run = write_run(tmp_path / 'run', **TINY)
+    args = parse_args(['--mode', 'translate', '--checkpoint_dir', str(run), '--num_domains', '2'])
+    assert args.num_domains == 2 and args.domain_names is None
+
+
+@pytest.mark.parametrize('config, names', [('configs/afhq.yaml', ['cat', 'dog', 'wild']),
+                                           ('configs/celeba_hq.yaml', ['female', 'male'])])
+def test_paper_configs_name_the_released_models_domains(tmp_path, config, names):
+    """The released checkpoints have no config.yaml: the paper configs give their domain names."""
+    args = parse_args(['--mode', 'translate', '--config', config, '--checkpoint_dir', str(tmp_path)])
+    assert ModelConfig.from_args(args).names() == names

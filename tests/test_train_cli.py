@@ -180,4 +180,4 @@ def test_official_readme_celeba_command_on_real_photos(tmp_path):
              '--val_batch_size', '4', '--num_outs_per_domain', '2', '--wing_path', str(tmp_path / 'absent.ckpt')]
     assert cli.main(sample + sizes) == 0
     results = set(os.listdir(tmp_path / 'results'))
-    assert {'reference.jpg', 'video_ref.mp4', 'video_latent.mp4', 'latent_1_psi_0.7.jpg'} <= results
+    assert results == {'reference.jpg', 'video_ref.mp4'}  # what the official sample mode writes (the default outputs)

@@ -19,12 +19,17 @@ __all__ = ['load_networks', 'resolve_step', 'load_run_networks']
 INFERENCE = ('generator', 'mapping_network', 'style_encoder')
 
 
+def _file_kind(which):
+    """The checkpoint file that holds the ``which`` ('ema' or 'online') networks."""
+    return ckpt.NETS if which == 'online' else ckpt.NETS_EMA
+
+
 def resolve_step(checkpoint_dir, step, which='ema'):
     """``step``, or the newest complete checkpoint set holding the file ``which`` needs when
     ``step`` is 0 (None); a save that was cut short is never taken."""
     if step:
         return step
-    kind = ckpt.NETS if which == 'online' else ckpt.NETS_EMA
+    kind = _file_kind(which)
     files = ckpt.saved_files(checkpoint_dir)
     steps = [s for s in ckpt.complete_steps(checkpoint_dir) if kind in files[s]]
     if not steps:
@@ -40,8 +45,7 @@ def load_networks(cfg: ModelConfig, checkpoint_dir: str, step: int, device=None,
         raise UserError(f"which must be 'ema' or 'online', not {which!r}")
     step = resolve_step(checkpoint_dir, step, which)
     nets = build_inference_networks(cfg)
-    kind = ckpt.NETS if which == 'online' else ckpt.NETS_EMA
-    saved = ckpt.load_modules(ckpt.ckpt_path(checkpoint_dir, step, kind), nets, strict_names=list(INFERENCE))
+    saved = ckpt.load_modules(ckpt.ckpt_path(checkpoint_dir, step, _file_kind(which)), nets, strict_names=list(INFERENCE))
     if cfg.w_hpf > 0 and 'fan' not in saved:  # FAN from the checkpoint when it has one, as upstream
         load_fan(nets.fan, wing_path)
     device = as_device(device)

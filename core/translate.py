@@ -11,10 +11,10 @@ import os
 
 import torch
 
-from core.inference import load_run_networks
-from core.model import ModelConfig
 from core.data_loader import list_images, load_rgb, plain_transform
 from core.errors import UserError
+from core.inference import load_run_networks
+from core.model import ModelConfig
 from core.sampling import mean_style, save_image, source_masks, truncated_style
 
 

@@ -12,7 +12,12 @@ and scored with :func:`bench.shape_classifier.classify_shape` / :func:`~bench.sh
   (latent and reference guidance);
 * colour following (reference guidance): the fraction of outputs whose foreground and
   background colours are closer to the reference's than to the source's (sum of the two
-  RGB distances), and the mean of these distances.
+  RGB distances), and the mean of these distances;
+* latent diversity: for one source and target domain, ``--div_codes`` (K) latent codes give
+  K outputs; their spread is the mean pairwise colour distance (foreground + background,
+  RGB) over the K outputs, averaged over ``--div_sources`` sources per task. It is reported
+  against the same spread among the real validation images of the target domain
+  (``latent_diversity_ratio``; 1 = as varied as real images, 0 = K identical outputs).
 
 The classifier's accuracy on the real validation images is printed as a sanity check
 (it should be 1.0). Usage (other flags as main.py; --resume_iter 0 = latest checkpoint)::
@@ -85,11 +90,27 @@ def _colour_distance(a, b):
     return float(np.linalg.norm(fa - fb) + np.linalg.norm(ba - bb))
 
 
+def _colours_or_flat(img):
+    """(fg, bg) of an image; an image with no shape is one colour: fg = bg."""
+    fg, bg = shape_colours(img)
+    return (bg if fg is None else fg), bg
+
+
+def colour_spread(colours):
+    """Mean pairwise colour distance (fg + bg, RGB) of a list of (fg, bg) pairs."""
+    n = len(colours)
+    dists = [_colour_distance(colours[a], colours[b]) for a in range(n) for b in range(a + 1, n)]
+    return float(np.mean(dists)) if dists else 0.0
+
+
 @torch.no_grad()
-def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
+def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64, div_sources=5, div_codes=10):
     """Scores ``nets`` (generator, mapping_network, style_encoder[, fan]) on ``images``
     ({domain: [uint8 arrays]}, domains among SHAPES; label = index in sorted order of
     the dict's keys as given). Returns a dict of metrics (see the module doc)."""
+    if div_codes < 2 or div_sources < 1:
+        raise UserError(f'latent diversity needs --div_codes >= 2 and --div_sources >= 1 '
+                        f'(got {div_codes}, {div_sources})')
     domains = list(images)
     device = next(nets.generator.parameters(), torch.zeros(())).device
     gen = torch.Generator().manual_seed(seed)
@@ -129,6 +150,14 @@ def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
                     d_ref.append(dr)
                     d_src.append(ds)
                     follows.append(dr < ds)
+            spreads = []  # latent diversity: K codes for each of the first sources
+            z_div = torch.randn(div_codes, latent_dim, generator=gen).to(device)
+            y_div = torch.full((div_codes,), j, dtype=torch.long, device=device)
+            s_div = nets.mapping_network(z_div, y_div)
+            for img in srcs[:div_sources]:
+                x = to_tensor([img] * div_codes, device)
+                outs = to_uint8(nets.generator(x, s_div, masks=fan_masks(nets, w_hpf, x)))
+                spreads.append(colour_spread([_colours_or_flat(o) for o in outs]))
             tasks[f'{src}2{trg}'] = {
                 'n': n,
                 'latent_shape_acc': float(np.mean(lat_hits)),
@@ -136,12 +165,15 @@ def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
                 'ref_colour_follow': float(np.mean(follows)),
                 'ref_colour_dist_to_ref': float(np.mean(d_ref)) if d_ref else None,
                 'ref_colour_dist_to_src': float(np.mean(d_src)) if d_src else None,
+                'latent_diversity': float(np.mean(spreads)),
             }
 
     def mean(key):
         vals = [t[key] for t in tasks.values() if t[key] is not None]
         return float(np.mean(vals)) if vals else None
 
+    real_spread = float(np.mean([colour_spread([_colours_or_flat(im) for im in images[d]]) for d in domains]))
+    latent_spread = mean('latent_diversity')
     return {
         'domains': domains,
         'classifier_acc_real': float(np.mean(real_hits)),
@@ -150,6 +182,9 @@ def evaluate(nets, images, latent_dim, w_hpf=0, seed=0, batch_size=64):
         'ref_colour_follow': mean('ref_colour_follow'),
         'ref_colour_dist_to_ref': mean('ref_colour_dist_to_ref'),
         'ref_colour_dist_to_src': mean('ref_colour_dist_to_src'),
+        'latent_diversity': latent_spread,
+        'real_diversity': real_spread,
+        'latent_diversity_ratio': latent_spread / real_spread if real_spread > 0 else None,
         'tasks': tasks,
     }
 
@@ -158,16 +193,19 @@ def format_table(result):
     def f(v):
         return '   -  ' if v is None else f'{v:6.3f}'
 
-    lines = [f'{"task":<20} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11}',
-             '-' * 56]
+    lines = [f'{"task":<20} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11} {"latent spread":>14}',
+             '-' * 71]
     for name, t in result['tasks'].items():
         lines.append(f'{name:<20} {f(t["latent_shape_acc"]):>12} {f(t["ref_shape_acc"]):>10} '
-                     f'{f(t["ref_colour_follow"]):>11}')
-    lines.append('-' * 56)
+                     f'{f(t["ref_colour_follow"]):>11} {t["latent_diversity"]:>14.1f}')
+    lines.append('-' * 71)
     lines.append(f'{"mean":<20} {f(result["latent_shape_acc"]):>12} {f(result["ref_shape_acc"]):>10} '
-                 f'{f(result["ref_colour_follow"]):>11}')
+                 f'{f(result["ref_colour_follow"]):>11} {result["latent_diversity"]:>14.1f}')
     lines.append('shape accuracy = fraction of outputs classified as the target shape; ref colour = '
                  'fraction closer to the reference\'s colours than to the source\'s')
+    lines.append(f'latent spread = mean pairwise colour distance (fg + bg, RGB) of K latent outputs of one source; '
+                 f'real images of a domain: {result["real_diversity"]:.1f}; '
+                 f'ratio {f(result["latent_diversity_ratio"])}')
     lines.append(f'mean colour distance (fg + bg, RGB) to reference {f(result["ref_colour_dist_to_ref"])}, '
                  f'to source {f(result["ref_colour_dist_to_src"])}; '
                  f'classifier on real val images {f(result["classifier_acc_real"])}')
@@ -210,11 +248,12 @@ def format_curve(results):
     def f(v):
         return '     -' if v is None else f'{v:6.3f}'
 
-    lines = [f'{"step":>6} {"train s":>8} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11}']
+    lines = [f'{"step":>6} {"train s":>8} {"latent shape":>12} {"ref shape":>10} {"ref colour":>11} '
+             f'{"diversity":>10}']
     for r in results:
         secs = '-' if r.get('train_seconds') is None else f'{r["train_seconds"]:.0f}'
         lines.append(f'{r["step"]:>6} {secs:>8} {f(r["latent_shape_acc"]):>12} {f(r["ref_shape_acc"]):>10} '
-                     f'{f(r["ref_colour_follow"]):>11}')
+                     f'{f(r["ref_colour_follow"]):>11} {f(r["latent_diversity_ratio"]):>10}')
     return '\n'.join(lines)
 
 
@@ -224,6 +263,9 @@ def _split_argv(argv):
     own.add_argument('--num_images', type=int, default=50,
                      help='validation images per domain used as sources')
     own.add_argument('--bench_seed', type=int, default=0, help='seed of the latent codes and reference choice')
+    own.add_argument('--div_sources', type=int, default=5,
+                     help='latent diversity: sources per task, each translated with --div_codes codes')
+    own.add_argument('--div_codes', type=int, default=10, help='latent diversity: latent codes (K) per source')
     own.add_argument('--all_checkpoints', action='store_true',
                      help='score every checkpoint of the run: accuracy against training time')
     own.add_argument('--num_threads', type=int, default=0,
@@ -267,7 +309,7 @@ def main(argv=None):
         start = time.time()
         load_modules(path, nets_ema)
         result = evaluate(nets_ema, images, args.latent_dim, w_hpf=args.w_hpf, seed=mine.bench_seed,
-                          batch_size=args.val_batch_size)
+                          batch_size=args.val_batch_size, div_sources=mine.div_sources, div_codes=mine.div_codes)
         result.update(checkpoint=path, step=step, train_seconds=seconds.get(step),
                       num_images=mine.num_images, seed=mine.bench_seed, seconds=round(time.time() - start, 2))
         print(f'demo quality of {path} ({min(len(v) for v in images.values())}+ val images per domain)')

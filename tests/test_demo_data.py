@@ -232,6 +232,8 @@ def test_bench_scores_a_perfect_translator_high(tmp_path):
     assert res['ref_colour_dist_to_ref'] < 30 < res['ref_colour_dist_to_src']
     assert sorted(res['tasks']) == sorted(f'{a}2{b}' for a in SHAPES for b in SHAPES if a != b)
     assert all(t['n'] == 8 for t in res['tasks'].values())
+    # the oracle's mapping draws colours from z as freely as the data: as varied as real images
+    assert res['latent_diversity_ratio'] > 0.7 and res['real_diversity'] > 200
 
 
 def test_bench_scores_identity_as_failure(tmp_path):
@@ -239,6 +241,22 @@ def test_bench_scores_identity_as_failure(tmp_path):
     res = evaluate(_stub_nets(identity=True), _val_images(tmp_path, 6), latent_dim=4)
     assert res['latent_shape_acc'] == 0.0 and res['ref_shape_acc'] == 0.0  # the source's shape stays
     assert res['ref_colour_follow'] <= 0.05
+    assert res['latent_diversity'] == 0.0 and res['latent_diversity_ratio'] == 0.0  # K identical outputs
+
+
+def test_bench_diversity_sees_one_colour_per_domain_as_none(tmp_path):
+    """A mapping network that ignores z (one style per domain) has no latent diversity,
+    even when it translates shapes perfectly; a z that moves only the foreground counts."""
+    from bench.demo_quality import colour_spread, evaluate
+    nets = _stub_nets()
+    oracle = nets.mapping_network.owner
+    nets.mapping_network = _Call(lambda z, y: oracle.map(torch.zeros_like(z), y), oracle)
+    res = evaluate(nets, _val_images(tmp_path, 6), latent_dim=4, div_sources=2, div_codes=4)
+    assert res['latent_shape_acc'] >= 0.95 and res['latent_diversity'] < 5
+    a, b = (np.zeros(3), np.zeros(3)), (np.full(3, 10.0), np.zeros(3))
+    assert colour_spread([a, b, a]) == pytest.approx(2 * np.linalg.norm(np.full(3, 10.0)) / 3)
+    with pytest.raises(UserError, match='div_codes'):
+        evaluate(nets, _val_images(tmp_path / 'b', 2), latent_dim=4, div_codes=1)
 
 
 def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
@@ -259,8 +277,9 @@ def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
     assert saved['classifier_acc_real'] == 1.0
     for key in ('latent_shape_acc', 'ref_shape_acc', 'ref_colour_follow'):
         assert 0.0 <= saved[key] <= 1.0 and saved[key] == res[key]
+    assert saved['latent_diversity_ratio'] == pytest.approx(saved['latent_diversity'] / saved['real_diversity'])
     text = capsys.readouterr().out
-    assert 'circle2square' in text and 'mean' in text
+    assert 'circle2square' in text and 'mean' in text and 'latent spread' in text
 
 
 def test_bench_curve_scores_every_checkpoint_with_its_training_time(tmp_path, capsys):

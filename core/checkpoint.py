@@ -185,6 +185,8 @@ def describe(states):
     gen = states.get('generator') or {}
     if gen:
         info['style_dim'] = gen['decode.0.norm1.fc.weight'].shape[1]
+        if 'to_rgb.0.weight' not in gen:
+            info['to_rgb_norm'] = 0  # named only when it is not the official generator
         if 'hpf.filter' in gen:
             info['w_hpf'] = round(-1 / float(gen['hpf.filter'][0, 0]))
         elif 'img_size' in info:

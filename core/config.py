@@ -65,6 +65,9 @@ def build_parser():
     add('--dim_in', type=int, default=None,
         help='base channels of G/E/D (default: the official 2**14 // img_size)')
     add('--max_conv_dim', type=int, default=512, help='largest channel count of G/E/D')
+    add('--to_rgb_norm', type=int, default=1, choices=[0, 1],
+        help="1 (official): InstanceNorm before the generator's last 1x1 convolution; 0: none, so flat "
+             "colours can come from the style (the CPU demo)")
 
     # ---- weights for objective functions (official)
     add('--lambda_reg', type=float, default=1.0, help='weight for R1 regularization')
@@ -90,6 +93,9 @@ def build_parser():
         help='number of generated images per domain during sampling')
     # ours
     add('--ema_beta', type=float, default=0.999, help='decay of the exponential moving average nets')
+    add('--lr_decay_iter', type=int, default=0,
+        help='short runs: every learning rate decays linearly towards 0 over the last N iterations '
+             '(0: constant, as the paper)')
     # ours: speed switches (off by default: fp32 eager reproduces the official numbers bit for bit)
     add('--amp', type=str, default='none', choices=['none', 'bf16', 'fp16'],
         help='training: mixed precision for the network forward passes (losses and R1 stay float32); '
@@ -326,7 +332,7 @@ def validate_args(args):
     need(0 < args.port < 65536, f'--port must be in 1..65535, not {args.port}')
     if args.dim_in is not None:
         need(args.dim_in >= 1, f'--dim_in must be >= 1, not {args.dim_in}')
-    for k in ('total_iters', 'resume_iter', 'ds_iter', 'num_workers', 'print_every',
+    for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'num_workers', 'print_every',
               'sample_every', 'save_every', 'eval_every'):
         v = getattr(args, k)
         need(v >= 0, f'--{k} must be >= 0, not {v}')

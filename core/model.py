@@ -128,7 +128,12 @@ MASKED_SIZES = (32, 64, 128)  # feature sizes where the high-pass skip path join
 
 
 class Generator(nn.Module):
-    def __init__(self, img_size=256, style_dim=64, max_conv_dim=512, w_hpf=1, dim_in=None):
+    """``to_rgb_norm=False`` (ours, off in the paper configurations) drops the InstanceNorm
+    before the last 1x1 convolution: that norm removes every channel's per-image level, so an
+    image of flat colours can only get its colours from the style by way of small artefacts
+    (configs/demo.yaml). Module names stay the official ones (``to_rgb.2`` is the convolution)."""
+
+    def __init__(self, img_size=256, style_dim=64, max_conv_dim=512, w_hpf=1, dim_in=None, to_rgb_norm=True):
         super().__init__()
         dim_in = _base_dim(img_size, dim_in)
         self.img_size = img_size
@@ -136,7 +141,7 @@ class Generator(nn.Module):
         self.encode = nn.ModuleList()
         self.decode = nn.ModuleList()
         self.to_rgb = nn.Sequential(
-            nn.InstanceNorm2d(dim_in, affine=True),
+            nn.InstanceNorm2d(dim_in, affine=True) if to_rgb_norm else nn.Identity(),
             nn.LeakyReLU(0.2),
             nn.Conv2d(dim_in, 3, 1, 1, 0))
 
@@ -257,6 +262,7 @@ class ModelConfig:
     w_hpf: float = 1.0
     dim_in: Optional[int] = None  # None: the official width 2**14 // img_size
     max_conv_dim: int = 512
+    to_rgb_norm: bool = True  # official: InstanceNorm before the generator's last convolution
     domain_names: Optional[Tuple[str, ...]] = None
 
     @classmethod
@@ -267,6 +273,7 @@ class ModelConfig:
         return cls(img_size=args.img_size, style_dim=args.style_dim, latent_dim=args.latent_dim,
                    num_domains=args.num_domains, w_hpf=args.w_hpf, dim_in=_arg(args, 'dim_in'),
                    max_conv_dim=_arg(args, 'max_conv_dim', 512) or 512,
+                   to_rgb_norm=bool(_arg(args, 'to_rgb_norm', True)),
                    domain_names=tuple(names) if names else None)
 
     def names(self):
@@ -280,7 +287,8 @@ MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 def build_inference_networks(cfg: ModelConfig) -> Munch:
     """Generator, mapping network and style encoder (and an untrained FAN when w_hpf > 0),
     in eval mode: what sampling needs, without the discriminator or EMA copies."""
-    nets = Munch(generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in),
+    nets = Munch(generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in,
+                                     cfg.to_rgb_norm),
                  mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains),
                  style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                             cfg.dim_in))
@@ -296,7 +304,7 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
     """Networks and their EMA copies, as the official ``build_model``.
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional
-    max_conv_dim (512), dim_in (None = official width) and wing_path (FAN weights,
+    max_conv_dim (512), dim_in (None = official width), to_rgb_norm (True) and wing_path (FAN weights,
     loaded when given; see ``core.wing.load_fan``).
     Returns ``(nets, nets_ema)``: Munches with generator, mapping_network,
     style_encoder, discriminator (online only) and fan when w_hpf > 0 (shared).
@@ -304,7 +312,8 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
     img_size, w_hpf = args.img_size, args.w_hpf
     max_conv_dim = _arg(args, 'max_conv_dim', 512) or 512
     dim_in = _arg(args, 'dim_in', None)
-    generator = Generator(img_size, args.style_dim, max_conv_dim, w_hpf, dim_in)
+    generator = Generator(img_size, args.style_dim, max_conv_dim, w_hpf, dim_in,
+                          to_rgb_norm=bool(_arg(args, 'to_rgb_norm', True)))
     mapping_network = MappingNetwork(args.latent_dim, args.style_dim, args.num_domains)
     style_encoder = StyleEncoder(img_size, args.style_dim, args.num_domains, max_conv_dim, dim_in)
     discriminator = Discriminator(img_size, args.num_domains, max_conv_dim, dim_in)

@@ -130,6 +130,26 @@ def lambda_ds_at(step, initial, ds_iter):
     return values[min(step, len(values) - 1)]
 
 
+def lr_scale_at(step, total_iters, decay_iter):
+    """Factor on every learning rate at iteration ``step`` (0-based): 1, then over the last
+    ``decay_iter`` iterations linearly down to 1 / decay_iter (0: always 1, as the paper)."""
+    if decay_iter <= 0:
+        return 1.0
+    return min(1.0, (total_iters - step) / decay_iter)
+
+
+def set_lr(optims, args, step):
+    """--lr_decay_iter: each optimiser's rate for ``step`` (a pure function of the step, so a
+    resumed run continues the schedule); nothing is touched when the schedule is off."""
+    if args.lr_decay_iter <= 0:
+        return
+    scale = lr_scale_at(step, args.total_iters, args.lr_decay_iter)
+    for name, optim in optims.items():
+        base = args.f_lr if name == 'mapping_network' else args.lr
+        for group in optim.param_groups:
+            group['lr'] = base * scale
+
+
 def _step(optims, loss, names, scaler=None):
     for optim in optims.values():  # zero every optimiser before each backward (official)
         optim.zero_grad()
@@ -152,6 +172,7 @@ def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args,
     x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
     z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
     lambda_ds = lambda_ds_at(step, args.lambda_ds, args.ds_iter)
+    set_lr(optims, args, step)
 
     # masks come from x_real once per iteration and serve all four losses (official)
     amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only

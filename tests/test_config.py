@@ -39,6 +39,7 @@ OUR_DEFAULTS = {
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
     'sample_outputs': 'reference,video_ref',
     'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
+    'to_rgb_norm': 1, 'lr_decay_iter': 0,  # official generator, constant learning rates
 }
 
 
@@ -266,6 +267,7 @@ def test_shipped_configs(name, expect):
                   'latent_dim', 'style_dim', 'hidden_dim'):
             assert getattr(args, k) == OFFICIAL_DEFAULTS[k], k
         assert args.dim_in is None and args.ema_beta == 0.999
+        assert args.to_rgb_norm == 1 and args.lr_decay_iter == 0  # the official generator and constant rates
 
 
 def test_demo_config_comments_every_change():

@@ -10,7 +10,8 @@ from core.checkpoint import complete_steps
 from core.inference import load_networks, resolve_step
 from core.model import MODEL_KEYS, ModelConfig, build_model
 
-TINY = dict(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0.0, dim_in=8, max_conv_dim=32)
+TINY = dict(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0.0, dim_in=8, max_conv_dim=32,
+            to_rgb_norm=0)
 
 
 def write_run(folder, **model):
@@ -27,7 +28,8 @@ def test_model_config_from_args_and_names():
     assert ModelConfig.from_args(args, domain_names=['x', 'y', 'z']).domain_names == ('x', 'y', 'z')
     assert ModelConfig(num_domains=2).names() == ['0', '1']
     assert set(MODEL_KEYS) == {'img_size', 'style_dim', 'latent_dim', 'num_domains', 'w_hpf', 'dim_in',
-                               'max_conv_dim', 'domain_names'}
+                               'max_conv_dim', 'to_rgb_norm', 'domain_names'}
+    assert cfg.to_rgb_norm is True  # official by default
 
 
 @pytest.mark.parametrize('mode', ['sample', 'eval', 'translate'])
@@ -53,6 +55,23 @@ def test_train_and_official_checkpoints_keep_their_flags(tmp_path):
     assert parse_args(['--mode', 'train', '--checkpoint_dir', str(run)]).img_size == 256
     assert parse_args(['--mode', 'sample', '--checkpoint_dir', str(tmp_path / 'official'),
                        '--img_size', '64']).img_size == 64
+
+
+def test_generator_without_to_rgb_norm_keeps_official_names_and_is_told_apart(tmp_path, one_thread):
+    plain, bare = (build_model(ModelConfig(**{**TINY, 'to_rgb_norm': flag}))[1] for flag in (True, False))
+    names = set(bare.generator.state_dict())
+    assert set(plain.generator.state_dict()) - names == {'to_rgb.0.weight', 'to_rgb.0.bias'}
+    assert 'to_rgb.2.weight' in names  # the 1x1 convolution keeps its official name
+    x, s = torch.rand(2, 3, 32, 32), torch.randn(2, 16)
+    with torch.no_grad():  # without the norm, the style moves the output's mean colour
+        flat = torch.zeros_like(x)
+        out = bare.generator(flat, s)
+        assert (out[0].mean((1, 2)) - out[1].mean((1, 2))).abs().max() > 1e-3
+    assert bare.generator(x, s).shape == x.shape
+    saved_run(tmp_path, [5], ModelConfig(**TINY))
+    with pytest.raises(UserError, match='another configuration .*to_rgb_norm=0'):
+        load_networks(ModelConfig(**{**TINY, 'to_rgb_norm': True}), str(tmp_path), 5, 'cpu')
+    assert not load_networks(ModelConfig(**TINY), str(tmp_path), 5, 'cpu').generator.to_rgb[0].state_dict()
 
 
 def saved_run(folder, steps, cfg):

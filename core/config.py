@@ -75,7 +75,7 @@ def build_parser():
     add('--lambda_sty', type=float, default=1.0, help='weight for style reconstruction loss')
     add('--lambda_ds', type=float, default=1.0, help='weight for diversity sensitive loss')
     add('--ds_iter', type=int, default=100000,
-        help='number of iterations over which lambda_ds decays to 0')
+        help='number of iterations over which lambda_ds decays to 0 (0: no decay, ours)')
     add('--w_hpf', type=float, default=1.0, help='weight for high-pass filtering (0: no FAN masks)')
 
     # ---- training arguments (official)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from bench.demo_quality import load_val_images, to_tensor, training_seconds  # noqa: E402
-from core.errors import UserError  # noqa: E402
+from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.sampling import to_uint8  # noqa: E402
 from core.wing import fan_masks  # noqa: E402
 
@@ -48,13 +48,12 @@ def reference_grid(nets, images, w_hpf=0, per_domain=2):
     domains = list(images)
     picks = [(j, images[d][k]) for j, d in enumerate(domains) for k in range(per_domain)]
     device = next(nets.generator.parameters()).device
-    x_src = to_tensor([im for _, im in picks], device)
-    x_ref = to_tensor([im for _, im in picks], device)
+    x_all = to_tensor([im for _, im in picks], device)  # the same images serve as sources and references
     y_ref = torch.tensor([j for j, _ in picks], device=device)
-    s_ref = nets.style_encoder(x_ref, y_ref)
+    s_ref = nets.style_encoder(x_all, y_ref)
     rows = [[None] + [im for _, im in picks]]
     for i, (_, src) in enumerate(picks):
-        x = x_src[i:i + 1].expand(len(picks), -1, -1, -1)
+        x = x_all[i:i + 1].expand(len(picks), -1, -1, -1)
         out = to_uint8(nets.generator(x, s_ref, masks=fan_masks(nets, w_hpf, x)))
         rows.append([src] + list(out))
     return _tile(rows)
@@ -67,13 +66,14 @@ def latent_grid(nets, images, latent_dim, w_hpf=0, num_codes=6, seed=0):
     domains = list(images)
     device = next(nets.generator.parameters()).device
     z = torch.randn(num_codes, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    styles = [nets.mapping_network(z, torch.full((num_codes,), j, dtype=torch.long, device=device))
+              for j in range(len(domains))]  # one set per target domain, shared by every source
     rows = []
     for d in domains:
         src = images[d][0]
         x = to_tensor([src] * num_codes, device)
-        for j in range(len(domains)):
-            s = nets.mapping_network(z, torch.full((num_codes,), j, dtype=torch.long, device=device))
-            rows.append([src] + list(to_uint8(nets.generator(x, s, masks=fan_masks(nets, w_hpf, x)))))
+        masks = fan_masks(nets, w_hpf, x)
+        rows += [[src] + list(to_uint8(nets.generator(x, s, masks=masks))) for s in styles]
     return _tile(rows)
 
 
@@ -155,8 +155,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main)

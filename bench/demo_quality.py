@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
 from core.demo_data import SHAPES  # noqa: E402
-from core.errors import UserError  # noqa: E402
+from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.sampling import to_uint8  # noqa: E402
 from core.wing import fan_masks  # noqa: E402
 
@@ -329,8 +329,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main)

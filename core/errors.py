@@ -1,4 +1,5 @@
 """The one exception type for user mistakes: its message is one line naming the fix."""
+import sys
 
 
 class UserError(Exception):
@@ -6,3 +7,12 @@ class UserError(Exception):
 
     ``main.py`` prints ``error: <message>`` and exits with status 2, no traceback.
     """
+
+
+def exit_on_user_error(main):
+    """Run a script's ``main()``; a UserError prints ``error: <message>`` and exits with 2."""
+    try:
+        return main()
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)

@@ -29,6 +29,11 @@ def init_weights(nets):
         nets[name].apply(he_init)
 
 
+def base_lr(name, args):
+    """The learning rate of network ``name``: f_lr for the mapping network, lr for the others."""
+    return args.f_lr if name == 'mapping_network' else args.lr
+
+
 def build_optimizers(nets, args, fused=False):
     """Adam per trained network (L2 weight decay, not AdamW); f_lr for the mapping network.
     ``fused``: one fused kernel per step (the trainer asks for it on CUDA only); the same
@@ -36,7 +41,7 @@ def build_optimizers(nets, args, fused=False):
     extra = dict(fused=True) if fused else {}
     return Munch({name: torch.optim.Adam(
         nets[name].parameters(),
-        lr=args.f_lr if name == 'mapping_network' else args.lr,
+        lr=base_lr(name, args),
         betas=(args.beta1, args.beta2),
         weight_decay=args.weight_decay, **extra) for name in TRAINED})
 
@@ -145,9 +150,8 @@ def set_lr(optims, args, step):
         return
     scale = lr_scale_at(step, args.total_iters, args.lr_decay_iter)
     for name, optim in optims.items():
-        base = args.f_lr if name == 'mapping_network' else args.lr
         for group in optim.param_groups:
-            group['lr'] = base * scale
+            group['lr'] = base_lr(name, args) * scale
 
 
 def _step(optims, loss, names, scaler=None):

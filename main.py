@@ -25,7 +25,10 @@ def train(args):
                     val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
                                         shuffle=True, num_workers=args.num_workers, seed=args.seed,
                                         num_domains=args.num_domains, device=args.device))
-    Solver(args).train(loaders)
+    solver = Solver(args)
+    solver.train(loaders)
+    # stopped by a signal after saving: 128 + its number, as a shell reports it (a requeue script reads it)
+    return 128 + solver.stopped_by if solver.stopped_by else 0
 
 
 def sample(args):
@@ -76,11 +79,10 @@ MODES = dict(train=train, sample=sample, eval=evaluate, align=align, translate=t
 def main(argv=None):
     try:
         args = parse_args(argv)
-        MODES[args.mode](args)
+        return MODES[args.mode](args) or 0
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == '__main__':

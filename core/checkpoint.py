@@ -16,12 +16,14 @@ temporary file is ever read (the next save removes them).
 import math
 import os
 import re
+import shutil
 import time
 
 import torch
 
 from core.errors import UserError
 from core.fileio import atomic_write
+from core.runfolder import gib, nearest_existing
 
 NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
 
@@ -32,17 +34,74 @@ def ckpt_path(ckpt_dir, step, kind):
 
 def atomic_save(obj, path, then=None):
     """torch.save through a temporary file and a rename (see ``core.fileio``); ``then()``
-    runs after the data went out, before the file is closed and renamed (a test hook)."""
+    runs after the data went out, before the file is closed and renamed (a test hook).
+    A write error (a full disk, a quota) leaves no temporary file and becomes one line
+    naming the path and the space the file needs."""
     def write(f):
         torch.save(obj, f)
         if then is not None:
             then()
-    return atomic_write(path, write)
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        raise UserError(f'cannot write {path}: {e.strerror or e}; it needs about {gib(tensor_bytes(obj))} '
+                        f'({gib(free_bytes(path))} free): free some space and resume with --resume_iter latest '
+                        f'(the earlier checkpoints are complete)') from None
+
+
+def tensor_bytes(obj):
+    """Bytes of the tensors in a nested dict/list ``obj`` (what torch.save writes, near enough)."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def free_bytes(path):
+    return shutil.disk_usage(nearest_existing(os.path.dirname(os.path.abspath(path)))).free
+
+
+def set_bytes(nets, nets_ema, trained):
+    """About the size of one checkpoint set: the networks, their EMA copies and two Adam
+    moments per parameter of the ``trained`` networks."""
+    moments = sum(2 * p.numel() * p.element_size() for name in trained for p in unwrap(nets[name]).parameters())
+    return tensor_bytes(state_dicts(nets)) + tensor_bytes(state_dicts(nets_ema)) + moments
+
+
+def prune(ckpt_dir, keep_last):
+    """--keep_last N: removes the complete sets older than the newest N (each set's state
+    file last, so a set cut short here is never taken as complete); 0 keeps everything."""
+    if keep_last <= 0:
+        return []
+    files = saved_files(ckpt_dir)
+    old = [step for step in complete_steps(ckpt_dir) if STATE in files[step]][:-keep_last]  # never official sets
+    for step in old:
+        for kind in sorted(files[step], key=lambda k: k == STATE):
+            os.remove(ckpt_path(ckpt_dir, step, kind))
+    return old
 
 
 def unwrap(module):
     """The plain module under a DataParallel / DistributedDataParallel wrapper."""
     return getattr(module, 'module', module)
+
+
+def to_host(obj):
+    """``obj`` with every tensor copied to the CPU (nested dicts, lists and tuples): files
+    written on a GPU load with a plain ``torch.load`` on a machine without one."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, to_host(v)) for k, v in obj.items())
+        if hasattr(obj, '_metadata'):  # a state_dict's module versions
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    return obj
 
 
 def state_dicts(modules):
@@ -65,7 +124,7 @@ def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
         files.append((STATE, state))
     for kind, obj in files:
         _pause_at(step, f'before_{kind}')
-        atomic_save(obj, ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: _pause_at(step, f'in_{kind}'))
+        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: _pause_at(step, f'in_{kind}'))
 
 
 # ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
@@ -232,15 +291,24 @@ def load_modules(path, modules, strict_names=None):
     return saved
 
 
+# How this process runs Adam, not what it optimises: ``load_state_dict`` would take them from
+# the file (a CPU or official checkpoint would make CUDA training unfused, and an unfused Adam
+# rejects the GradScaler's arguments), so the optimiser's own settings are kept.
+IMPLEMENTATION_KEYS = ('fused', 'foreach', 'capturable', 'differentiable')
+
+
 def load_optimizers(path, optims):
     saved = read(path)
     for name, optim in optims.items():
         if name not in saved:
             raise UserError(f'{path} lacks the optimiser of {name}')
+        own = [{k: group[k] for k in IMPLEMENTATION_KEYS if k in group} for group in optim.param_groups]
         try:
             optim.load_state_dict(saved[name])
         except (ValueError, KeyError) as e:
             raise UserError(f'{path}: optimiser of {name} does not fit this model ({e})') from None
+        for group, settings in zip(optim.param_groups, own):
+            group.update(settings)
 
 
 def load_checkpoint(ckpt_dir, step, nets=None, nets_ema=None, optims=None):

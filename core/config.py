@@ -81,7 +81,9 @@ def build_parser():
     # ---- training arguments (official)
     add('--randcrop_prob', type=float, default=0.5, help='probability of random-resized cropping')
     add('--total_iters', type=int, default=100000, help='number of total iterations')
-    add('--resume_iter', type=int, default=0, help='iterations to resume training/testing')
+    add('--resume_iter', type=step_or_latest, default=0,
+        help="iterations to resume training/testing; 'latest': the newest complete checkpoint set "
+             "(training starts fresh when there is none, so a requeued job can repeat its command)")
     add('--batch_size', type=int, default=8, help='batch size for training')
     add('--val_batch_size', type=int, default=32, help='batch size for validation')
     add('--lr', type=float, default=1e-4, help='learning rate for D, E and G')
@@ -165,8 +167,26 @@ def build_parser():
     add('--print_every', type=int, default=10)
     add('--sample_every', type=int, default=5000)
     add('--save_every', type=int, default=10000)
+    add('--keep_last', type=int, default=0,
+        help='after each complete checkpoint save, remove our older sets but the newest N (0: keep all, as upstream)')
     add('--eval_every', type=int, default=50000)
     return p
+
+
+LATEST = 'latest'
+
+
+def step_or_latest(text):
+    """--resume_iter: an iteration number, or 'latest'."""
+    if isinstance(text, str) and text.strip().lower() == LATEST:
+        return LATEST
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an iteration number or 'latest', not {text!r}") from None
+
+
+step_or_latest.type_name = "an integer or 'latest'"
 
 
 def _actions(parser):
@@ -176,7 +196,7 @@ def _actions(parser):
 def _type_name(action):
     if isinstance(action, argparse._StoreTrueAction):
         return 'true/false'
-    return {int: 'an integer', float: 'a number', str: 'a string'}.get(action.type, 'a value')
+    return {int: 'an integer', float: 'a number', str: 'a string'}.get(action.type, getattr(action.type, 'type_name', 'a value'))
 
 
 def _coerce(key, value, action, path):
@@ -206,6 +226,8 @@ def _coerce(key, value, action, path):
             value = float(value)
     elif t is str:
         ok = isinstance(value, str)
+    elif t is step_or_latest:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or value == LATEST
     if not ok:
         raise UserError(f'{where} must be {_type_name(action)}, not {value!r}')
     if action.choices is not None and value not in action.choices:
@@ -333,9 +355,9 @@ def validate_args(args):
     if args.dim_in is not None:
         need(args.dim_in >= 1, f'--dim_in must be >= 1, not {args.dim_in}')
     for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'num_workers', 'print_every',
-              'sample_every', 'save_every', 'eval_every'):
+              'sample_every', 'save_every', 'eval_every', 'keep_last'):
         v = getattr(args, k)
-        need(v >= 0, f'--{k} must be >= 0, not {v}')
+        need(v == LATEST if isinstance(v, str) else v >= 0, f'--{k} must be >= 0, not {v}')
     for k in ('lambda_reg', 'lambda_cyc', 'lambda_sty', 'lambda_ds', 'w_hpf', 'lr', 'f_lr',
               'weight_decay'):
         v = getattr(args, k)

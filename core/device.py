@@ -4,11 +4,14 @@ Every module that needs a device, a process-group backend or pinned memory asks 
 so ``--device cpu`` on a GPU machine means CPU everywhere (tensors, DataLoader pinning,
 gloo under torchrun, metrics networks).
 """
+import contextlib
+
 import torch
 
 from core.errors import UserError
 
-__all__ = ['select_device', 'as_device', 'dist_backend', 'pin_memory']
+__all__ = ['select_device', 'as_device', 'dist_backend', 'pin_memory', 'use_cuda_device', 'local_cuda_index',
+           'fused_optimizers', 'configure_training', 'exact_fp32']
 
 
 def select_device(name='auto'):
@@ -48,3 +51,49 @@ def dist_backend(device):
 def pin_memory(device):
     """Pinned host memory pays only when batches are copied to a CUDA device."""
     return as_device(device).type == 'cuda'
+
+
+def local_cuda_index(local_rank, visible):
+    """The CUDA index of this process: LOCAL_RANK when the node's GPUs are all visible, 0 when
+    the scheduler shows each process its own GPU (CUDA_VISIBLE_DEVICES of one device)."""
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise UserError(f'LOCAL_RANK {local_rank} but this process sees {visible} CUDA devices: '
+                        f'start at most {visible} processes per node (torchrun --nproc_per_node {visible})')
+    return local_rank
+
+
+def use_cuda_device(device):
+    """A CUDA ``device`` with its index made explicit, set as the current device; other
+    devices as they are."""
+    if device.type != 'cuda':
+        return device
+    device = torch.device('cuda', torch.cuda.current_device() if device.index is None else device.index)
+    torch.cuda.set_device(device)
+    return device
+
+
+def fused_optimizers(device):
+    """Adam as one fused kernel per step: on CUDA (equal to the default up to float rounding)."""
+    return as_device(device).type == 'cuda'
+
+
+def configure_training(device):
+    """Backend settings for training on ``device``: cuDNN picks its fastest convolution
+    algorithms (the official main.py sets ``cudnn.benchmark`` too; shapes are fixed)."""
+    if as_device(device).type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """Float32 matrix products and convolutions in full precision (no TF32 on Ampere and
+    later) inside the block, the previous settings restored after it: FID and LPIPS
+    features are defined in float32 (the parity tests check those values)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -9,7 +9,9 @@ Gradients are averaged across ranks, which equals the single-process batch mean.
 Wrappers are added outside the networks, after loading; checkpoints always hold the
 unwrapped ``state_dict()`` (rank 0 writes them).
 """
+import contextlib
 import datetime
+import inspect
 import os
 
 import torch
@@ -17,10 +19,17 @@ import torch.distributed as dist
 from munch import Munch
 from torch.nn.parallel import DistributedDataParallel
 
-from core.device import dist_backend
+from core.device import dist_backend, local_cuda_index, use_cuda_device
 from core.errors import UserError
+from core.model import unused_parameter_names
 
 WRAPPED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
+
+
+# buffers are not broadcast before each forward (torch 2.14 renamed the option)
+_NO_BUFFER_SYNC = (dict(forward_sync_buffers=False)
+                   if 'forward_sync_buffers' in inspect.signature(DistributedDataParallel).parameters
+                   else dict(broadcast_buffers=False))
 
 
 class Single:
@@ -28,7 +37,9 @@ class Single:
     rank, world_size, is_main = 0, 1, True
 
     def device(self, device):
-        return device
+        """The process's device; a CUDA one becomes the current device, so that the pin-memory
+        thread and every implicit ``'cuda'`` use it and not GPU 0."""
+        return use_cuda_device(device)
 
     def wrap(self, nets, device):
         return nets
@@ -39,12 +50,18 @@ class Single:
     def mean(self, logs):
         return logs
 
-    def any(self, flag):
-        return flag
+    def max(self, value):
+        """The largest of a Python int over ranks (e.g. a stop signal seen by one process)."""
+        return value
 
     def first_nonzero(self, t):
         """The value of a 0-dim integer tensor (0: none); read back to the host."""
         return int(t)
+
+    def no_sync(self, nets, names):
+        """Inside it, backward passes leave the gradients of ``nets[names]`` on this process
+        (no all-reduce): for networks that the step does not update."""
+        return contextlib.nullcontext()
 
     def barrier(self):
         pass
@@ -67,19 +84,31 @@ class Distributed(Single):
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
 
     def device(self, device):
-        """One process per GPU: rank-local CUDA device."""
+        """One process per GPU: the rank-local CUDA device (see ``local_cuda_index``)."""
         if device.type == 'cuda':
-            device = torch.device('cuda', self.local_rank)
-            torch.cuda.set_device(device)
+            device = use_cuda_device(torch.device('cuda', local_cuda_index(self.local_rank, torch.cuda.device_count())))
         return device
 
     def wrap(self, nets, device):
-        """DDP wrappers around the trained networks (FAN stays as it is: it is not trained)."""
+        """DDP wrappers around the trained networks (FAN stays as it is: it is not trained).
+        Parameters a forward never uses (the generator's ``conv1x1`` with w_hpf > 0) are
+        ignored, else DDP would wait for their gradients and fail on the next forward;
+        buffers are constants (the high-pass kernel), so none is broadcast per forward."""
         ids = [device.index] if device.type == 'cuda' else None
         wrapped = Munch(nets)
         for name in WRAPPED:
-            wrapped[name] = DistributedDataParallel(nets[name], device_ids=ids)
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                nets[name], unused_parameter_names(nets[name]))
+            wrapped[name] = DistributedDataParallel(nets[name], device_ids=ids, **_NO_BUFFER_SYNC)
         return wrapped
+
+    def no_sync(self, nets, names):
+        stack = contextlib.ExitStack()
+        for name in names:
+            net = getattr(nets[name], '_orig_mod', nets[name])  # under torch.compile: the DDP wrapper
+            if isinstance(net, DistributedDataParallel):
+                stack.enter_context(net.no_sync())
+        return stack
 
     def shard(self, inputs):
         """This rank's slice of the global batch."""
@@ -91,16 +120,15 @@ class Distributed(Single):
     def mean(self, logs):
         """Losses averaged over ranks (one collective), for logging steps only (it syncs)."""
         keys = list(logs)
-        values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32) for k in keys]).to(self._comm_device())
+        values = stack_on(logs.values(), self._comm_device())
         dist.all_reduce(values)
         values /= self.world_size
         return Munch(zip(keys, values.cpu()))
 
-    def any(self, flag):
-        """True on every rank when it is true on one (e.g. a Ctrl-C seen by one process)."""
-        t = torch.tensor([int(flag)], device=self._comm_device())
+    def max(self, value):
+        t = torch.tensor([int(value)], device=self._comm_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return int(t.item())
 
     def first_nonzero(self, t):
         """Smallest non-zero value of a 0-dim integer tensor over ranks (0 when it is 0 on
@@ -119,7 +147,19 @@ class Distributed(Single):
             dist.destroy_process_group()
 
     def _comm_device(self):
-        return torch.device('cuda', self.local_rank) if dist.get_backend() == 'nccl' else torch.device('cpu')
+        # nccl: the current device, which ``device`` set (not LOCAL_RANK: see local_cuda_index)
+        return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+
+def stack_on(values, device):
+    """Losses (tensors on any device, or Python numbers) as one float32 vector on ``device``,
+    each moved there before stacking (stacking a CPU number with CUDA tensors fails)."""
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).reshape(()) for v in values])
+
+
+def launched_by_torchrun():
+    """True in a worker that torchrun (torch.distributed.run) started, even a single one."""
+    return 'TORCHELASTIC_RUN_ID' in os.environ or int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 
 def from_env(batch_size, device):

@@ -27,7 +27,7 @@ def _file_kind(which):
 def resolve_step(checkpoint_dir, step, which='ema'):
     """``step``, or the newest complete checkpoint set holding the file ``which`` needs when
     ``step`` is 0 (None); a save that was cut short is never taken."""
-    if step:
+    if isinstance(step, int) and step > 0:  # else 0 or 'latest'
         return step
     kind = _file_kind(which)
     files = ckpt.saved_files(checkpoint_dir)

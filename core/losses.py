@@ -19,10 +19,21 @@ def adv_loss(logits, target):
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
 
 
-def r1_reg(d_out, x_in):
-    """Zero-centred R1 penalty on real images: 0.5 * batch mean of sum of squared input gradients."""
-    grad, = torch.autograd.grad(outputs=d_out.float().sum(), inputs=x_in, create_graph=True, retain_graph=True)
-    return 0.5 * grad.float().pow(2).reshape(x_in.size(0), -1).sum(1).mean(0)
+def r1_reg(d_out, x_in, scale=None):
+    """Zero-centred R1 penalty on real images: 0.5 * batch mean of sum of squared input gradients.
+
+    ``scale`` (a 0-dim tensor: the GradScaler's loss scale under ``--amp fp16``): the input
+    gradient is taken of the scaled output and unscaled after, in float32, so that small
+    gradients do not underflow in the fp16 activations (PyTorch's recipe for gradient
+    penalties under a GradScaler); an overflow gives an inf penalty, which the scaler skips."""
+    out = d_out.float().sum()
+    if scale is not None:
+        out = out * scale
+    grad, = torch.autograd.grad(outputs=out, inputs=x_in, create_graph=True, retain_graph=True)
+    grad = grad.float()
+    if scale is not None:
+        grad = grad / scale
+    return 0.5 * grad.pow(2).reshape(x_in.size(0), -1).sum(1).mean(0)
 
 
 def l1(a, b):
@@ -37,12 +48,13 @@ def _style(nets, y_trg, z_trg=None, x_ref=None):
     return nets.style_encoder(x_ref, y_trg)
 
 
-def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None):
+def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None, r1_scale=None):
+    """``r1_scale``: the loss scale under ``--amp fp16`` (see ``r1_reg``)."""
     x_real.requires_grad_()  # official: x_real keeps requires_grad from here on
     # --compile: R1 needs a double backward, which compiled graphs lack: the eager D
     out = nets.get('discriminator_r1', nets.discriminator)(x_real, y_org)
     loss_real = adv_loss(out, 1)
-    loss_reg = r1_reg(out, x_real)
+    loss_reg = r1_reg(out, x_real, scale=r1_scale)
 
     with torch.no_grad():
         s_trg = _style(nets, y_trg, z_trg, x_ref)

@@ -104,6 +104,13 @@ class AdainResBlk(nn.Module):
         x = self.actv(self.norm2(x, s))
         return self.conv2(x)
 
+    @property
+    def unused_parameters(self):
+        """Local names of parameters ``forward`` never uses: with ``w_hpf > 0`` the shortcut is
+        skipped (official), so a learned shortcut's ``conv1x1`` exists (its key is in official
+        checkpoints) but never gets a gradient."""
+        return ('conv1x1.weight',) if self.w_hpf != 0 and self.learned_sc else ()
+
     def forward(self, x, s):
         out = self._residual(x, s)
         if self.w_hpf == 0:
@@ -175,6 +182,14 @@ class Generator(nn.Module):
                 mask = F.interpolate(mask, size=x.size(2), mode='bilinear', align_corners=False)
                 x = x + self.hpf(mask * cache[x.size(2)])
         return self.to_rgb(x)
+
+
+def unused_parameter_names(module: nn.Module) -> list:
+    """Full names of the parameters of ``module`` that its forward never uses (blocks declare
+    them in ``unused_parameters``): DistributedDataParallel must be told to ignore them, or
+    it waits for their gradients for ever."""
+    return [f'{prefix}.{name}' if prefix else name
+            for prefix, sub in module.named_modules() for name in getattr(sub, 'unused_parameters', ())]
 
 
 def _pick(out, y):

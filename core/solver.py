@@ -5,6 +5,7 @@ Official names are kept importable from here (``Solver``, ``compute_d_loss``,
 ``compute_g_loss``, ``moving_average``, ``adv_loss``, ``r1_reg``), so scripts written
 against the official repository keep working.
 """
+import contextlib
 import datetime
 import json
 import math
@@ -18,16 +19,17 @@ from tqdm import tqdm
 
 from core import checkpoint as ckpt
 from core import distributed
-from core.config import as_dict, sample_outputs, save_config, with_defaults
-from core.device import select_device
+from core.config import LATEST, as_dict, sample_outputs, save_config, with_defaults
+from core.device import configure_training, fused_optimizers, select_device
 from core.data_loader import InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.inference import load_run_networks
 from core.model import ModelConfig, build_model
+from core.runfolder import RunLock, check_free_space, check_writable
 from core.sampling import debug_image, write_samples
-from core.trainer import (build_optimizers, init_weights, make_scaler, moving_average,  # noqa: F401
-                          prepare_inputs, speed_nets, train_step)
+from core.trainer import (TRAINED, build_optimizers, init_weights, make_scaler, match_optimizer_layout,  # noqa: F401
+                          moving_average, prepare_inputs, speed_nets, to_memory_format, train_step)
 from core.wing import load_fan
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
@@ -40,24 +42,49 @@ class TrainingDiverged(UserError):
     pass
 
 
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current iteration (and save);
-    a second one interrupts at once."""
+def resume_start(run_dir, resume_iter):
+    """The iteration training starts from: ``resume_iter``, or for 'latest' the newest
+    complete checkpoint set in ``run_dir`` (0, a fresh start, when there is none)."""
+    if resume_iter == LATEST:
+        return ckpt.latest_step(run_dir) or 0
+    return resume_iter
 
-    def __init__(self):
-        self.requested = False
+
+# Ctrl-C, and what schedulers send before they stop a job: SLURM's --signal (often USR1) and
+# preemption (TERM), Kubernetes and `docker stop` (TERM), torchrun passing one on (its own).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGUSR1') if hasattr(signal, name))
+
+
+class _StopFlag:
+    """The first stop signal asks the loop to stop after the current iteration (and save).
+    A second Ctrl-C interrupts at once, except under torchrun: there every worker gets one
+    Ctrl-C twice (from the terminal and from torchrun), so repeats are ignored, as are
+    repeated SIGTERM/SIGUSR1 (schedulers may resend them)."""
+
+    def __init__(self, launched_by_torchrun=False):
+        self.torchrun = launched_by_torchrun
+        self.signum = None  # the first stop signal received
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    def request(self, signum):
+        if self.signum is None:
+            self.signum = signum
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT and not self.torchrun:
             raise KeyboardInterrupt
-        self.requested = True
+        self.request(signum)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class Solver:
@@ -70,8 +97,10 @@ class Solver:
         self.args = args
         device = select_device(args.device)  # the one device decision
         # several processes only when torchrun launched this one
+        self.stopped_by = None  # the signal that stopped training, if one did
         self.dist = distributed.from_env(args.batch_size, device)
         self.device = self.dist.device(device)
+        configure_training(self.device)
         torch.manual_seed(args.seed)
         nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))  # FAN weights: see _ensure_fan
         init_weights(nets)  # He init after the EMA copies were taken (official)
@@ -96,10 +125,12 @@ class Solver:
         return state
 
     def save(self, step, fetcher):
+        """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
         if not self.dist.is_main:
             return
         ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
                              state=self._train_state(step, fetcher))
+        ckpt.prune(self.args.checkpoint_dir, self.args.keep_last)
 
     def _resume(self, step, fetcher):
         args = self.args
@@ -120,42 +151,70 @@ class Solver:
 
     # ------------------------------------------------------------------ train
     def train(self, loaders):
+        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
+        writes into a run folder at a time (``RunLock``); nothing in it changes until every
+        check has passed (``_preflight``, the resume's own checks)."""
         args = self.args
         run_dir = args.checkpoint_dir
-        if self.dist.is_main:  # the run remembers its architecture and domain names
-            model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
-            save_config(args, run_dir, domain_names=','.join(model.names()))
-        fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
-        inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
-        if self.device.type == 'cuda':  # fused Adam on CUDA only (equal up to rounding); fresh, so no state is lost
-            self.optims = build_optimizers(self.nets, args, fused=True)
-        self.scaler = make_scaler(args, self.device)
+        lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            start = resume_start(run_dir, args.resume_iter)
+            fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
+            if self.dist.is_main:
+                self._preflight(start)
+            inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
+            if fused_optimizers(self.device):  # fresh, so no state is lost; a resume keeps the setting
+                self.optims = build_optimizers(self.nets, args, fused=True)
+            self.scaler = make_scaler(args, self.device)
+            if start > 0:
+                self._resume(start, fetcher)
+            elif args.w_hpf > 0:
+                load_fan(self.nets.fan, args.wing_path)
+            if self.dist.is_main:  # the run remembers its architecture and domain names
+                model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
+                save_config(args, run_dir, domain_names=','.join(model.names()))
 
-        start = args.resume_iter
-        if start > 0:
-            self._resume(start, fetcher)
-        elif args.w_hpf > 0:
-            load_fan(self.nets.fan, args.wing_path)
-
-        # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
-        # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
-        self.train_nets = speed_nets(self.nets, args, wrap=lambda nets: self.dist.wrap(nets, self.device))
-        logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
-        try:
-            done, stopped = self._loop(fetcher, inputs_val, logger)
-        finally:
-            logger.close()
-            self.dist.close()
+            # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
+            # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
+            self.train_nets = speed_nets(self.nets, args, wrap=lambda nets: self.dist.wrap(nets, self.device))
+            to_memory_format(self.nets_ema, args)  # the EMA update then runs as multi-tensor kernels
+            match_optimizer_layout(self.optims)  # moments loaded in another layout than the parameters now have
+            logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
+            try:
+                done, stopped = self._loop(fetcher, inputs_val, logger, start)
+            finally:
+                logger.close()
+                self.dist.close()
+        self.stopped_by = stopped
         if stopped and self.dist.is_main:
-            print(f'interrupted: saved iteration {done} in {run_dir}; resume with --resume_iter {done}')
+            print(f'interrupted by {signal.Signals(stopped).name}: saved iteration {done} in {run_dir}; '
+                  f'resume with --resume_iter {done} (or latest)', flush=True)
         return done
 
-    def _loop(self, fetcher, inputs_val, logger):
+    def _preflight(self, start):
+        """What the run will need later, checked before its first iteration: writable output
+        folders, room for a checkpoint set, the evaluation weights when an evaluation will
+        run (the FAN weights are checked as they load, also before)."""
         args = self.args
-        start = last_saved = step = args.resume_iter
-        extra = {'scaler': self.scaler} if self.scaler is not None else {}
+        happens = lambda every: every > 0 and args.total_iters // every > start // every  # noqa: E731
+        check_writable(args.checkpoint_dir, '--checkpoint_dir')
+        if happens(args.sample_every):
+            check_writable(args.sample_dir, '--sample_dir')
+        if happens(args.eval_every):
+            check_writable(args.eval_dir, '--eval_dir')
+            from metrics.eval import check_weights  # the metrics stack is loaded only when used
+            check_weights(args)
+        if args.total_iters > start:  # at least the final set is saved
+            check_free_space(args.checkpoint_dir, ckpt.set_bytes(self.nets, self.nets_ema, TRAINED), 'a checkpoint set')
+
+    def _loop(self, fetcher, inputs_val, logger, start):
+        args = self.args
+        last_saved = step = start
+        extra = dict(no_sync=self.dist.no_sync)
+        if self.scaler is not None:
+            extra['scaler'] = self.scaler
         finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
-        with _StopFlag() as stop:
+        with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
             for step in range(start, args.total_iters):
                 inputs = prepare_inputs(self.dist.shard(next(fetcher)), args)
                 logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, args, step, **extra)
@@ -179,16 +238,18 @@ class Solver:
                 # every rank stops at the same iteration; several ranks agree every _STOP_POLL
                 # iterations only (the collective would sync the device each iteration)
                 poll = self.dist.world_size == 1 or i % _STOP_POLL == 0
-                if poll and self.dist.any(stop.requested):
-                    stop.requested = True
-                    break
+                if poll:
+                    signum = self.dist.max(stop.signum or 0)  # every rank stops on the same one
+                    if signum:
+                        stop.request(signum)
+                        break
             else:
                 step = args.total_iters - 1
         done = step + 1
         if done > last_saved and (stop.requested or done == args.total_iters):
             finite.check(last_saved, args.checkpoint_dir)
             self.save(done, fetcher)
-        return done, stop.requested
+        return done, stop.signum
 
     # ------------------------------------------------------------------ sample / eval (official-style scripts)
     @torch.no_grad()

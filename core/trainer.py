@@ -85,7 +85,29 @@ def make_scaler(args, device):
     iteration and updated after each of them), else None."""
     if _amp(args) != 'fp16':
         return None
-    return torch.amp.GradScaler(torch.device(device).type)
+    # R1 scales the discriminator's output itself (core.losses.r1_reg): its input gradient
+    # per output is 1, so the default first scale (2**16) overflows fp16 (max 65504) and
+    # only halves after skipped steps; 2**10 leaves room and still lifts tiny gradients
+    return torch.amp.GradScaler(torch.device(device).type, init_scale=2.0 ** 10)
+
+
+def to_memory_format(modules, args):
+    """--channels_last: ``modules`` (a dict of networks) converted in place (same values)."""
+    if args.channels_last:
+        for net in modules.values():
+            net.to(memory_format=torch.channels_last)
+
+
+def match_optimizer_layout(optims):
+    """Adam's moments in the memory layout of their parameters. A resume can load them in
+    another one (saved with another --channels_last, or converted before the networks
+    were): fused Adam refuses mismatched layouts, and the foreach kernels would split. The
+    values stay as they are."""
+    for optim in optims.values():
+        for p, state in optim.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def speed_nets(nets, args, wrap=None):
@@ -94,9 +116,7 @@ def speed_nets(nets, args, wrap=None):
     format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
     backward, which compiled graphs do not support) keeps the eager discriminator under
     the key ``discriminator_r1``. Without switches or wrap: ``nets`` itself."""
-    if args.channels_last:
-        for net in nets.values():
-            net.to(memory_format=torch.channels_last)
+    to_memory_format(nets, args)
     if wrap is not None:
         nets = wrap(nets)
     if not args.compile:
@@ -168,38 +188,49 @@ def _step(optims, loss, names, scaler=None):
     scaler.update()
 
 
+def _synced(nets, names):
+    return contextlib.nullcontext()
+
+
 def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args, step: int,
-               scaler: 'torch.amp.GradScaler | None' = None) -> Munch:
+               scaler: 'torch.amp.GradScaler | None' = None, no_sync=_synced) -> Munch:
     """One iteration; returns the official log dict (floats are still tensors, never read
-    back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler)."""
+    back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler).
+    ``no_sync(nets, names)``: a context in which backward passes need not average the
+    gradients of ``names`` across processes (``Distributed.no_sync``); the generator steps
+    use it for the networks they do not update."""
     x_real, y_org = inputs.x_src, inputs.y_src
     x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
     z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
     lambda_ds = lambda_ds_at(step, args.lambda_ds, args.ds_iter)
     set_lr(optims, args, step)
+    # --amp fp16: R1 takes the input gradient of the scaled output (see core.losses.r1_reg)
+    r1_scale = None if scaler is None else scaler.scale(torch.ones((), device=x_real.device))
 
     # masks come from x_real once per iteration and serve all four losses (official)
+    masks = fan_masks(nets, args.w_hpf, x_real)  # float32 also under --amp (see fan_masks)
     amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only
-    with amp():
-        masks = fan_masks(nets, args.w_hpf, x_real)
 
     with amp():
-        d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks)
+        d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks,
+                                          r1_scale=r1_scale)
     _step(optims, d_loss, ['discriminator'], scaler)
     with amp():
-        d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks)
+        d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks, r1_scale=r1_scale)
     _step(optims, d_loss, ['discriminator'], scaler)
 
-    with amp():
-        g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
-                                          masks=masks, lambda_ds=lambda_ds)
     # official: the latent-guided step updates G, F and E ...
-    _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'], scaler)
-    with amp():
-        g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
-                                       masks=masks, lambda_ds=lambda_ds)
+    with no_sync(nets, ['discriminator']):
+        with amp():
+            g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
+                                              masks=masks, lambda_ds=lambda_ds)
+        _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'], scaler)
     # ... the reference-guided step only G
-    _step(optims, g_loss, ['generator'], scaler)
+    with no_sync(nets, ['discriminator', 'style_encoder']):
+        with amp():
+            g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
+                                           masks=masks, lambda_ds=lambda_ds)
+        _step(optims, g_loss, ['generator'], scaler)
 
     ema_update(nets, nets_ema, beta=args.ema_beta)
 

@@ -173,11 +173,18 @@ def load_fan(fan, path):
                         f'or pass --wing_path to a local wing.ckpt (needed when w_hpf > 0)')
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        weights = checkpoint['state_dict']
+        weights = dict(checkpoint['state_dict'])
     except Exception as e:  # unreadable or not a wing checkpoint
         raise UserError(f'cannot read FAN weights from {path}: {type(e).__name__}; '
                         f'download a fresh wing.ckpt with `bash download.sh wing`') from None
     state = fan.state_dict()
+    # every weight must come from the file (BatchNorm counters may be absent in old files):
+    # a file of other weights would train a w_hpf model with random face masks
+    needed = [k for k in state if not k.endswith('num_batches_tracked')]
+    missing = [k for k in needed if getattr(weights.get(k), 'shape', None) != state[k].shape]
+    if missing:
+        raise UserError(f'{path} holds no FAN weights ({len(missing)} of {len(needed)} missing or of another shape, '
+                        f'e.g. {missing[0]}): download wing.ckpt with `bash download.sh wing` or fix --wing_path')
     state.update({k: v for k, v in weights.items() if k in state})
     fan.load_state_dict(state)
     return fan
@@ -185,8 +192,13 @@ def load_fan(fan, path):
 
 def fan_masks(nets, w_hpf, x):
     """The generator's two masks of ``x`` from ``nets.fan`` when ``w_hpf > 0``, else None
-    (the one place that decides whether a model uses FAN masks)."""
-    return nets.fan.get_heatmap(x) if w_hpf > 0 else None
+    (the one place that decides whether a model uses FAN masks). Always in float32, also
+    inside ``--amp`` autocast: the heat-maps are thresholded and raised to powers, so
+    half-precision masks would differ from those of sampling and evaluation."""
+    if w_hpf <= 0:
+        return None
+    with torch.autocast(x.device.type, enabled=False):
+        return nets.fan.get_heatmap(x.float())
 
 
 # Landmark index ranges [start, end) of the 98-point layout.

@@ -27,7 +27,7 @@ from PIL import Image
 from core.data_loader import derive_seed, get_eval_loader, list_domains
 from core.sampling import source_masks, to_uint8
 from core.utils import save_json
-from metrics import MetricsError
+from metrics import MetricsError, resolve_weights
 from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
     stats_from_folder
 from metrics.lpips import build_lpips, calculate_lpips_given_images
@@ -186,6 +186,16 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
     lpips_values[f'LPIPS_{mode}/mean'] = float(np.mean(list(lpips_values.values())))
     _write(args, step, mode, fid_values, lpips_values)
     return fid_values, lpips_values
+
+
+def check_weights(args):
+    """MissingWeightsError now, not at the first evaluation of a long run, when the Inception
+    (FID) or AlexNet (LPIPS) weights cannot be had (fetched into torchvision's cache when
+    possible, as the evaluation would)."""
+    from metrics.fid import INCEPTION_WEIGHTS
+    from metrics.lpips import ALEXNET_WEIGHTS
+    resolve_weights(INCEPTION_WEIGHTS, _arg(args, 'inception_path'), '--inception_path')
+    resolve_weights(ALEXNET_WEIGHTS, _arg(args, 'alexnet_path'), '--alexnet_path')
 
 
 def evaluate_networks(nets, args, step):

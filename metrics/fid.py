@@ -24,7 +24,7 @@ from scipy import linalg
 from torchvision import models
 
 from core.data_loader import plain_transform
-from core.device import as_device
+from core.device import as_device, exact_fp32
 from core.errors import UserError
 from core.fileio import atomic_write
 from metrics import MetricsError, build_cached, file_fingerprint, load_into, read_state_dict, resolve_weights
@@ -48,6 +48,7 @@ class InceptionPool3(nn.Module):
                                     nn.AdaptiveAvgPool2d(output_size=(1, 1)))
         self.fingerprint = None   # identity of the weights, set by build_inception
 
+    @exact_fp32()  # features in float32, not TF32 (Ampere and later)
     def forward(self, x):
         x = self.block4(self.block3(self.block2(self.block1(x))))
         return x.flatten(1)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torchvision import models
 
-from core.device import as_device
+from core.device import as_device, exact_fp32
 from metrics import MetricsError, build_cached, load_into, read_state_dict, resolve_weights
 
 
@@ -44,10 +44,12 @@ class LPIPS(nn.Module):
                  for key, value in features[int(index)].state_dict().items()}
         self.net.load_state_dict(trunk, strict=True)
 
+    @exact_fp32()  # features in float32, not TF32 (Ampere and later)
     def features(self, x):
         """Normalised feature maps of images x in [-1, 1]."""
         return [normalize(f) for f in self.net(self.scaling_layer(x))]
 
+    @exact_fp32()
     def distance(self, fx, fy):
         """Batch-mean LPIPS between two lists of normalised feature maps."""
         return sum(lin((a - b) ** 2).mean() for a, b, lin in zip(fx, fy, self.lins))

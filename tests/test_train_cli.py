@@ -69,15 +69,16 @@ def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, ca
 def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
-    def step_then_interrupt(nets, nets_ema, optims, inputs, args, step):
-        logs = real_step(nets, nets_ema, optims, inputs, args, step)
+    def step_then_interrupt(nets, nets_ema, optims, inputs, args, step, **kw):
+        logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
         if step == 1:  # during the second iteration
             os.kill(os.getpid(), signal.SIGINT)
         return logs
 
     monkeypatch.setattr(solver_mod, 'train_step', step_then_interrupt)
+    # saved, then the shell's status of a process stopped by SIGINT (128 + 2), for requeue scripts
     assert cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
-                             '--save_every', '100')) == 0
+                             '--save_every', '100')) == 128 + signal.SIGINT
     assert sorted(os.listdir(tmp_path / 'ckpt')) == ['000002_nets.ckpt', '000002_nets_ema.ckpt',
                                                      '000002_optims.ckpt', '000002_state.ckpt', 'config.yaml',
                                                      'log.jsonl']
@@ -88,8 +89,8 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
     real_step = solver_mod.train_step
 
-    def diverge_at_three(nets, nets_ema, optims, inputs, args, step):
-        logs = real_step(nets, nets_ema, optims, inputs, args, step)
+    def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
+        logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
         if step == 2:
             logs['G/ref_cyc'] = torch.tensor(float('nan'))
         return logs

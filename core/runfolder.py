@@ -1,0 +1,92 @@
+"""What a long training run checks and holds in its run folder (``--checkpoint_dir``):
+one writer at a time (a lock that dies with its process), the checks made before the
+first iteration, and the free space a checkpoint set needs.
+"""
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+
+from core.errors import UserError
+
+LOCK_NAME = '.lock'
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``FOLDER/.lock`` for as long as the run trains. The kernel
+    releases it when the process ends in any way (SIGKILL, a crash, a reboot), so a stale lock
+    never blocks a restart; the file itself names the holder (pid, host, since) for the
+    message a second run prints. (On a network file system without ``flock`` support the lock
+    is not taken, with a warning.)"""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.fd = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise UserError(f'{os.path.dirname(self.path)} is in use by another training run ({holder}); '
+                                f'wait for it, stop it, or give this run another --checkpoint_dir') from None
+            os.close(fd)  # no flock on this file system
+            print(f'warning: cannot lock {self.path} ({e.strerror}); make sure no other run trains into this folder')
+            return self
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                                 'since': datetime.datetime.now().isoformat(timespec='seconds')}).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock (the file stays: it names the last holder)
+            self.fd = None
+
+
+def _read_holder(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode() or '{}')
+        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except (OSError, ValueError, KeyError):
+        return 'holder unknown'
+
+
+def nearest_existing(path):
+    """``path`` or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check_writable(path, flag):
+    """UserError naming ``flag`` unless ``path`` is (or can be created as) a writable folder.
+    Nothing is created."""
+    existing = nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise UserError(f'{flag} {path}: {existing} is a file, not a folder; choose another {flag}')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = 'folder' if existing == os.path.abspath(path) else f'folder (it would be made inside {existing})'
+        raise UserError(f'{flag} {path}: cannot write to this {what}; choose a writable {flag}')
+
+
+def gib(n):
+    return f'{n / 2 ** 30:.2f} GiB'
+
+
+def check_free_space(folder, needed, what):
+    """UserError unless the file system of ``folder`` has ``needed`` bytes free."""
+    free = shutil.disk_usage(nearest_existing(folder)).free
+    if free < needed:
+        raise UserError(f'{folder} has {gib(free)} free but {what} needs about {gib(needed)}: '
+                        f'free some space (or use --keep_last N, or another --checkpoint_dir)')

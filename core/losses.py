@@ -48,31 +48,43 @@ def _style(nets, y_trg, z_trg=None, x_ref=None):
     return nets.style_encoder(x_ref, y_trg)
 
 
-def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None, r1_scale=None):
-    """``r1_scale``: the loss scale under ``--amp fp16`` (see ``r1_reg``)."""
-    x_real.requires_grad_()  # official: x_real keeps requires_grad from here on
+def compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=None, x_ref=None, masks=None, r1_scale=None,
+                   x_fake=None):
+    """``r1_scale``: the loss scale under ``--amp fp16`` (see ``r1_reg``). ``x_fake``: the fake
+    image when the caller already made it (the trainer reuses the latent-guided one for the
+    generator step), else made here from ``z_trg`` or ``x_ref``."""
+    # official: x_real.requires_grad_(), which made every later backward compute an input
+    # gradient nobody reads; R1 takes its own leaf instead (the same values and gradients)
+    x_in = x_real.detach().requires_grad_()
     # --compile: R1 needs a double backward, which compiled graphs lack: the eager D
-    out = nets.get('discriminator_r1', nets.discriminator)(x_real, y_org)
+    out = nets.get('discriminator_r1', nets.discriminator)(x_in, y_org)
     loss_real = adv_loss(out, 1)
-    loss_reg = r1_reg(out, x_real, scale=r1_scale)
+    loss_reg = r1_reg(out, x_in, scale=r1_scale)
 
-    with torch.no_grad():
-        s_trg = _style(nets, y_trg, z_trg, x_ref)
-        x_fake = nets.generator(x_real, s_trg, masks=masks)
-    loss_fake = adv_loss(nets.discriminator(x_fake, y_trg), 0)
+    if x_fake is None:
+        with torch.no_grad():
+            s_trg = _style(nets, y_trg, z_trg, x_ref)
+            x_fake = nets.generator(x_real, s_trg, masks=masks)
+    loss_fake = adv_loss(nets.discriminator(x_fake.detach(), y_trg), 0)
 
     loss = loss_real + loss_fake + args.lambda_reg * loss_reg
     return loss, Munch(real=loss_real.detach(), fake=loss_fake.detach(), reg=loss_reg.detach())
 
 
-def compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=None, x_refs=None, masks=None, lambda_ds=None):
-    """``lambda_ds`` overrides ``args.lambda_ds`` (the trainer passes ``lambda_ds_at(step)``)."""
+def compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=None, x_refs=None, masks=None, lambda_ds=None,
+                   fake=None):
+    """``lambda_ds`` overrides ``args.lambda_ds`` (the trainer passes ``lambda_ds_at(step)``).
+    ``fake``: ``(s_trg, x_fake)`` of the first code or reference, made (with gradients) by
+    the caller with the same networks, else made here."""
     z_trg, z_trg2 = z_trgs if z_trgs is not None else (None, None)
     x_ref, x_ref2 = x_refs if x_refs is not None else (None, None)
     lambda_ds = args.lambda_ds if lambda_ds is None else lambda_ds
 
-    s_trg = _style(nets, y_trg, z_trg, x_ref)
-    x_fake = nets.generator(x_real, s_trg, masks=masks)
+    if fake is None:
+        s_trg = _style(nets, y_trg, z_trg, x_ref)
+        x_fake = nets.generator(x_real, s_trg, masks=masks)
+    else:
+        s_trg, x_fake = fake
     loss_adv = adv_loss(nets.discriminator(x_fake, y_trg), 1)
 
     loss_sty = l1(nets.style_encoder(x_fake, y_trg), s_trg)

@@ -211,9 +211,13 @@ def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args,
     masks = fan_masks(nets, args.w_hpf, x_real)  # float32 also under --amp (see fan_masks)
     amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only
 
+    # the latent-guided fake, made once: G and F do not change before the generator step uses
+    # it (official: made again there), so it keeps its graph for that step
     with amp():
+        s_latent = nets.mapping_network(z_trg, y_trg)
+        x_latent = nets.generator(x_real, s_latent, masks=masks)
         d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks,
-                                          r1_scale=r1_scale)
+                                          r1_scale=r1_scale, x_fake=x_latent)
     _step(optims, d_loss, ['discriminator'], scaler)
     with amp():
         d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks, r1_scale=r1_scale)
@@ -223,7 +227,7 @@ def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args,
     with no_sync(nets, ['discriminator']):
         with amp():
             g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
-                                              masks=masks, lambda_ds=lambda_ds)
+                                              masks=masks, lambda_ds=lambda_ds, fake=(s_latent, x_latent))
         _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'], scaler)
     # ... the reference-guided step only G
     with no_sync(nets, ['discriminator', 'style_encoder']):

@@ -40,6 +40,7 @@ OUR_DEFAULTS = {
     'sample_outputs': 'reference,video_ref',
     'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
     'to_rgb_norm': 1, 'lr_decay_iter': 0,  # official generator, constant learning rates
+    'keep_last': 0,  # every checkpoint set kept, as upstream
 }
 
 

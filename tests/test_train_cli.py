@@ -79,7 +79,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
     # saved, then the shell's status of a process stopped by SIGINT (128 + 2), for requeue scripts
     assert cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
                              '--save_every', '100')) == 128 + signal.SIGINT
-    assert sorted(os.listdir(tmp_path / 'ckpt')) == ['000002_nets.ckpt', '000002_nets_ema.ckpt',
+    assert sorted(os.listdir(tmp_path / 'ckpt')) == ['.lock', '000002_nets.ckpt', '000002_nets_ema.ckpt',
                                                      '000002_optims.ckpt', '000002_state.ckpt', 'config.yaml',
                                                      'log.jsonl']
     assert 'resume with --resume_iter 2' in capsys.readouterr().out

@@ -1,10 +1,42 @@
-"""Atomic file writes: a crash never leaves a truncated file under the final name."""
+"""Atomic file writes: a crash never leaves a truncated file under the final name.
+
+A written file gets the permissions ``open()`` would give it (``0o666`` less the process's
+umask), not the ``0o600`` of a temporary file, so a group sharing a folder can read it.
+Also: checks that an output folder can be made, before any work starts.
+"""
 import os
 import tempfile
+import threading
+
+from core.errors import UserError
+
+_umask_lock = threading.Lock()
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and restored at once under a lock."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode():
+    """The mode ``open(path, 'w')`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
 
 
 def atomic_write(path, write, binary=True):
-    """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``."""
+    """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``
+    (with the permissions of a file that ``open()`` creates, see :func:`file_mode`)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
@@ -12,10 +44,28 @@ def atomic_write(path, write, binary=True):
         with os.fdopen(fd, 'wb' if binary else 'w', **({} if binary else {'encoding': 'utf-8'})) as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return path
+
+
+def check_output_dir(path, flag):
+    """UserError (one line, naming ``flag``) unless ``path`` is a writable folder or one that can be
+    made: its nearest existing ancestor is a folder this process may write in. Creates nothing."""
+    if not path:
+        raise UserError(f'{flag} is required: an output folder')
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = 'is' if probe == os.path.abspath(path) else f"cannot be made: '{probe}' is"
+        raise UserError(f"{flag} '{path}' {what} not a folder (a file or a broken link); choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} '{path}' cannot be written: no write permission on '{probe}'; "
+                        f"choose another folder or change its permissions")
     return path

@@ -69,3 +69,33 @@ def check_output_dir(path, flag):
         raise UserError(f"{flag} '{path}' cannot be written: no write permission on '{probe}'; "
                         f"choose another folder or change its permissions")
     return path
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outside(out, folder, out_flag, in_flag):
+    """UserError unless the output ``out`` lies outside the input folder ``folder`` (real paths:
+    links count), so that outputs can never mix with or overwrite the inputs."""
+    if _inside(os.path.realpath(out), os.path.realpath(folder)):
+        where = 'is' if os.path.realpath(out) == os.path.realpath(folder) else 'lies inside'
+        raise UserError(f"{out_flag} '{out}' {where} the input folder {in_flag} '{folder}': outputs would mix "
+                        f"with or overwrite the inputs; choose an {out_flag} outside it")
+
+
+def mirror_paths(paths, in_root, out_root, out_flag, inputs=()):
+    """``[(path, output path)]``: each file of ``paths`` (under ``in_root``) at the same relative
+    path under ``out_root``, so two files of one name in two sub-folders never collide. UserError
+    when an output would be one of the inputs (``paths`` and ``inputs``)."""
+    jobs = [(p, os.path.join(out_root, os.path.relpath(p, in_root))) for p in paths]
+    check_no_overwrite(jobs, out_flag, inputs)
+    return jobs
+
+
+def check_no_overwrite(jobs, out_flag, inputs=()):
+    """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (real paths)."""
+    real_inputs = {os.path.realpath(p) for p, _ in jobs} | {os.path.realpath(p) for p in inputs if p}
+    for _, out in jobs:
+        if os.path.realpath(out) in real_inputs:
+            raise UserError(f"{out_flag}: writing '{out}' would overwrite an input image; choose another {out_flag}")

@@ -271,7 +271,9 @@ _ALPHA_MODES = frozenset({'RGBA', 'LA', 'PA', 'RGBa', 'La'})
 
 
 class ImageTooLargeError(ImageReadError):
-    """An image with more pixels than a reader allows (``load_rgb(max_pixels=...)``)."""
+    """An image with more pixels than a reader allows (``load_rgb(max_pixels=...)``); ``size``:
+    its (width, height)."""
+    size = None
 
 
 def _upright(img):
@@ -292,11 +294,22 @@ def _flatten(img):
     return Image.alpha_composite(background, rgba).convert('RGB')
 
 
+def _open(path, max_pixels):
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:  # PIL's own limit, far above a reader's max_pixels
+        if max_pixels is None:
+            raise
+        raise ImageTooLargeError(f"image '{path}' has more than {max_pixels:,} pixels; use a smaller image") from None
+
+
 def _decode_rgb(path, max_pixels=None):
-    with Image.open(path) as img:
+    with _open(path, max_pixels) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
-            raise ImageTooLargeError(f"image '{path}' is {img.width} x {img.height} pixels, more than "
-                                     f"{max_pixels:,} allowed; use a smaller image")
+            error = ImageTooLargeError(f"image '{path}' is {img.width} x {img.height} pixels, more than "
+                                       f"{max_pixels:,} allowed; use a smaller image")
+            error.size = img.size
+            raise error
         img.load()
         img = _flatten(_upright(img))
         if img.mode == 'RGB':

@@ -40,10 +40,11 @@ def domain_index(value, names, flag):
                     f"(or an index), or give names with --domain_names")
 
 
-def load_image(path, img_size, device):
+def load_image(path, img_size, device, max_pixels=None):
     """One image file (any size and format PIL reads) as a (1, 3, img_size, img_size) batch
-    in [-1, 1]; ImageReadError (a UserError) when it cannot be read."""
-    return plain_transform(img_size)(load_rgb(path)).unsqueeze(0).to(device)
+    in [-1, 1]; ImageReadError (a UserError) when it cannot be read, ImageTooLargeError when
+    it has more than ``max_pixels`` pixels (checked before decoding)."""
+    return plain_transform(img_size)(load_rgb(path, max_pixels)).unsqueeze(0).to(device)
 
 
 def reference_style(nets, x_ref, y_ref):

@@ -12,8 +12,12 @@
 # celeba-hq-model and afhq-model are our older names of the two pretrained networks.
 #
 # Every file goes to NAME.part first (a broken download resumes from there when run
-# again), is checked (not empty, not an HTML error page, zips tested), and only then
-# renamed to NAME; archives are unpacked beside the target and moved in when complete.
+# again), is checked (not empty, not an HTML error page, zips tested with unzip -t,
+# checkpoints loaded with torch.load, .npz files read with numpy) and only then renamed
+# to NAME. A NAME already there is checked the same way: a broken one is fetched again.
+# Archives are unpacked into a temporary folder beside the target (data/.unzip.PID.*)
+# and renamed into place when complete; Ctrl-C, SIGTERM or a failure removes that folder,
+# and a later run removes one left by a killed run.
 # Exit status: 0 done, 1 a download failed (the message names the file, its URL and
 # where to put a copy by hand), 2 unknown argument.
 # STARGAN_DOWNLOAD_FROM=DIR: copy from DIR/<target path> (e.g. DIR/expr/checkpoints/wing.ckpt,
@@ -40,16 +44,66 @@ fail() {  # file url
     exit 1
 }
 
-check() {  # file: non-empty, not an HTML page (dead links answer with one), zips complete
-    [ -s "$1" ] || return 1
-    if head -c 512 "$1" | tr 'A-Z' 'a-z' | grep -q -e '<!doctype html' -e '<html'; then return 1; fi
-    case "$1" in *.zip|*.zip.part) unzip -tq "$1" > /dev/null 2>&1 || return 1 ;; esac
+UNZIP_TMP=""   # the temporary folder being unpacked into (removed on any exit)
+UNZIP_PID=""
+cleanup() {
+    if [ -n "$UNZIP_PID" ]; then kill "$UNZIP_PID" 2> /dev/null; wait "$UNZIP_PID" 2> /dev/null; fi
+    if [ -n "$UNZIP_TMP" ]; then rm -rf "$UNZIP_TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+loads() {  # file name: a checkpoint torch.load reads, an .npz numpy reads (skipped without python3 and torch)
+    local rc
+    python3 - "$1" "$2" > /dev/null 2>&1 <<'PY'
+import sys
+path, name = sys.argv[1], sys.argv[2]
+try:
+    import numpy as np
+    if name.endswith('.ckpt'):
+        import torch
+except ImportError:
+    sys.exit(3)
+try:
+    if name.endswith('.ckpt'):
+        torch.load(path, map_location='cpu', weights_only=True)
+    else:
+        with np.load(path) as data:
+            [data[k] for k in data.files]
+except Exception:
+    sys.exit(1)
+PY
+    rc=$?
+    if [ $rc -eq 3 ] || [ $rc -eq 127 ]; then
+        echo "note: python3 with torch and numpy not found: $2 was not test-loaded" >&2
+        return 0
+    fi
+    return $rc
+}
+
+check() {  # file [name]: prints why the file is broken and fails, or succeeds
+    local file=$1 name=${2:-$1}
+    if [ ! -s "$file" ]; then echo "empty"; return 1; fi
+    if head -c 512 "$file" | tr 'A-Z' 'a-z' | grep -q -e '<!doctype html' -e '<html'; then
+        echo "an HTML page"; return 1
+    fi
+    case "$name" in
+        *.zip) unzip -tq "$file" > /dev/null 2>&1 || { echo "a zip that fails unzip -t"; return 1; } ;;
+        *.ckpt) loads "$file" "$name" || { echo "a checkpoint torch.load cannot read"; return 1; } ;;
+        *.npz) loads "$file" "$name" || { echo "an .npz numpy cannot read"; return 1; } ;;
+    esac
     return 0
 }
 
 fetch() {  # url file: to file.part (resumed), checked, then renamed to file
-    local url=$1 file=$2 part=$2.part
-    if [ -s "$file" ]; then echo "$file already there"; return 0; fi
+    local url=$1 file=$2 part=$2.part why
+    if [ -e "$file" ]; then
+        if why=$(check "$file"); then echo "$file already there"; return 0; fi
+        echo "$file is there but broken ($why): fetching it again" >&2
+        rm -f "$file"
+    fi
     mkdir -p "$(dirname "$file")"
     if [ -n "${STARGAN_DOWNLOAD_FROM:-}" ]; then url="file://$(cd "$STARGAN_DOWNLOAD_FROM" && pwd)/$file"; fi
     echo "downloading $file"
@@ -62,34 +116,48 @@ fetch() {  # url file: to file.part (resumed), checked, then renamed to file
     else
         wget -c -O "$part" "$url" || fail "$file" "$url"
     fi
-    if ! check "$part"; then
-        echo "error: $file.part from $url is not a valid file (empty, an HTML page or a broken zip); removed it" >&2
+    if ! why=$(check "$part" "$file"); then
+        echo "error: $file.part from $url is not a valid file ($why); removed it" >&2
         rm -f "$part"
         fail "$file" "$url"
     fi
     mv -f "$part" "$file"
 }
 
-unzip_to() {  # zip folder [only]: unpack beside the target, then move it in; the zip is removed
-    local zip=$1 dest=$2 only=${3:-} tmp
-    tmp=$(mktemp -d "$dest/.unzip.XXXXXX")
-    if ! unzip -q -o "$zip" $only -d "$tmp"; then
-        rm -rf "$tmp"; echo "error: could not unpack $zip" >&2; exit 1
+remove_stale() {  # folder: temporary folders left by runs that were killed (their process is gone)
+    local d pid
+    for d in "$1"/.unzip.*; do
+        [ -d "$d" ] || continue
+        pid=${d##*/.unzip.}; pid=${pid%%.*}
+        if ! kill -0 "$pid" 2> /dev/null; then rm -rf "$d"; fi
+    done
+}
+
+unzip_to() {  # zip folder [only]: unpack into UNZIP_TMP, a new temporary folder in folder
+    local zip=$1 dest=$2 only=${3:-}
+    mkdir -p "$dest"
+    remove_stale "$dest"
+    UNZIP_TMP=$(mktemp -d "$dest/.unzip.$$.XXXXXX") || exit 1
+    unzip -q -o "$zip" ${only:+"$only"} -d "$UNZIP_TMP" &
+    UNZIP_PID=$!
+    if ! wait "$UNZIP_PID"; then
+        UNZIP_PID=""; echo "error: could not unpack $zip" >&2; exit 1
     fi
-    echo "$tmp"
+    UNZIP_PID=""
 }
 
 dataset() {  # url name: data/name.zip -> data/name/
-    local url=$1 name=$2 tmp
+    local url=$1 name=$2
     if [ -d "data/$name" ]; then echo "data/$name already there"; return 0; fi
     fetch "$url" "data/$name.zip"
-    tmp=$(unzip_to "data/$name.zip" data) || exit 1
-    local entries=("$tmp"/*)
+    unzip_to "data/$name.zip" data
+    local entries=("$UNZIP_TMP"/*)
     if [ ${#entries[@]} -eq 1 ] && [ -d "${entries[0]}" ] && [ "$(basename "${entries[0]}")" = "$name" ]; then
-        mv "${entries[0]}" "data/$name"; rmdir "$tmp"
+        mv "${entries[0]}" "data/$name"
     else
-        mv "$tmp" "data/$name"   # the archive has no top folder of that name
+        mv "$UNZIP_TMP" "data/$name"   # the archive has no top folder of that name
     fi
+    rm -rf "$UNZIP_TMP"; UNZIP_TMP=""
     rm -f "data/$name.zip"
     echo "data/$name ready"
 }
@@ -111,8 +179,9 @@ case "${1:-}" in
     assets)
         if [ -d assets/representative ]; then echo "assets/representative already there"; exit 0; fi
         fetch "$ASSETS_URL" assets/stargan-v2-master.zip
-        tmp=$(unzip_to assets/stargan-v2-master.zip assets 'stargan-v2-master/assets/representative/*') || exit 1
-        mv "$tmp/stargan-v2-master/assets/representative" assets/representative && rm -rf "$tmp"
+        unzip_to assets/stargan-v2-master.zip assets 'stargan-v2-master/assets/representative/*'
+        mv "$UNZIP_TMP/stargan-v2-master/assets/representative" assets/representative || exit 1
+        rm -rf "$UNZIP_TMP"; UNZIP_TMP=""
         rm -f assets/stargan-v2-master.zip
         echo "assets/representative ready (photos (c) NAVER Corp., CC BY-NC 4.0)" ;;
     -h|--help)

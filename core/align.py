@@ -2,7 +2,8 @@
 
 FAN finds 98 landmarks; a similarity transform maps the eyes and mouth onto the mean
 CelebA-HQ landmarks (``celeba_lm_mean.npz``); the photo is mirror-padded (blended
-towards a blurred copy near its border) so the warp never samples outside it.
+towards a blurred copy near its border) so the warp never samples outside it. Outputs keep
+the photos' file names and sub-folders under ``--out_dir``, which must lie outside ``--inp_dir``.
 """
 import os
 
@@ -15,6 +16,7 @@ from skimage.transform import warp
 from core.device import select_device
 from core.data_loader import list_images, load_rgb
 from core.errors import UserError
+from core.fileio import check_output_dir, check_outside, mirror_paths
 from core.wing import FAN, load_fan
 
 EYE_LEFT = list(range(60, 68)) + [96]
@@ -83,18 +85,26 @@ def align_image(img, lm, ref, output_size=256):
     return (np.clip(out[:output_size, :output_size], 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-@torch.no_grad()
-def align_faces(args, input_dir, output_dir):
-    device = select_device(getattr(args, 'device', 'auto'))
-    ref = load_mean_landmarks(args.lm_path, 256)
-    fan = load_fan(FAN().eval(), args.wing_path).to(device)
-    if not os.path.isdir(input_dir):
+def plan(input_dir, output_dir):
+    """``[(photo, output file)]``: the images under ``input_dir`` at the same relative paths under
+    ``output_dir``, which must lie outside ``input_dir`` and be writable (checked, not made)."""
+    if not input_dir or not os.path.isdir(input_dir):
         raise UserError(f"input folder '{input_dir}' does not exist; pass --inp_dir")
     paths = list_images(input_dir)
     if not paths:
         raise UserError(f"no images in '{input_dir}'; pass --inp_dir with face photos")
-    os.makedirs(output_dir, exist_ok=True)
-    for path in paths:
+    check_outside(output_dir, input_dir, '--out_dir', '--inp_dir')
+    check_output_dir(output_dir, '--out_dir')
+    return mirror_paths(paths, input_dir, output_dir, '--out_dir')
+
+
+@torch.no_grad()
+def align_faces(args, input_dir, output_dir):
+    ref = load_mean_landmarks(args.lm_path, 256)
+    jobs = plan(input_dir, output_dir)  # every path checked before the FAN loads
+    device = select_device(getattr(args, 'device', 'auto'))
+    fan = load_fan(FAN().eval(), args.wing_path).to(device)
+    for path, out in jobs:
         img = np.array(load_rgb(path).resize((args.img_size, args.img_size), Image.BILINEAR))
         x = torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0).to(device)
         lm = fan.get_landmark(x)[0].cpu().double().numpy()
@@ -102,6 +112,6 @@ def align_faces(args, input_dir, output_dir):
             aligned = align_image(img, lm, ref, 256)
         except ValueError:
             raise UserError(f'no usable face landmarks in {path}; use a photo with one frontal face') from None
-        out = os.path.join(output_dir, os.path.basename(path))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
         Image.fromarray(aligned).save(out)
         print(f'aligned {path} -> {out}')

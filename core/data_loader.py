@@ -2,7 +2,13 @@
 
 Layout: a root folder with one sub-folder per domain; domain labels are the indices
 of the sorted sub-folder names. Images are found recursively inside each domain
-folder (extensions in ``IMG_EXTENSIONS``, any case) and converted to RGB.
+folder (extensions in ``IMG_EXTENSIONS``, any case). Symbolic links are followed, each
+file is listed once (by its real path), a link that leads back into the folder being
+listed (a loop) or into another domain of the dataset is skipped (``list_images``).
+
+Every mode reads images through ``load_rgb``: as a viewer shows them, that is turned
+upright by their EXIF orientation and with transparent pixels composited on white
+(``ALPHA_BACKGROUND``), then converted to RGB.
 
 Reproducible, resumable order
 -----------------------------
@@ -28,7 +34,7 @@ from collections import Counter
 import numpy as np
 import torch
 from munch import Munch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 from torch.utils.data.sampler import WeightedRandomSampler
 from torchvision import transforms
@@ -80,15 +86,77 @@ def list_domains(root):
                   if d.is_dir() and not d.name.startswith('.'))
 
 
-def list_images(folder):
-    """Sorted paths of the image files under ``folder`` (recursive, hidden ones skipped)."""
+def _inside(path, folder):
+    """``path`` is ``folder`` or lies below it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def list_images(folder, exclude=()):
+    """Sorted paths of the image files under ``folder`` (recursive, hidden ones skipped).
+
+    Symbolic links (to files or folders) are followed, without loops: each real folder is
+    walked once and each real file listed once (under its path through real folders when it
+    has one). A link to ``folder`` itself or to a folder above it is skipped, and so is one
+    that resolves into a folder of ``exclude`` (real paths; e.g. the other domains of a
+    dataset) unless it stays inside ``folder``. A dangling link is listed (the up-front check
+    names it)."""
     _require_dir(folder, 'image folder')
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
-        out.extend(os.path.join(dirpath, f) for f in filenames
-                   if not f.startswith('.') and is_image_file(f))
-    return sorted(out)
+    top = os.path.realpath(folder)
+    walked, files, links = set(), {}, []
+
+    def allowed(real):
+        if _inside(top, real) and real != top:  # a folder above: every file of it would be listed
+            return False
+        return _inside(real, top) or not any(_inside(real, e) for e in exclude)
+
+    def walk(start):
+        for dirpath, dirnames, filenames in os.walk(start):
+            real = os.path.realpath(dirpath)
+            if real in walked:  # reached twice (a loop, or two links to one folder)
+                dirnames[:] = []
+                continue
+            walked.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+            for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                dirnames.remove(d)  # linked folders: after every real one, so real paths win
+                links.append(os.path.join(dirpath, d))
+            for f in sorted(filenames):
+                path = os.path.join(dirpath, f)
+                if f.startswith('.') or not is_image_file(f):
+                    continue
+                if os.path.islink(path):
+                    links.append(path)
+                else:
+                    files.setdefault(os.path.realpath(path), path)
+
+    walk(folder)
+    while links:
+        link = links.pop(0)
+        real = os.path.realpath(link)
+        if not allowed(real):
+            continue
+        if os.path.isdir(real):
+            walk(link)
+        else:
+            files.setdefault(real, link)
+    return sorted(files.values())
+
+
+def list_domain_images(root, domains=None):
+    """``{domain: list_images(root/domain)}`` for the domain folders of ``root``, where no
+    domain's listing enters another domain's folder, the root or a folder above it. UserError
+    when two domain names lead to one folder (a link)."""
+    domains = list_domains(root) if domains is None else domains
+    real = {d: os.path.realpath(os.path.join(root, d)) for d in domains}
+    seen = {}
+    for d in domains:
+        if real[d] in seen:
+            raise UserError(f"domain folders '{seen[real[d]]}' and '{d}' in '{root}' are one folder "
+                            f"(a symbolic link); give each domain its own folder")
+        seen[real[d]] = d
+    root_real = os.path.realpath(root)
+    return {d: list_images(os.path.join(root, d), exclude=[root_real] + [real[o] for o in domains if o != d])
+            for d in domains}
 
 
 def check_dataset(root, num_domains=None, batch_size=None):
@@ -108,8 +176,7 @@ def check_dataset(root, num_domains=None, batch_size=None):
                         f"but --num_domains is {num_domains}; set --num_domains {len(domains)} "
                         f"or fix the folder")
     paths = []
-    for d in domains:
-        found = list_images(os.path.join(root, d))
+    for d, found in list_domain_images(root, domains).items():
         if not found:
             raise UserError(f"domain '{d}' ({os.path.join(root, d)}) holds no images "
                             f"({_EXT_TEXT}); add images or remove the folder")
@@ -198,9 +265,53 @@ def _reason(error):
     return ' '.join(str(error).split()) or type(error).__name__
 
 
-def _decode_rgb(path):
-    with Image.open(path) as img:
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as on a page
+_ORIENTATION = 0x0112  # EXIF tag: 1 upright, 2-8 mirrored and/or rotated
+_ALPHA_MODES = frozenset({'RGBA', 'LA', 'PA', 'RGBa', 'La'})
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image with more pixels than a reader allows (``load_rgb(max_pixels=...)``); ``size``:
+    its (width, height)."""
+    size = None
+
+
+def _upright(img):
+    """``img`` turned as its EXIF orientation says (viewers and browsers do the same)."""
+    try:
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block: shown as stored, like a viewer does
+        return img
+    return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+
+
+def _flatten(img):
+    """A transparent image composited on ``ALPHA_BACKGROUND``; others as they are."""
+    if img.mode not in _ALPHA_MODES and 'transparency' not in img.info:
+        return img
+    rgba = img.convert('RGBA')
+    background = Image.new('RGBA', rgba.size, ALPHA_BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert('RGB')
+
+
+def _open(path, max_pixels):
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:  # PIL's own limit, far above a reader's max_pixels
+        if max_pixels is None:
+            raise
+        raise ImageTooLargeError(f"image '{path}' has more than {max_pixels:,} pixels; use a smaller image") from None
+
+
+def _decode_rgb(path, max_pixels=None):
+    with _open(path, max_pixels) as img:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            error = ImageTooLargeError(f"image '{path}' is {img.width} x {img.height} pixels, more than "
+                                       f"{max_pixels:,} allowed; use a smaller image")
+            error.size = img.size
+            raise error
         img.load()
+        img = _flatten(_upright(img))
         if img.mode == 'RGB':
             return img.copy()
         if img.mode == 'P':
@@ -216,10 +327,15 @@ def _decode_rgb(path):
         return img.convert('RGB')
 
 
-def load_rgb(path):
-    """Open an image file as an RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit...)."""
+def load_rgb(path, max_pixels=None):
+    """Open an image file as an RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit...) as a
+    viewer shows it: upright by its EXIF orientation, transparency composited on white
+    (``ALPHA_BACKGROUND``). The one reader of image files of every mode. ``max_pixels``:
+    ImageTooLargeError, before decoding, for an image with more pixels."""
     try:
-        return _decode_rgb(path)
+        return _decode_rgb(path, max_pixels)
+    except ImageTooLargeError:
+        raise
     except _DECODE_ERRORS as e:
         raise ImageReadError(f"cannot read image '{path}' ({_reason(e)}); "
                              f"replace or delete the file") from None
@@ -381,8 +497,8 @@ class DomainDataset(data.Dataset):
         self.root = root
         self.domains = list_domains(root)
         self.samples = []
-        for label, d in enumerate(self.domains):
-            self.samples += [(p, label) for p in list_images(os.path.join(root, d))]
+        for label, found in enumerate(list_domain_images(root, self.domains).values()):
+            self.samples += [(p, label) for p in found]
         self.targets = [y for _, y in self.samples]
         self.transform = transform
         self.pair = pair

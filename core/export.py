@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from core.fileio import atomic_write
+from core.fileio import atomic_write, check_output_dir
 from core.model import ModelConfig
 
 __all__ = ['export', 'export_onnx', 'graph_specs', 'META_FILENAME']
@@ -120,6 +120,7 @@ def export(args):
     except ImportError:
         raise UserError('ONNX export needs the onnx and onnxscript packages: '
                         'pip install onnx onnxscript onnxruntime') from None
+    check_output_dir(args.result_dir, '--result_dir')  # before the networks load
     from core.inference import load_run_networks
     nets, step = load_run_networks(args, device='cpu')  # graphs are traced on the CPU
     export_onnx(nets, ModelConfig.from_args(args), args.result_dir, step=step)

@@ -1,10 +1,42 @@
-"""Atomic file writes: a crash never leaves a truncated file under the final name."""
+"""Atomic file writes: a crash never leaves a truncated file under the final name.
+
+A written file gets the permissions ``open()`` would give it (``0o666`` less the process's
+umask), not the ``0o600`` of a temporary file, so a group sharing a folder can read it.
+Also: checks that an output folder can be made, before any work starts.
+"""
 import os
 import tempfile
+import threading
+
+from core.errors import UserError
+
+_umask_lock = threading.Lock()
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and restored at once under a lock."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode():
+    """The mode ``open(path, 'w')`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
 
 
 def atomic_write(path, write, binary=True):
-    """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``."""
+    """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``
+    (with the permissions of a file that ``open()`` creates, see :func:`file_mode`)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
@@ -12,6 +44,7 @@ def atomic_write(path, write, binary=True):
         with os.fdopen(fd, 'wb' if binary else 'w', **({} if binary else {'encoding': 'utf-8'})) as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -19,3 +52,50 @@ def atomic_write(path, write, binary=True):
             os.remove(tmp)
         raise
     return path
+
+
+def check_output_dir(path, flag):
+    """UserError (one line, naming ``flag``) unless ``path`` is a writable folder or one that can be
+    made: its nearest existing ancestor is a folder this process may write in. Creates nothing."""
+    if not path:
+        raise UserError(f'{flag} is required: an output folder')
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        what = 'is' if probe == os.path.abspath(path) else f"cannot be made: '{probe}' is"
+        raise UserError(f"{flag} '{path}' {what} not a folder (a file or a broken link); choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} '{path}' cannot be written: no write permission on '{probe}'; "
+                        f"choose another folder or change its permissions")
+    return path
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outside(out, folder, out_flag, in_flag):
+    """UserError unless the output ``out`` lies outside the input folder ``folder`` (real paths:
+    links count), so that outputs can never mix with or overwrite the inputs."""
+    if _inside(os.path.realpath(out), os.path.realpath(folder)):
+        where = 'is' if os.path.realpath(out) == os.path.realpath(folder) else 'lies inside'
+        raise UserError(f"{out_flag} '{out}' {where} the input folder {in_flag} '{folder}': outputs would mix "
+                        f"with or overwrite the inputs; choose an {out_flag} outside it")
+
+
+def mirror_paths(paths, in_root, out_root, out_flag, inputs=()):
+    """``[(path, output path)]``: each file of ``paths`` (under ``in_root``) at the same relative
+    path under ``out_root``, so two files of one name in two sub-folders never collide. UserError
+    when an output would be one of the inputs (``paths`` and ``inputs``)."""
+    jobs = [(p, os.path.join(out_root, os.path.relpath(p, in_root))) for p in paths]
+    check_no_overwrite(jobs, out_flag, inputs)
+    return jobs
+
+
+def check_no_overwrite(jobs, out_flag, inputs=()):
+    """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (real paths)."""
+    real_inputs = {os.path.realpath(p) for p, _ in jobs} | {os.path.realpath(p) for p in inputs if p}
+    for _, out in jobs:
+        if os.path.realpath(out) in real_inputs:
+            raise UserError(f"{out_flag}: writing '{out}' would overwrite an input image; choose another {out_flag}")

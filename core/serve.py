@@ -8,6 +8,13 @@ of K images) or with the style of a reference image of a given domain. The image
 the same functions as translate mode (``core.translate``). Nothing is written to disk except
 what Gradio itself caches (uploads and shown images, under its temporary folder); usage
 statistics are off and nothing leaves the machine unless ``--share`` is given.
+
+Limits (stated on the page): an upload larger than ``MAX_UPLOAD_MB`` is refused by Gradio
+(``max_file_size``) and by the handler; an image of more than ``MAX_MEGAPIXELS`` is refused
+with a message in the page, from its header, before it is decoded. Gradio's cache is
+cleaned: every ``CACHE_CLEAN[0]`` s the files older than ``CACHE_CLEAN[1]`` s are deleted
+(and all of them when the server stops). The handlers (``Translator``) keep no state between
+requests: two requests at once give the results each would give alone.
 """
 import dataclasses
 import os
@@ -18,15 +25,18 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from munch import Munch  # noqa: E402
 
-from core.data_loader import list_domains, list_images  # noqa: E402
+from core.data_loader import ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.model import ModelConfig  # noqa: E402
 from core.sampling import image_row  # noqa: E402
 from core.translate import latent_style, load_image, reference_style, translate_image  # noqa: E402
 
-__all__ = ['build_app', 'example_images', 'serve']
+__all__ = ['Translator', 'build_app', 'example_images', 'serve']
 
 MAX_OUTS = 8
+MAX_UPLOAD_MB = 25  # bytes of one upload, in MiB
+MAX_MEGAPIXELS = 50  # pixels of one image, in millions (a 48 MP phone photo passes)
+CACHE_CLEAN = (600, 3600)  # Gradio's delete_cache: every 10 minutes, the files older than an hour
 EXAMPLES_PER_DOMAIN = 2
 IMAGE_HEIGHT = 256  # px on the page: small models' images are shown enlarged
 CSS = ('#source img, #reference img, #output img '
@@ -40,23 +50,36 @@ def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
         if not root or not os.path.isdir(root):
             continue
         try:
-            domains = list_domains(root)
+            listed = list_domain_images(root)
         except UserError:
             continue
-        for domain in domains:
-            found += list_images(os.path.join(root, domain))[:per_domain]
+        for paths in listed.values():
+            found += paths[:per_domain]
     return [os.path.abspath(p) for p in found]
 
 
-def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
-    """The Gradio Blocks app for ``nets`` (inference networks on any device). Its two
-    events are also an API: ``/latent`` (source, domain, seed, psi, num_outs) and
-    ``/reference`` (source, reference, reference domain) return the image."""
-    names = cfg.names()
-    opts = Munch(dataclasses.asdict(cfg))  # what the translate helpers read (latent_dim, w_hpf)
-    device = next(nets.generator.parameters()).device
+def _size(n):
+    """Bytes as a person reads them (MB and KB of 1024)."""
+    for unit, factor in (('MB', 2 ** 20), ('KB', 2 ** 10)):
+        if n >= factor:
+            return f'{n / factor:.3g} {unit}'
+    return f'{n} bytes'
 
-    def read(upload, what):
+
+class Translator:
+    """The demo's two requests, without state between calls (each draws its styles from its own
+    generator), so that requests may run at once: ``latent`` and ``reference`` return the row of
+    translations as an (H, K * H, 3) uint8 array or raise ``gr.Error`` with a message for the page."""
+
+    def __init__(self, nets, cfg: ModelConfig, max_bytes=MAX_UPLOAD_MB * 2 ** 20,
+                 max_pixels=MAX_MEGAPIXELS * 10 ** 6):
+        self.nets, self.cfg = nets, cfg
+        self.names = cfg.names()
+        self.opts = Munch(dataclasses.asdict(cfg))  # what the translate helpers read (latent_dim, w_hpf)
+        self.device = next(nets.generator.parameters()).device
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+
+    def read(self, upload, what):
         # events run with preprocess=False: the upload arrives as gradio's file record (already
         # checked to be in its upload cache), not opened by gradio, so that an unreadable file
         # gets this message instead of gradio's generic error
@@ -64,36 +87,63 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
         if not path:
             raise gr.Error(f'Upload a {what} first' + (' (or pick an example).' if what == 'source image' else '.'))
         try:
-            return load_image(path, cfg.img_size, device)
+            size = os.path.getsize(path)
+        except OSError:
+            raise gr.Error(f'The {what} is no longer on the server; upload it again.') from None
+        if size > self.max_bytes:
+            raise gr.Error(f'The {what} is {_size(size)}, over the limit of {_size(self.max_bytes)}; '
+                           f'upload a smaller file.')
+        try:
+            return load_image(path, self.cfg.img_size, self.device, max_pixels=self.max_pixels)
+        except ImageTooLargeError as e:
+            dims = f'{e.size[0]} x {e.size[1]} pixels' if e.size else 'larger'
+            raise gr.Error(f'The {what} is {dims}, over the limit of {self.max_pixels / 1e6:g} megapixels; '
+                           f'upload a smaller image.') from None
         except UserError:
             raise gr.Error(f'The {what} cannot be read; upload a PNG, JPEG or other image file.') from None
 
-    def index(domain, what):
-        if domain not in names:
-            raise gr.Error(f'Pick the {what} ({", ".join(names)}).')
-        return names.index(domain)
+    def index(self, domain, what):
+        if domain not in self.names:
+            raise gr.Error(f'Pick the {what} ({", ".join(self.names)}).')
+        return self.names.index(domain)
 
     @torch.no_grad()
-    def run_latent(src, domain, seed, psi, num_outs):
-        x = read(src, 'source image')
-        y_trg = index(domain, 'target domain')
+    def latent(self, src, domain, seed, psi, num_outs):
+        x = self.read(src, 'source image')
+        y_trg = self.index(domain, 'target domain')
         num_outs = min(max(int(num_outs or 1), 1), MAX_OUTS)
         if not 0 <= int(seed or 0) < 2 ** 63:
             raise gr.Error('The seed must be a whole number from 0 to 2^63 - 1.')
-        s_trg = latent_style(nets, opts, y_trg, num_outs, int(seed or 0), float(psi))
-        return image_row(translate_image(nets, opts, x, s_trg))
+        s_trg = latent_style(self.nets, self.opts, y_trg, num_outs, int(seed or 0), float(psi))
+        return image_row(translate_image(self.nets, self.opts, x, s_trg))
 
     @torch.no_grad()
-    def run_reference(src, ref, ref_domain):
-        x = read(src, 'source image')
-        x_ref = read(ref, 'reference image')
-        s_ref = reference_style(nets, x_ref, index(ref_domain, "reference image's domain"))
-        return image_row(translate_image(nets, opts, x, s_ref))
+    def reference(self, src, ref, ref_domain):
+        x = self.read(src, 'source image')
+        x_ref = self.read(ref, 'reference image')
+        s_ref = reference_style(self.nets, x_ref, self.index(ref_domain, "reference image's domain"))
+        return image_row(translate_image(self.nets, self.opts, x, s_ref))
 
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
+    def limits_text(self):
+        age = CACHE_CLEAN[1] // 60
+        return (f'Uploads up to {_size(self.max_bytes)} and {self.max_pixels / 1e6:g} megapixels; '
+                f'uploads and results are deleted from the server after about {age} minutes.')
+
+
+def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_cache=CACHE_CLEAN,
+              translator=None):
+    """The Gradio Blocks app for ``nets`` (inference networks on any device). Its two
+    events are also an API: ``/latent`` (source, domain, seed, psi, num_outs) and
+    ``/reference`` (source, reference, reference domain) return the image. ``delete_cache``:
+    Gradio's ``(frequency, age)`` in seconds for cleaning its cache."""
+    demo = translator or Translator(nets, cfg)
+    names = demo.names
+
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=delete_cache) as app:
         gr.Markdown(f'## {title}\nDomains: {", ".join(names)} · {cfg.img_size}x{cfg.img_size} px. '
-                    f'Upload a source image (any size; it is resized to {cfg.img_size} px), then translate it '
-                    f'with random styles of a target domain or with the style of a reference image.')
+                    f'Upload a source image (it is resized to {cfg.img_size} px), then translate it '
+                    f'with random styles of a target domain or with the style of a reference image. '
+                    f'{demo.limits_text()}', elem_id='intro')
         with gr.Row():
             with gr.Column():
                 src = gr.Image(type='filepath', label='Source image', sources=['upload'], height=IMAGE_HEIGHT,
@@ -116,8 +166,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2'):
             with gr.Column():
                 out = gr.Image(type='numpy', format='png', label='Translation', interactive=False,
                                height=IMAGE_HEIGHT, elem_id='output')
-        latent_btn.click(run_latent, [src, domain, seed, psi, num_outs], out, api_name='latent', preprocess=False)
-        ref_btn.click(run_reference, [src, ref, ref_domain], out, api_name='reference', preprocess=False)
+        latent_btn.click(demo.latent, [src, domain, seed, psi, num_outs], out, api_name='latent', preprocess=False)
+        ref_btn.click(demo.reference, [src, ref, ref_domain], out, api_name='reference', preprocess=False)
     return app
 
 
@@ -129,7 +179,7 @@ def serve(args):
     app = build_app(nets, cfg, examples=example_images(args), title=title)
     try:
         app.queue().launch(server_name=args.host, server_port=args.port, share=args.share,
-                           inbrowser=False, css=CSS)
+                           inbrowser=False, css=CSS, max_file_size=MAX_UPLOAD_MB * 2 ** 20)
     except OSError as e:
         raise UserError(f'cannot listen on {args.host}:{args.port} ({e}); '
                         f'pick a free port with --port or another --host') from None

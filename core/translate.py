@@ -5,17 +5,22 @@
     python main.py --mode translate ... --src cat.jpg --trg_domain wild --num_outs 4 --psi 0.7 --out out.jpg
 
 With several outputs per image they are laid side by side in one file. A folder as
-``--src`` gives a folder as ``--out`` with the same file names.
+``--src`` gives a folder as ``--out`` with the same file names in the same sub-folders; it
+must lie outside ``--src``. All paths are checked before the networks load.
 """
 import os
 
 import torch
 
-from core.data_loader import list_images, load_rgb, plain_transform
+from core.data_loader import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plain_transform
 from core.errors import UserError
+from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks
 from core.model import ModelConfig
 from core.sampling import mean_style, save_image, source_masks, truncated_style
+
+
+OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}
 
 
 def known_domains(args):
@@ -35,10 +40,11 @@ def domain_index(value, names, flag):
                     f"(or an index), or give names with --domain_names")
 
 
-def load_image(path, img_size, device):
+def load_image(path, img_size, device, max_pixels=None):
     """One image file (any size and format PIL reads) as a (1, 3, img_size, img_size) batch
-    in [-1, 1]; ImageReadError (a UserError) when it cannot be read."""
-    return plain_transform(img_size)(load_rgb(path)).unsqueeze(0).to(device)
+    in [-1, 1]; ImageReadError (a UserError) when it cannot be read, ImageTooLargeError when
+    it has more than ``max_pixels`` pixels (checked before decoding)."""
+    return plain_transform(img_size)(load_rgb(path, max_pixels)).unsqueeze(0).to(device)
 
 
 def reference_style(nets, x_ref, y_ref):
@@ -66,34 +72,52 @@ def translate_image(nets, args, x, s_trg):
     return nets.generator(x.expand(n, -1, -1, -1), s_trg, masks=masks)
 
 
-def _sources(src, out):
+def plan(args):
+    """``[(source file, output file)]`` of a translate command, every path checked before any
+    network loads: the source exists, a single output has an image extension, an output folder
+    can be made and lies outside a source folder (its sub-folders are kept under it), no output
+    is an input (a source or the reference)."""
+    src, out = args.src, args.out
     if not src:
         raise UserError('--src is required: an image or a folder of images')
+    if not out:
+        raise UserError('--out is required: the output file (or folder when --src is a folder)')
+    if args.ref and not os.path.isfile(args.ref):
+        raise UserError(f"--ref '{args.ref}' does not exist")
     if os.path.isdir(src):
         paths = list_images(src)
         if not paths:
             raise UserError(f"no images in '{src}'")
-        return [(p, os.path.join(out, os.path.basename(p))) for p in paths]
+        check_outside(out, src, '--out', '--src')
+        check_output_dir(out, '--out')
+        return mirror_paths(paths, src, out, '--out', inputs=[args.ref])
     if not os.path.isfile(src):
         raise UserError(f"--src '{src}' does not exist")
-    return [(src, out)]
+    if os.path.isdir(out):
+        raise UserError(f"--out '{out}' is a folder; with one --src image give an output file name "
+                        f"ending in .png or .jpg")
+    if not is_image_file(out):
+        raise UserError(f"--out '{out}' has no image extension; end it with .png or .jpg "
+                        f"(any of {', '.join(sorted(OUTPUT_EXTENSIONS))})")
+    check_output_dir(os.path.dirname(os.path.abspath(out)), '--out')
+    jobs = [(src, out)]
+    check_no_overwrite(jobs, '--out', inputs=[args.ref])
+    return jobs
 
 
 @torch.no_grad()
 def translate(args):
-    if not args.out:
-        raise UserError('--out is required: the output file (or folder when --src is a folder)')
-    nets, _ = load_run_networks(args)
-    device = next(nets.generator.parameters()).device
+    jobs = plan(args)
     names = known_domains(args)
-    jobs = _sources(args.src, args.out)
     if args.ref:
         y_trg = domain_index(args.ref_domain, names, '--ref_domain')
-        if not os.path.isfile(args.ref):
-            raise UserError(f"--ref '{args.ref}' does not exist")
-        s_trg = reference_style(nets, load_image(args.ref, args.img_size, device), y_trg)
     else:
         y_trg = domain_index(args.trg_domain, names, '--trg_domain')
+    nets, _ = load_run_networks(args)
+    device = next(nets.generator.parameters()).device
+    if args.ref:
+        s_trg = reference_style(nets, load_image(args.ref, args.img_size, device), y_trg)
+    else:
         s_trg = latent_style(nets, args, y_trg, args.num_outs, args.seed, args.psi)
     for src, out in jobs:
         x_fake = translate_image(nets, args, load_image(src, args.img_size, device), s_trg)

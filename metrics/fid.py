@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models
 
-from core.data_loader import plain_transform
+from core.data_loader import load_rgb, plain_transform
 from core.device import as_device, exact_fp32
 from core.errors import UserError
 from core.fileio import atomic_write
@@ -95,12 +95,12 @@ def image_transform(img_size):
 
 
 def _open_rgb(path):
+    """An image file as every mode reads it (``core.data_loader.load_rgb``: upright by its EXIF
+    orientation, transparency on white)."""
     try:
-        with Image.open(path) as img:
-            return img.convert('RGB')
-    except (OSError, ValueError) as e:
-        raise MetricsError(f'cannot read image {path} ({type(e).__name__}); '
-                           f'remove or replace the file') from None
+        return load_rgb(path)
+    except UserError as e:
+        raise MetricsError(str(e)) from None
 
 
 def _uint8_to_pil(image):

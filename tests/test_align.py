@@ -75,3 +75,33 @@ def test_align_missing_weights_one_line_error(tmp_path, capsys):
                    '--wing_path', str(tmp_path / 'nope.ckpt'), '--lm_path', str(tmp_path / 'nope.npz')])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and 'download.sh wing' in err[0]
+
+
+# ---------------------------------------------------------------- outputs never overwrite inputs (issue 19, item 9)
+
+def face_folder(root, names=('a/face.jpg', 'b/face.jpg')):
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), np.uint8)).save(root / name)
+    return {name: (root / name).read_bytes() for name in names}
+
+
+def test_align_keeps_sub_folders(tmp_path):
+    from core.align import plan
+    face_folder(tmp_path / 'inp')
+    jobs = plan(str(tmp_path / 'inp'), str(tmp_path / 'out'))
+    assert [os.path.relpath(o, tmp_path / 'out') for _, o in jobs] == ['a/face.jpg', 'b/face.jpg']
+
+
+@pytest.mark.parametrize('out', ['inp', 'inp/aligned'])
+def test_align_refuses_an_output_in_the_input_before_the_fan_loads(tmp_path, monkeypatch, capsys, out):
+    import core.align
+    kept = face_folder(tmp_path / 'inp')
+    np.savez(tmp_path / 'lm.npz', mean=face_like_landmarks())
+    monkeypatch.setattr(core.align, 'load_fan', lambda *a, **k: pytest.fail('FAN loaded'))
+    rc = cli.main(['--mode', 'align', '--inp_dir', str(tmp_path / 'inp'), '--out_dir', str(tmp_path / out),
+                   '--lm_path', str(tmp_path / 'lm.npz')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and '--out_dir' in err[0] and 'the input folder --inp_dir' in err[0]
+    assert {n: (tmp_path / 'inp' / n).read_bytes() for n in kept} == kept
+    assert sorted(os.listdir(tmp_path / 'inp')) == ['a', 'b']

@@ -124,8 +124,10 @@ def test_image_formats_become_rgb(tmp_path):
         px = np.asarray(img)[S // 2, S // 2].astype(int)
         if kind == 'gray':
             assert px.tolist() == [128, 128, 128]
-        elif kind == 'gray16':
+        elif kind in ('gray16', 'palette'):  # palette: its one colour is the transparent one -> white
             assert px.tolist() == [255, 255, 255]
+        elif kind == 'rgba':  # alpha 90 of 255 over white
+            assert np.abs(px - (np.array(rgb) * 90 + 255 * 165) / 255).max() <= 1, px
         else:  # lossy formats within a few levels
             assert np.abs(px - rgb).max() <= 6, (kind, px)
 
@@ -477,3 +479,132 @@ def test_error_corrupt_image(tmp_path, workers):
     solid(str(truncated), (1, 2, 3), size=64)
     truncated.write_bytes(truncated.read_bytes()[:60])
     one_line_error(lambda: load_rgb(str(truncated)), str(truncated))
+
+
+# ---------------------------------------------------------------- images as viewers show them (issue 19, item 8)
+
+UPRIGHT = np.random.RandomState(5).randint(0, 256, (6, 10, 3), dtype=np.uint8)  # 10 wide, 6 high
+UPRIGHT[0, 0] = [255, 0, 0]  # a red top-left corner
+
+# EXIF orientation -> how the stored pixels relate to the upright picture (TIFF/EXIF 2.3, tag 0x0112)
+STORED = {1: lambda a: a,
+          2: lambda a: a[:, ::-1],                      # mirrored left-right
+          3: lambda a: a[::-1, ::-1],                   # upside down
+          4: lambda a: a[::-1],                         # mirrored top-bottom
+          5: lambda a: a.transpose(1, 0, 2),            # mirrored along the main diagonal
+          6: lambda a: np.rot90(a, 1),                  # shown after a quarter turn clockwise
+          7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+          8: lambda a: np.rot90(a, -1)}                 # shown after a quarter turn anticlockwise
+
+
+def with_orientation(path, orientation):
+    img = Image.fromarray(np.ascontiguousarray(STORED[orientation](UPRIGHT)))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize('orientation', sorted(STORED))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    path = with_orientation(tmp_path / 'photo.png', orientation)
+    assert np.array_equal(np.asarray(load_rgb(str(path))), UPRIGHT)
+
+
+def test_every_reader_sees_the_upright_image(tmp_path):
+    from metrics.fid import _open_rgb
+    (tmp_path / 'd' / 'cat').mkdir(parents=True)
+    with_orientation(tmp_path / 'd' / 'cat' / 'a.png', 6)
+    loader = get_test_loader(str(tmp_path / 'd'), img_size=S, batch_size=1, shuffle=False, num_workers=0)
+    x = next(iter(loader))[0][0]
+    upright = np.asarray(Image.fromarray(UPRIGHT).resize((S, S), Image.BILINEAR), np.float64) / 127.5 - 1
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), upright, atol=1e-6)
+    assert np.array_equal(np.asarray(_open_rgb(str(tmp_path / 'd' / 'cat' / 'a.png'))), UPRIGHT)  # FID
+
+
+@pytest.mark.parametrize('mode', ['RGBA', 'LA', 'P', 'RGB-tRNS', 'L-tRNS'])
+def test_transparent_pixels_are_white(tmp_path, mode):
+    path = tmp_path / 'a.png'
+    opaque, hidden = (30, 60, 90), (0, 0, 0)  # hidden pixels store black, as many programs write them
+    arr = np.zeros((4, 4, 3), np.uint8) + np.array(hidden, np.uint8)
+    arr[:, :2] = opaque
+    alpha = np.where(np.arange(4) < 2, 255, 0).astype(np.uint8)[None].repeat(4, 0)
+    if mode in ('RGBA', 'LA'):
+        img = Image.fromarray(np.dstack([arr, alpha]), 'RGBA').convert(mode)
+        img.save(path)
+    elif mode == 'P':
+        img = Image.fromarray(arr).convert('P', palette=Image.ADAPTIVE, colors=4)
+        img.save(path, transparency=img.getpixel((3, 0)))
+    elif mode == 'RGB-tRNS':
+        Image.fromarray(arr).save(path, transparency=hidden)
+    else:
+        Image.fromarray(arr).convert('L').save(path, transparency=0)
+    got = np.asarray(load_rgb(str(path))).astype(int)
+    want_opaque = np.asarray(Image.fromarray(arr).convert('L' if mode in ('LA', 'L-tRNS') else 'RGB').convert('RGB'))[0, 0]
+    assert (got[:, 2:] == 255).all()  # the transparent half: white, not the black it stores
+    assert np.abs(got[:, :2] - want_opaque).max() <= 1  # the opaque half as stored
+
+
+def test_too_many_pixels_refused_before_decoding(tmp_path):
+    from core.data_loader import ImageTooLargeError
+    path = tmp_path / 'big.png'
+    Image.new('RGB', (300, 200)).save(path)
+    path.write_bytes(path.read_bytes()[:80])  # header only: decoding it would fail
+    with pytest.raises(ImageTooLargeError, match=r'300 x 200 pixels, more than 59,999'):
+        load_rgb(str(path), max_pixels=59_999)
+    with pytest.raises(UserError, match='cannot read image'):
+        load_rgb(str(path), max_pixels=60_000)
+
+
+# ---------------------------------------------------------------- symbolic links in domain folders (issue 19, item 8)
+
+def linked_dataset(root, outside):
+    """cat: 2 images, a loop to the dataset root, a link to its own sub-folder, links into dog
+    (folder and file), two links to one outside folder; dog: 3 images."""
+    for i in range(2):
+        noise(str(root / 'cat' / 'sub' / f'c{i}.png'), i)
+    for i in range(3):
+        noise(str(root / 'dog' / f'd{i}.png'), 10 + i)
+    for i in range(2):
+        noise(str(outside / f'e{i}.png'), 20 + i)
+    os.symlink(root, root / 'cat' / 'loop_to_root')
+    os.symlink('..', root / 'cat' / 'sub' / 'loop_to_parent')
+    os.symlink(root / 'cat' / 'sub', root / 'cat' / 'again')
+    os.symlink(root / 'dog', root / 'cat' / 'dogs')
+    os.symlink(root / 'dog' / 'd0.png', root / 'cat' / 'a_dog.png')
+    os.symlink(outside, root / 'cat' / 'ext1')
+    os.symlink(outside, root / 'cat' / 'ext2')
+    os.symlink(outside / 'e0.png', root / 'cat' / 'e0_link.png')
+    return root
+
+
+def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
+    from core.data_loader import DomainDataset, list_domain_images
+    root = linked_dataset(tmp_path / 'data', tmp_path / 'outside')
+    found = list_domain_images(str(root))
+    cat = [os.path.relpath(p, root / 'cat') for p in found['cat']]
+    assert cat == ['ext1/e0.png', 'ext1/e1.png', 'sub/c0.png', 'sub/c1.png']  # each real file once
+    assert [os.path.relpath(p, root) for p in found['dog']] == ['dog/d0.png', 'dog/d1.png', 'dog/d2.png']
+    dataset = DomainDataset(str(root), lambda img: img)
+    assert [y for _, y in dataset.samples] == [0] * 4 + [1] * 3
+    assert check_dataset(str(root), num_domains=2) == ['cat', 'dog']
+
+
+def test_a_domain_folder_may_itself_be_a_link(tmp_path):
+    from core.data_loader import list_domain_images
+    for i in range(2):
+        noise(str(tmp_path / 'store' / 'cats' / f'{i}.png'), i)
+        noise(str(tmp_path / 'data' / 'dog' / f'{i}.png'), i + 5)
+    os.symlink(tmp_path / 'store' / 'cats', tmp_path / 'data' / 'cat')
+    os.symlink(tmp_path / 'data' / 'dog', tmp_path / 'store' / 'cats' / 'dogs')  # leads into the other domain
+    found = list_domain_images(str(tmp_path / 'data'))
+    assert [os.path.basename(p) for p in found['cat']] == ['0.png', '1.png']
+    os.symlink(tmp_path / 'store' / 'cats', tmp_path / 'data' / 'kitten')  # two domains, one folder
+    one_line_error(lambda: check_dataset(str(tmp_path / 'data')), "'cat' and 'kitten'", 'one folder')
+
+
+def test_a_link_loop_in_an_eval_folder_lists_each_file_once(tmp_path):
+    noise(str(tmp_path / 'imgs' / 'a' / '0.png'), 0)
+    os.symlink(tmp_path / 'imgs', tmp_path / 'imgs' / 'a' / 'up')
+    os.symlink(tmp_path / 'imgs' / 'a' / '0.png', tmp_path / 'imgs' / 'same.png')
+    assert list_images(str(tmp_path / 'imgs')) == [str(tmp_path / 'imgs' / 'a' / '0.png')]

@@ -1,12 +1,20 @@
 """download.sh without the network: STARGAN_DOWNLOAD_FROM points it at a local folder laid
-out like the targets, so argument handling, exit codes, target paths, the .part files and
-resuming are tested through the script's real download path."""
+out like the targets, so argument handling, exit codes, target paths, the .part files,
+resuming, the checks of broken files and interrupted unpacking are tested through the
+script's real download path."""
+import io
 import os
 import shutil
+import signal
 import subprocess
+import time
 import zipfile
 
+import numpy as np
 import pytest
+import torch
+
+pytestmark = pytest.mark.slow  # each test runs download.sh in a subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +36,17 @@ def write_zip(path, members):
             z.writestr(name, data)
 
 
+def loadable(name):
+    """A file of the kind ``name`` names that loads (a torch checkpoint, an .npz), distinct per name."""
+    buf = io.BytesIO()
+    values = np.frombuffer(name.encode() * 40, np.uint8).astype(np.float32)
+    if name.endswith('.npz'):
+        np.savez(buf, mean=values)
+    else:
+        torch.save({'generator': {'w': torch.from_numpy(values)}}, buf)
+    return buf.getvalue()
+
+
 @pytest.fixture
 def mirror(tmp_path):
     """A local folder holding every file download.sh fetches, at its target path."""
@@ -35,7 +54,7 @@ def mirror(tmp_path):
     for files in FILES.values():
         for f in files:
             (src / f).parent.mkdir(parents=True, exist_ok=True)
-            (src / f).write_bytes(f.encode() * 300)  # distinct content per file
+            (src / f).write_bytes(loadable(f))
     write_zip(src / 'data' / 'celeba_hq.zip', {'celeba_hq/train/female/1.jpg': b'a', 'celeba_hq/val/male/2.jpg': b'b'})
     write_zip(src / 'data' / 'afhq.zip', {'afhq/train/cat/1.jpg': b'c', 'afhq/val/dog/2.jpg': b'd'})
     write_zip(src / 'data' / 'afhq_v2.zip', {'train/cat/1.png': b'e', 'test/wild/2.png': b'f'})  # no top folder
@@ -108,12 +127,13 @@ def test_unknown_argument_lists_the_arguments_and_exits_2(project, args):
 def test_a_partial_download_is_resumed(project, mirror):
     target = 'expr/checkpoints/wing.ckpt'
     full = (mirror / target).read_bytes()
+    (mirror / target).write_bytes(b'Y' * 1000 + full[1000:])  # the source's first bytes now differ ...
     (project / target).parent.mkdir(parents=True)
-    (project / (target + '.part')).write_bytes(b'X' * 1000)  # first 1000 bytes "already downloaded"
+    (project / (target + '.part')).write_bytes(full[:1000])  # ... from the 1000 "already downloaded"
     r = run(project, 'wing', mirror=mirror)
     assert r.returncode == 0, r.stderr
-    # only the rest was fetched: the stale first bytes prove the .part was continued, not restarted
-    assert (project / target).read_bytes() == b'X' * 1000 + full[1000:]
+    # only the rest was fetched: the file is whole (and loads), which a restart from byte 0 would not give
+    assert (project / target).read_bytes() == full
     assert not (project / (target + '.part')).exists()
 
 
@@ -149,3 +169,89 @@ def test_a_file_already_there_is_not_fetched_again(project, mirror):
     r = run(project, 'celeba-hq-model', mirror=mirror)
     assert r.returncode == 0 and 'already there' in r.stdout
     assert (project / target).read_bytes() != b'newer'
+
+
+# ---------------------------------------------------------------- broken files, interrupted unpacking (issue 19, item 12)
+
+BROKEN = {'empty': b'', 'html': b'<!DOCTYPE html><html><body>quota exceeded</body></html>',
+          'garbage': bytes(range(256)) * 8}
+
+
+@pytest.mark.parametrize('kind', sorted(BROKEN) + ['truncated'])
+@pytest.mark.parametrize('target', ['expr/checkpoints/wing.ckpt', 'expr/checkpoints/celeba_lm_mean.npz'])
+def test_a_broken_file_already_there_is_fetched_again(project, mirror, kind, target):
+    good = (mirror / target).read_bytes()
+    (project / target).parent.mkdir(parents=True)
+    (project / target).write_bytes(good[:len(good) // 2] if kind == 'truncated' else BROKEN[kind])
+    r = run(project, 'wing', mirror=mirror)
+    assert r.returncode == 0, r.stderr
+    assert f'{target} is there but broken' in r.stderr
+    assert (project / target).read_bytes() == good
+    assert leftovers(project) == []
+
+
+def test_a_zip_already_there_that_fails_its_test_is_fetched_again(project, mirror):
+    good = (mirror / 'data' / 'afhq.zip').read_bytes()
+    (project / 'data').mkdir()
+    (project / 'data' / 'afhq.zip').write_bytes(good[:len(good) - 30])  # cut short: unzip -t fails
+    r = run(project, 'afhq-dataset', mirror=mirror)
+    assert r.returncode == 0, r.stderr
+    assert 'data/afhq.zip is there but broken (a zip that fails unzip -t)' in r.stderr
+    assert (project / 'data' / 'afhq' / 'train' / 'cat' / '1.jpg').read_bytes() == b'c'
+    assert sorted(os.listdir(project / 'data')) == ['afhq']
+
+
+def test_a_checkpoint_that_does_not_load_is_not_kept(project, mirror):
+    target = 'expr/checkpoints/afhq/100000_nets_ema.ckpt'
+    good = (mirror / target).read_bytes()
+    (mirror / target).write_bytes(good[:len(good) // 2])
+    r = run(project, 'afhq-model', mirror=mirror)
+    assert r.returncode == 1 and 'torch.load cannot read' in r.stderr
+    assert not (project / target).exists() and leftovers(project) == []
+
+
+@pytest.fixture
+def slow_unzip(tmp_path):
+    """A PATH whose unzip tests archives as unzip does but unpacks for ever, after writing one file."""
+    real = shutil.which('unzip')
+    stub = tmp_path / 'bin' / 'unzip'
+    stub.parent.mkdir()
+    stub.write_text(f'''#!/bin/bash
+for a in "$@"; do case "$a" in -t*) exec {real} "$@" ;; esac; done
+while [ $# -gt 0 ]; do [ "$1" = -d ] && dest=$2; shift; done
+mkdir -p "$dest/afhq/train" && echo partial > "$dest/afhq/train/half.jpg"
+exec sleep 60
+''')
+    stub.chmod(0o755)
+    return f'{stub.parent}:{os.environ["PATH"]}'
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_unzip_leaves_nothing_behind(project, mirror, slow_unzip, sig):
+    env = dict(os.environ, STARGAN_DOWNLOAD_FROM=str(mirror), PATH=slow_unzip)
+    proc = subprocess.Popen(['bash', str(project / 'download.sh'), 'afhq-dataset'], cwd='/', env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not [f for _, _, files in os.walk(project / 'data') for f in files if f == 'half.jpg']:  # unpacking began
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+    assert proc.returncode == 128 + sig
+    assert sorted(os.listdir(project / 'data')) == ['afhq.zip']  # the checked download stays, nothing half-unpacked
+    r = run(project, 'afhq-dataset', mirror=mirror)  # then a plain run finishes from the zip
+    assert r.returncode == 0 and 'already there' in r.stdout, r.stderr
+    assert sorted(os.listdir(project / 'data')) == ['afhq']
+
+
+def test_the_next_run_removes_what_a_killed_unzip_left(project, mirror):
+    dead = subprocess.Popen(['true'])
+    dead.wait()  # a process id that no longer runs
+    stale = project / 'data' / f'.unzip.{dead.pid}.abcdef'
+    (stale / 'afhq' / 'train').mkdir(parents=True)
+    (stale / 'afhq' / 'train' / 'half.jpg').write_bytes(b'partial')
+    live = project / 'data' / f'.unzip.{os.getpid()}.ghijkl'  # a run still going (this process): left alone
+    live.mkdir()
+    r = run(project, 'afhq-dataset', mirror=mirror)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(project / 'data')) == ['.unzip.' + str(os.getpid()) + '.ghijkl', 'afhq']

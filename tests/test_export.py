@@ -183,3 +183,15 @@ def test_readme_onnxruntime_example_translates_one_image(exported, tmp_path, num
     assert (np.abs(got - want) > 1.0).mean() < 1e-3
     src_px = np.asarray(Image.open(src).convert('RGB').resize((img_size, img_size), Image.BILINEAR), np.float64)
     assert np.abs(got - src_px).mean() > 5  # it is a translation, not the source
+
+
+def test_a_result_dir_that_cannot_be_made_is_refused_before_the_networks_load(tmp_path, monkeypatch, capsys):
+    """issue 19, item 9: a file in the way of --result_dir is one line, before any network loads."""
+    import core.inference
+    (tmp_path / 'file').write_text('keep')
+    monkeypatch.setattr(core.inference, 'load_run_networks', lambda *a, **k: pytest.fail('networks loaded'))
+    rc = cli.main(['--mode', 'export', '--format', 'onnx', '--checkpoint_dir', str(tmp_path / 'ckpt'),
+                   '--result_dir', str(tmp_path / 'file' / 'onnx')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--result_dir" in err[0] and 'not a folder' in err[0]
+    assert (tmp_path / 'file').read_text() == 'keep'

@@ -9,27 +9,35 @@ the umask, the web demo's bounds, download.sh's broken files.
 import errno
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import main as cli
 from core import checkpoint as ckpt_mod
 from core.checkpoint import complete_steps
 from core.runfolder import RunLock
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
+from tiny_run import make_checkpoint, make_image
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('one_thread')]
+pytestmark = pytest.mark.slow  # every test runs main.py, download.sh or a server, or a whole training run
 
 FINAL = ('nets', 'nets_ema', 'optims', 'state')
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
+def data(one_thread, tmp_path_factory):
+    """Training data; one thread here as in the training subprocesses (OMP_NUM_THREADS=1), for
+    the bitwise comparisons (and tiny tensors only spin threads on a loaded machine)."""
     return make_dataset(tmp_path_factory.mktemp('data'))
 
 
@@ -232,3 +240,264 @@ def test_keep_last_removes_older_complete_sets(data, tmp_path):
     assert cli.main(run_args(data, tmp_path, *flags)) == 0
     assert sorted(f for f in os.listdir(tmp_path / 'ckpt') if f.endswith('.ckpt')) == \
         [f'{s:06d}_{k}.ckpt' for s in (4, 6) for k in sorted(FINAL)]
+
+
+# ================================================================== other modes (items 8-12)
+def main_py(*args, umask=None, timeout=300):
+    """``python main.py ARGS`` in a subprocess (under ``umask`` when given)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False')
+    return subprocess.run([sys.executable, 'main.py', *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+
+
+def one_line_error(r, *parts):
+    """Exit status 2, one ``error:`` line naming ``parts``, no traceback."""
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith('error:')]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(errors) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    for part in parts:
+        assert part in errors[0], errors[0]
+    return errors[0]
+
+
+def snapshot_links(folder):
+    """Every file under ``folder`` with its bytes (links not followed)."""
+    out = {}
+    for d, dirs, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, folder)] = open(p, 'rb').read() if not os.path.islink(p) else os.readlink(p)
+    return out
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    """A run folder (config.yaml and a 32 px two-domain checkpoint, domains cat and dog)."""
+    root = tmp_path_factory.mktemp('faults')
+    make_checkpoint(root / 'ckpt', img_size=32, num_domains=2, names=['cat', 'dog'])
+    return root / 'ckpt'
+
+
+@pytest.fixture(scope='module')
+def broken_run(run_dir, tmp_path_factory):
+    """The same run with a checkpoint file that cannot be loaded: a command that stops with an
+    error about an output path instead proves it checked the path before loading networks."""
+    folder = tmp_path_factory.mktemp('broken') / 'ckpt'
+    shutil.copytree(run_dir, folder)
+    for f in os.listdir(folder):
+        if f.endswith('.ckpt'):
+            (folder / f).write_bytes(b'not a checkpoint')
+    return folder
+
+
+# ======================================================================= 8. images as viewers show them
+
+def test_exif_rotated_and_transparent_sources_translate_as_shown(run_dir, tmp_path):
+    """A sideways-stored photo with its EXIF orientation, and a transparent PNG, translate exactly as
+    the upright photo and the picture on white that a viewer shows."""
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(upright).save(tmp_path / 'upright.png')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown after a quarter turn clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / 'sideways.png', exif=exif)
+    alpha = rng.choice(np.array([0, 255], np.uint8), (40, 56))  # cut-out transparency: compositing is exact
+    stored = np.where(alpha[..., None] == 255, upright, 0).astype(np.uint8)  # hidden pixels store black
+    Image.fromarray(np.dstack([stored, alpha]), 'RGBA').save(tmp_path / 'transparent.png')
+    on_white = np.where(alpha[..., None] == 255, upright, 255).astype(np.uint8)
+    Image.fromarray(on_white).save(tmp_path / 'on_white.png')
+    outs = {}
+    for name in ('upright', 'sideways', 'transparent', 'on_white'):
+        r = main_py('--mode', 'translate', '--checkpoint_dir', run_dir, '--device', 'cpu', '--src', tmp_path / f'{name}.png',
+                    '--trg_domain', 'dog', '--out', tmp_path / 'out' / f'{name}.png')
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[name] = np.asarray(Image.open(tmp_path / 'out' / f'{name}.png'))
+    assert np.array_equal(outs['sideways'], outs['upright'])
+    assert np.array_equal(outs['transparent'], outs['on_white'])
+    assert not np.array_equal(outs['upright'], outs['on_white'])  # the comparisons can tell images apart
+
+
+def test_linked_domain_folders_sample_each_image_once_in_its_domain(run_dir, tmp_path):
+    """Sample mode on folders holding a link loop (to the dataset root), a link into the other domain
+    and two links to one outside folder: each image once, in its own domain."""
+    src = tmp_path / 'src'
+    for d, n in (('cat', 2), ('dog', 1)):
+        for i in range(n):
+            os.makedirs(src / d, exist_ok=True)
+            make_image(src / d / f'{i}.png', size=32, seed=10 * len(d) + i)
+    make_image(tmp_path / 'outside.png', size=32, seed=99)
+    (tmp_path / 'shared').mkdir()
+    shutil.copy(tmp_path / 'outside.png', tmp_path / 'shared' / 'x.png')
+    os.symlink(src, src / 'cat' / 'loop')
+    os.symlink(src / 'dog', src / 'cat' / 'dogs')
+    os.symlink(tmp_path / 'shared', src / 'dog' / 'a')
+    os.symlink(tmp_path / 'shared', src / 'dog' / 'b')
+    kept = snapshot_links(src)
+    r = main_py('--mode', 'sample', '--checkpoint_dir', run_dir, '--device', 'cpu', '--num_workers', 0, '--src_dir', src,
+                '--ref_dir', src, '--result_dir', tmp_path / 'res', '--val_batch_size', 16, '--sample_outputs', 'reference')
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the reference grid: a row and a column per image (2 cats + dog's own + the shared one) and the corner
+    assert Image.open(tmp_path / 'res' / 'reference.jpg').size == (5 * 32, 5 * 32)
+    assert snapshot_links(src) == kept
+
+
+# ======================================================================= 9. outputs never overwrite inputs
+
+def test_translate_into_its_own_source_folder_is_refused_before_loading(broken_run, tmp_path):
+    src = tmp_path / 'photos'
+    for sub in ('a', 'b'):
+        os.makedirs(src / sub)
+        make_image(src / sub / 'x.png', size=32, seed=len(sub))
+    kept = snapshot_links(src)
+    for out in (src, src / 'translated'):
+        r = main_py('--mode', 'translate', '--checkpoint_dir', broken_run, '--src', src, '--trg_domain', 'dog', '--out', out)
+        one_line_error(r, '--out', 'the input folder --src')
+        assert snapshot_links(src) == kept  # the photos untouched, nothing added
+    r = main_py('--mode', 'translate', '--checkpoint_dir', broken_run, '--src', src / 'a' / 'x.png', '--trg_domain', 'dog',
+                '--out', tmp_path / 'result')
+    one_line_error(r, "--out '", 'no image extension')
+    r = main_py('--mode', 'translate', '--checkpoint_dir', broken_run, '--src', src / 'a' / 'x.png', '--trg_domain', 'dog',
+                '--out', src / 'a' / 'x.png')
+    one_line_error(r, 'would overwrite an input image')
+    assert snapshot_links(src) == kept and not (tmp_path / 'result').exists()
+    # the control: with good paths the same command reaches the broken checkpoint
+    r = main_py('--mode', 'translate', '--checkpoint_dir', broken_run, '--src', src, '--trg_domain', 'dog',
+                '--out', tmp_path / 'out')
+    assert r.returncode == 2 and 'ckpt' in r.stderr and '--out' not in r.stderr.splitlines()[-1]
+
+
+def test_translate_keeps_sub_folders_so_same_names_never_collide(run_dir, tmp_path):
+    src = tmp_path / 'photos'
+    for i, sub in enumerate(('a', 'b', 'b/c')):
+        os.makedirs(src / sub)
+        make_image(src / sub / 'x.png', size=32, seed=i)
+    kept = snapshot_links(src)
+    r = main_py('--mode', 'translate', '--checkpoint_dir', run_dir, '--device', 'cpu', '--src', src, '--trg_domain', 'dog',
+                '--out', tmp_path / 'out')
+    assert r.returncode == 0, r.stderr[-2000:]
+    outs = snapshot_links(tmp_path / 'out')
+    assert sorted(outs) == ['a/x.png', 'b/c/x.png', 'b/x.png']
+    assert len(set(outs.values())) == 3  # three translations of three photos, none overwritten
+    assert snapshot_links(src) == kept
+
+
+def test_align_into_its_input_folder_is_refused_before_the_fan_loads(tmp_path):
+    inp = tmp_path / 'faces'
+    inp.mkdir()
+    make_image(inp / 'face.jpg', size=64)
+    kept = snapshot_links(inp)
+    (tmp_path / 'wing.ckpt').write_bytes(b'not FAN weights')  # loading it would be an error about the weights
+    from helpers import face_like_landmarks
+    np.savez(tmp_path / 'lm.npz', mean=face_like_landmarks())
+    r = main_py('--mode', 'align', '--inp_dir', inp, '--out_dir', inp / 'aligned', '--wing_path', tmp_path / 'wing.ckpt',
+                '--lm_path', tmp_path / 'lm.npz')
+    one_line_error(r, '--out_dir', 'lies inside the input folder --inp_dir')
+    assert snapshot_links(inp) == kept
+
+
+def test_export_result_dir_that_cannot_be_made_is_refused_before_loading(broken_run, tmp_path):
+    (tmp_path / 'a_file').write_text('keep')
+    r = main_py('--mode', 'export', '--format', 'onnx', '--checkpoint_dir', broken_run,
+                '--result_dir', tmp_path / 'a_file' / 'onnx')
+    one_line_error(r, '--result_dir', 'not a folder')
+    assert (tmp_path / 'a_file').read_text() == 'keep'
+
+
+# ======================================================================= 10. files follow the umask
+
+@pytest.mark.parametrize('umask', [0o027, 0o002])
+def test_a_run_writes_files_the_group_can_read(tmp_path, umask):
+    data = make_dataset(tmp_path / 'data', n=2, size=32)
+    r = main_py(*run_args(data, tmp_path, '--total_iters', 1, '--save_every', 1, '--sample_every', 0, '--print_every', 0,
+                          '--device', 'cpu'), umask=umask)
+    assert r.returncode == 0, r.stderr[-2000:]
+    files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / 'ckpt') for f in fs]
+    assert any(f.endswith('_nets_ema.ckpt') for f in files) and any(f.endswith('config.yaml') for f in files)
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o666 & ~umask, f
+
+
+# ======================================================================= 11. web demo
+
+def test_serve_refuses_oversized_uploads_and_answers_requests_at_once(run_dir, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from test_serve import Server
+    src = make_image(tmp_path / 'src.png', size=40, seed=1)
+    other = make_image(tmp_path / 'other.png', size=40, seed=2)
+    huge = tmp_path / 'huge.png'
+    Image.new('L', (9000, 7000)).save(huge, compress_level=1)
+    huge.write_bytes(huge.read_bytes()[:200])  # the header of 63 megapixels: decoding it would fail
+    heavy = tmp_path / 'heavy.png'
+    heavy.write_bytes(src.read_bytes() + os.urandom(26 * 2 ** 20))  # 26 MB
+    server = Server(['--checkpoint_dir', str(run_dir)], tmp_path / 'serve.log').wait()
+    try:
+        client = Client(server.url, verbose=False)
+        with pytest.raises(AppError, match='9000 x 7000 pixels, over the limit of 50 megapixels'):
+            client.predict(handle_file(str(huge)), 'dog', 5, 0.7, 1, api_name='/latent')
+        with pytest.raises(Exception, match=f'exceeds the maximum file size of {25 * 2 ** 20} bytes'):  # gradio's
+            client.predict(handle_file(str(heavy)), 'dog', 5, 0.7, 1, api_name='/latent')
+        requests = [(handle_file(str(src)), 'dog', 5, 0.7, 2), (handle_file(str(other)), 'cat', 9, 1.0, 2)]
+        alone = [np.asarray(Image.open(client.predict(*q, api_name='/latent'))) for q in requests]
+        got = [None, None]
+
+        def ask(i):
+            got[i] = np.asarray(Image.open(Client(server.url, verbose=False).predict(*requests[i], api_name='/latent')))
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        assert not np.array_equal(alone[0], alone[1])
+        assert all(np.array_equal(a, g) for a, g in zip(alone, got))
+        assert server.proc.poll() is None  # still serving
+    finally:
+        server.stop()
+
+
+# ======================================================================= 12. download.sh
+
+def test_download_refetches_a_broken_checkpoint_and_an_interrupted_unzip_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    from test_download import loadable, write_zip
+    project, mirror = tmp_path / 'project', tmp_path / 'mirror'
+    project.mkdir()
+    shutil.copy(os.path.join(ROOT, 'download.sh'), project / 'download.sh')
+    target = 'expr/checkpoints/afhq/100000_nets_ema.ckpt'
+    (mirror / target).parent.mkdir(parents=True)
+    (mirror / target).write_bytes(loadable(target))
+    write_zip(str(mirror / 'data' / 'afhq.zip'), {f'afhq/train/cat/{i}.jpg': bytes([i]) * 1000 for i in range(8)})
+    env = dict(os.environ, STARGAN_DOWNLOAD_FROM=str(mirror))
+    (project / target).parent.mkdir(parents=True)
+    (project / target).write_text('<!DOCTYPE html><html>Dropbox: too many requests</html>')  # an earlier "download"
+    r = subprocess.run(['bash', 'download.sh', 'afhq-model'], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and 'is there but broken (an HTML page)' in r.stderr, r.stderr
+    assert set(torch.load(project / target, weights_only=True)) == {'generator'}
+    # a dataset whose unpacking is stopped (SIGTERM) half-way: an unzip that writes one file, then hangs
+    stub = tmp_path / 'bin' / 'unzip'
+    stub.parent.mkdir()
+    stub.write_text(f'''#!/bin/bash
+for a in "$@"; do case "$a" in -t*) exec {shutil.which('unzip')} "$@" ;; esac; done
+while [ $# -gt 0 ]; do [ "$1" = -d ] && dest=$2; shift; done
+mkdir -p "$dest/afhq/train/cat" && echo half > "$dest/afhq/train/cat/0.jpg" && exec sleep 60
+''')
+    stub.chmod(0o755)
+    proc = subprocess.Popen(['bash', 'download.sh', 'afhq-dataset'], cwd=project, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(env, PATH=f'{stub.parent}:{os.environ["PATH"]}'))
+    deadline = time.time() + 60
+    while not [f for _, _, files in os.walk(project / 'data') for f in files if f == '0.jpg']:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 143
+    assert os.listdir(project / 'data') == ['afhq.zip']  # the checked download is kept, no half-unpacked folder
+    r = subprocess.run(['bash', 'download.sh', 'afhq-dataset'], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(project / 'data' / 'afhq' / 'train' / 'cat')) == [f'{i}.jpg' for i in range(8)]

@@ -21,7 +21,7 @@ from core import checkpoint as ckpt
 from core import distributed
 from core.config import LATEST, as_dict, sample_outputs, save_config, with_defaults
 from core.device import configure_training, fused_optimizers, select_device
-from core.data_loader import InputFetcher, list_domains
+from core.data_loader import ImageReadError, InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.inference import load_run_networks
@@ -116,20 +116,40 @@ class Solver:
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
 
-    def _train_state(self, step, fetcher):
-        state = {'step': step, 'fetcher': fetcher.state_dict(), 'torch_rng': torch.get_rng_state()}
+    def _next_batch(self, fetcher, done, last_saved, finite):
+        """The next training batch. An image that fails to decode (a file damaged after the
+        up-front check) stops training with one line naming it, after saving the ``done``
+        iterations with the data position before this batch, so a resume once the file is
+        replaced continues exactly."""
+        position = fetcher.state_dict()
+        try:
+            return next(fetcher)
+        except ImageReadError as e:
+            kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
+            if done > last_saved:
+                finite.check(last_saved, self.args.checkpoint_dir)
+                self.save(done, fetcher, position=position)
+                kept = f'saved iteration {done}'
+            raise ImageReadError(f'{e} ({kept} in {self.args.checkpoint_dir}; '
+                                 f'then resume with --resume_iter latest)') from None
+
+    def _train_state(self, step, fetcher, position=None):
+        """What exact resume needs beyond the networks: data position (``position``: one
+        taken earlier), RNG states, the fp16 loss scale."""
+        position = fetcher.state_dict() if position is None else position
+        state = {'step': step, 'fetcher': position, 'torch_rng': torch.get_rng_state()}
         if self.device.type == 'cuda':
             state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
         if getattr(self, 'scaler', None) is not None:  # --amp fp16: the loss scale resumes too
             state['grad_scaler'] = self.scaler.state_dict()
         return state
 
-    def save(self, step, fetcher):
+    def save(self, step, fetcher, position=None):
         """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
         if not self.dist.is_main:
             return
         ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
-                             state=self._train_state(step, fetcher))
+                             state=self._train_state(step, fetcher, position))
         ckpt.prune(self.args.checkpoint_dir, self.args.keep_last)
 
     def _resume(self, step, fetcher):
@@ -216,7 +236,7 @@ class Solver:
         finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
         with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
             for step in range(start, args.total_iters):
-                inputs = prepare_inputs(self.dist.shard(next(fetcher)), args)
+                inputs = prepare_inputs(self.dist.shard(self._next_batch(fetcher, step, last_saved, finite)), args)
                 logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, args, step, **extra)
                 i = step + 1
                 finite.update(logs, i)

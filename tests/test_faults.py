@@ -242,6 +242,38 @@ def test_keep_last_removes_older_complete_sets(data, tmp_path):
         [f'{s:06d}_{k}.ckpt' for s in (4, 6) for k in sorted(FINAL)]
 
 
+# ------------------------------------------------------------------ 7: an image that fails to decode mid-run
+def test_an_image_damaged_mid_run_stops_with_one_line_after_saving(tmp_path):
+    """Every training image is damaged (a PNG header, then nothing) while the run trains: it
+    stops at the next batch with one line naming a file, after saving the iterations done;
+    with the files restored, the same command ends bit for bit as a run never stopped."""
+    flags = ['--total_iters', '30', '--print_every', '1', '--sample_every', '0', '--save_every', '30',
+             '--resume_iter', 'latest']
+    data = make_dataset(tmp_path / 'data')
+    straight = tmp_path / 'straight'
+    proc = start(data, straight, *flags)
+    assert proc.wait(timeout=300) == 0, output(straight)[-2000:]
+    images = sorted((data / 'train').rglob('*.png'))
+    good = {p: p.read_bytes() for p in images}
+    run = tmp_path / 'run'
+    proc = start(data, run, *flags)
+    wait_for_log(proc, run, 3)
+    for p in images:
+        p.write_bytes(good[p][:60])  # the signature and header survive, the pixel data is gone
+    assert proc.wait(timeout=120) == 2, output(run)[-2000:]
+    errors = [ln for ln in output(run).splitlines() if ln.startswith('error:')]
+    assert len(errors) == 1 and 'Traceback' not in output(run), output(run)[-2000:]
+    assert "cannot read image '" in errors[0] and str(data / 'train') in errors[0]
+    saved = complete_steps(str(run / 'ckpt'))
+    assert len(saved) == 1 and 3 <= saved[0] < 30 and f'saved iteration {saved[0]}' in errors[0]
+    for p in images:
+        p.write_bytes(good[p])
+    proc = start(data, run, *flags)
+    assert proc.wait(timeout=300) == 0, output(run)[-2000:]
+    for kind in FINAL:
+        assert_files_equal(straight / 'ckpt' / f'000030_{kind}.ckpt', run / 'ckpt' / f'000030_{kind}.ckpt')
+
+
 # ================================================================== other modes (items 8-12)
 def main_py(*args, umask=None, timeout=300):
     """``python main.py ARGS`` in a subprocess (under ``umask`` when given)."""

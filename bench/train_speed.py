@@ -26,6 +26,7 @@ our initial weights. Nothing of it is copied into the project. Only w_hpf 0 (AFH
 is timed: the FAN needs wing.ckpt.
 """
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import itertools
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 
 import torch
 from munch import Munch
@@ -48,6 +50,7 @@ from core.device import select_device  # noqa: E402
 from core.model import build_model  # noqa: E402
 from core.trainer import (build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
                           speed_nets, train_step)
+from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
 
 # Dense peak FLOP/s from NVIDIA's datasheets (SXM parts), by the dtype the convolutions run in.
 # fp32 rows use the TF32 tensor-core rate: cuDNN convolutions use TF32 by default
@@ -115,10 +118,10 @@ def official_step(off, nets, nets_ema, optims, inputs, args):
 
 
 # ---------------------------------------------------------------- settings
-def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compile_=False):
+def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compile_=False, grad_checkpoint=False):
     argv = ['--mode', 'train', '--img_size', str(img_size), '--batch_size', str(batch_size),
             '--w_hpf', '0', '--device', opt.device, '--amp', amp, '--seed', str(opt.seed)]
-    argv += ['--channels_last'] * channels_last + ['--compile'] * compile_
+    argv += ['--channels_last'] * channels_last + ['--compile'] * compile_ + ['--grad_checkpoint'] * grad_checkpoint
     if opt.config:
         argv += ['--config', opt.config]
     if opt.dim_in:
@@ -142,23 +145,33 @@ def initial_nets(args, device):
     torch.manual_seed(args.seed)
     nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))
     init_weights(nets)
-    return (Munch({k: v.to(device) for k, v in nets.items()}),
-            Munch({k: v.to(device) for k, v in nets_ema.items()}))
+    return Munch({k: place(v, device) for k, v in nets.items()}), Munch({k: place(v, device) for k, v in nets_ema.items()})
+
+
+def place(module, device):
+    """``module.to(device)``, skipped when it is there already (FakeTensor modules cannot be
+    moved onto their own device)."""
+    if all(t.device == device for t in itertools.chain(module.parameters(), module.buffers())):
+        return module
+    return module.to(device)
 
 
 class Project:
     label = 'project'
 
-    def __init__(self, args, device):
+    def __init__(self, args, device, compile_options=None):
         self.args, self.device = args, device
         self.nets, self.nets_ema = initial_nets(args, device)
         self.optims = build_optimizers(self.nets, args, fused=device.type == 'cuda')
-        self.train_nets = speed_nets(self.nets, args)
+        if args.compile:  # past torch.compile's recompile limit a graph silently runs eager: make that an error
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
+        self.train_nets = speed_nets(self.nets, args, compile_options=compile_options)
         self.scaler = make_scaler(args, device)
         self.inputs = fixed_batch(args, device)
         self.i = 0
         switches = [args.amp] if args.amp != 'none' else ['fp32']
-        switches += ['channels_last'] * args.channels_last + ['compile'] * args.compile
+        switches += ['channels_last'] * args.channels_last + ['checkpoint'] * args.grad_checkpoint
+        switches += ['compile'] * args.compile
         self.name = f'{self.label} {"+".join(switches)}'
 
     def step(self):
@@ -168,16 +181,24 @@ class Project:
         self.i += 1
 
 
+def unwrap(nets):
+    """The networks inside the official nn.DataParallel wrappers (FAN's extra attribute kept)."""
+    return Munch({k: v.module if isinstance(v, torch.nn.DataParallel) else v for k, v in nets.items()})
+
+
 class Official:
     def __init__(self, off, args, device, init):
         self.off, self.args, self.name = off, Munch(as_dict(args)), 'official fp32'
         nets, nets_ema = off.build_model(Munch(img_size=args.img_size, style_dim=args.style_dim, w_hpf=0,
                                                latent_dim=args.latent_dim, num_domains=args.num_domains))
+        # the official build_model wraps every network in nn.DataParallel, which would spread the
+        # official loop over every visible GPU (and fail with --device cuda:1): time the modules alone
+        nets, nets_ema = unwrap(nets), unwrap(nets_ema)
         for mine, theirs in ((init.nets, nets), (init.nets_ema, nets_ema)):
             for name in theirs:  # the same initial weights as the project's rows (names are equal)
-                getattr(theirs[name], 'module', theirs[name]).load_state_dict(mine[name].state_dict())  # official DataParallel
-        self.nets = Munch({k: v.to(device) for k, v in nets.items()})
-        self.nets_ema = Munch({k: v.to(device) for k, v in nets_ema.items()})
+                theirs[name].load_state_dict(mine[name].state_dict())
+        self.nets = Munch({k: place(v, device) for k, v in nets.items()})
+        self.nets_ema = Munch({k: place(v, device) for k, v in nets_ema.items()})
         self.optims = Munch({name: torch.optim.Adam(  # the official Adam settings
             self.nets[name].parameters(), lr=args.f_lr if name == 'mapping_network' else args.lr,
             betas=[args.beta1, args.beta2], weight_decay=args.weight_decay) for name in self.nets})
@@ -271,16 +292,99 @@ def timed(runner, iters, device):
     return seconds, peak
 
 
-def setup(runner_fn, device, warmup):
-    """Build a runner, run its warm-up iterations (compilation happens here) and note its
-    resident memory (weights, optimiser states, batch) for the peak column."""
+def count_step(runner):
+    """One iteration of ``runner`` under bench/train_memory.py's MemoryCount; its report."""
+    return count_iteration(runner.step, runner.nets, runner.optims, runner.inputs)
+
+
+def counted(runner):
+    """Whether the memory count applies: eager rows only (a compiled graph saves what its
+    fused kernels need, and the saved-tensor hooks would make dynamo recompile)."""
+    return not getattr(getattr(runner, 'args', None), 'compile', False)
+
+
+def setup(runner_fn, device, warmup, count=True):
+    """Build a runner, run its warm-up iterations (compilation happens here; the last one,
+    of an eager row, under the memory count: ``runner.count``) and note its resident memory
+    (weights, optimiser states, batch) for the peak column."""
     before = memory_mark(device)
     runner = runner_fn()
-    for _ in range(warmup):
-        runner.step()
+    runner.count = None
+    for i in range(warmup):
+        if count and i == warmup - 1 and counted(runner):
+            runner.count = count_step(runner)
+        else:
+            runner.step()
     sync(device)
     runner.resident = (memory_mark(device) - before) if before is not None else 0
     return runner
+
+
+@contextlib.contextmanager
+def fake_tensors():
+    """Tensors without data, for the memory count alone: every tensor made inside is a CPU
+    FakeTensor (shape, dtype, device; no data, no kernel runs), so one 512 px iteration is
+    counted in seconds on any machine. (A fake CUDA device is not possible without a GPU:
+    the autograd engine needs a real CUDA context for backward.) ``Tensor.item`` answers
+    1.0 inside, because the official losses read their values."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    item = torch.Tensor.item
+    torch.Tensor.item = lambda self: 1.0  # (Adam reads its step count too: 1, never 0)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Accessing the data pointer of FakeTensor')  # deepcopy asks
+            yield torch.device('cpu')
+    finally:
+        torch.Tensor.item = item
+
+
+def settings(opt):
+    """(amp, channels_last, compile, grad_checkpoint) of every project row."""
+    return list(itertools.product(opt.amp, opt.channels_last, opt.compile, opt.grad_checkpoint))
+
+
+def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print):
+    """The rows of one image size and batch: every project setting (and the official loop
+    with ``off``), built, warmed up (memory counted in the last warm-up iteration), then
+    timed in alternation. Returns a list of row dicts."""
+    base = train_args(opt, img_size, batch_size)
+    t0 = time.perf_counter()
+    flops = count_flops(base, device) if not opt.no_flops else None
+    log(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
+    runners = []
+    for amp, cl, comp, ckpt in settings(opt):
+        args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp), bool(ckpt))
+        t0 = time.perf_counter()
+        runners.append(setup(lambda: Project(args, device, compile_options), device, opt.warmup))
+        runners[-1].setup_s = time.perf_counter() - t0
+        log(f'# {runners[-1].name}: built and warmed up in {runners[-1].setup_s:.0f} s')
+    official = None
+    if off is not None:
+        init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
+        t0 = time.perf_counter()
+        official = setup(lambda: Official(off, base, device, init), device, opt.warmup)
+        official.setup_s = time.perf_counter() - t0
+    everyone = runners + ([official] if official else [])
+    times = {id(r): [] for r in everyone}
+    peaks = {id(r): 0 for r in everyone}
+    for _ in range(opt.rounds):  # alternate: every runner once per round
+        for r in everyone:
+            seconds, peak = timed(r, opt.iters, device)
+            times[id(r)].append(seconds)
+            peaks[id(r)] = max(peaks[id(r)], peak or 0)
+    rows = []
+    for r in everyone:
+        s = statistics.median(times[id(r)])
+        ratio = None
+        if official is not None:  # per round (adjacent in time), then the median
+            ratio = statistics.median(o / p for o, p in zip(times[id(official)], times[id(r)]))
+        amp = getattr(getattr(r, 'args', None), 'amp', 'none')
+        peak, source = device_peak(device, amp)
+        rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
+                         max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
+                         count=r.count, flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
+                         source=source, ratio=ratio, setup_s=r.setup_s))
+    return rows
 
 
 def run_training(opt):
@@ -293,42 +397,55 @@ def run_training(opt):
     print(f'# command: python {" ".join(sys.argv)}')
     rows = []
     for img_size, batch_size in itertools.product(opt.img_size, opt.batch_size):
-        base = train_args(opt, img_size, batch_size)
-        t0 = time.perf_counter()
-        flops = count_flops(base, device) if not opt.no_flops else None
-        print(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
-        runners = []
-        for amp, cl, comp in itertools.product(opt.amp, opt.channels_last, opt.compile):
-            args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp))
-            t0 = time.perf_counter()
-            runners.append(setup(lambda: Project(args, device), device, opt.warmup))
-            print(f'# {runners[-1].name}: built and warmed up in {time.perf_counter() - t0:.0f} s')
-        official = None
-        if off is not None:
-            init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
-            official = setup(lambda: Official(off, base, device, init), device, opt.warmup)
-        everyone = runners + ([official] if official else [])
-        times = {id(r): [] for r in everyone}
-        peaks = {id(r): 0 for r in everyone}
-        for _ in range(opt.rounds):  # alternate: every runner once per round
-            for r in everyone:
-                seconds, peak = timed(r, opt.iters, device)
-                times[id(r)].append(seconds)
-                peaks[id(r)] = max(peaks[id(r)], peak or 0)
-        for r in everyone:
-            s = statistics.median(times[id(r)])
-            ratio = None
-            if official is not None:  # per round (adjacent in time), then the median
-                ratio = statistics.median(o / p for o, p in zip(times[id(official)], times[id(r)]))
-            amp = getattr(getattr(r, 'args', None), 'amp', 'none')
-            peak, source = device_peak(device, amp)
-            rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
-                             max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
-                             flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
-                             source=source, ratio=ratio))
+        rows += measure(opt, device, img_size, batch_size, off)
     print(f'# load average after: {os.getloadavg()[0]:.2f}; {opt.rounds} rounds x {opt.iters} iterations '
-          f'after {opt.warmup} warm-up; median (min-max) s/iteration')
+          f'after {opt.warmup} warm-up; median (min-max) s/iteration; memory counted in the last warm-up '
+          f'iteration (bench/train_memory.py; eager rows)')
     print_table(rows)
+
+
+def count_rows(opt, off=None, log=print):
+    """Memory counts only (no timing) on data-less tensors (``fake_tensors``): one warm-up and
+    one counted iteration per row, of every size, batch and setting, official loop included."""
+    rows = []
+    for img_size, batch_size in itertools.product(opt.img_size, opt.batch_size):
+        for amp, cl, comp, ckpt in settings(opt) + ([(None,) * 4] if off is not None else []):
+            t0 = time.perf_counter()
+            with fake_tensors() as device:
+                if amp is None:
+                    base = train_args(opt, img_size, batch_size)
+                    init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
+                    runner = Official(off, base, device, init)
+                else:
+                    runner = Project(train_args(opt, img_size, batch_size, amp, bool(cl), False, bool(ckpt)), device)
+                runner.step()  # the optimiser states exist from the first step on
+                report = count_step(runner)
+            rows.append(dict(size=img_size, batch=batch_size, name=runner.name, count=report))
+            log(f'# {img_size} px, batch {batch_size}, {runner.name}: counted in {time.perf_counter() - t0:.0f} s')
+    return rows
+
+
+def run_count(opt):
+    off = load_official(os.path.expanduser(opt.official)) if opt.official else None
+    if opt.compile != [0]:
+        print('# --count_only: compile is not counted (eager rows only); the rows without it are')
+        opt.compile = [0]
+    print(f'# memory count on data-less CPU tensors (FakeTensorMode; CPU autocast rules), torch {torch.__version__}')
+    print(f'# command: python {" ".join(sys.argv)}')
+    rows = count_rows(opt, off)
+    print_count_table(rows)
+
+
+def print_count_table(rows):
+    print('| img | batch | setting | counted peak | per phase: D latent / D ref / G latent / G ref (GiB) '
+          '| of which at the peak: parameters + gradients + Adam states / saved activations |')
+    print('|---|---|---|---|---|---|')
+    for r in rows:
+        c = r['count']
+        top = max(c['phases'], key=lambda p: p['peak'])['parts']
+        resident = top['params'] + top['grads'] + top['states'] + top['inputs']
+        print(f'| {r["size"]} | {r["batch"]} | {r["name"]} | {gib(c["peak"]):.2f} GiB | {format_phases(c)} '
+              f'| {gib(resident):.2f} / {gib(top["saved"]):.2f} GiB |')
 
 
 def machine(device):
@@ -337,18 +454,25 @@ def machine(device):
     return f'device cpu ({os.cpu_count()} cores visible)'
 
 
+def memory_cells(r):
+    """(counted peak, CUDA max_memory_allocated) cells of a row."""
+    counted_cell = f'{gib(r["count"]["peak"]):.2f} GiB' if r.get('count') else 'n/a (compiled)'
+    cuda_cell = f'{gib(r["mem"]):.2f} GiB' if r.get('mem') else 'n/a (CPU)'
+    return counted_cell, cuda_cell
+
+
 def print_table(rows):
-    print('| img | batch | setting | s/iteration (min-max) | images/s | peak memory | GFLOP/iteration '
-          '| of peak (assumed peak) | official / this |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('| img | batch | setting | s/iteration (min-max) | images/s | peak memory counted | CUDA peak allocated '
+          '| GFLOP/iteration | of peak (assumed peak) | official / this |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        mem = f'{r["mem"] / 2 ** 30:.2f} GiB' if r['mem'] else 'n/a (CPU)'
+        counted_cell, cuda_cell = memory_cells(r)
         fl = f'{r["flops"] / 1e9:.1f}' if r['flops'] else 'n/a'
         frac = (f'{100 * r["frac"]:.1f} % ({r["peak"] / 1e9:.0f} GFLOP/s, {r["source"]})'
                 if r['frac'] is not None else f'n/a ({r["source"]})')
         ratio = f'{r["ratio"]:.2f}x' if r['ratio'] is not None else ''
         print(f'| {r["size"]} | {r["batch"]} | {r["name"]} | {r["s"]:.3f} ({r["spread"][0]:.3f}-{r["spread"][1]:.3f}) '
-              f'| {r["ips"]:.2f} | {mem} | {fl} | {frac} | {ratio} |')
+              f'| {r["ips"]:.2f} | {counted_cell} | {cuda_cell} | {fl} | {frac} | {ratio} |')
 
 
 # ---------------------------------------------------------------- data loading alone
@@ -405,6 +529,10 @@ def parse(argv=None):
     p.add_argument('--amp', nargs='+', default=['none'], choices=['none', 'bf16', 'fp16'])
     p.add_argument('--channels_last', type=int, nargs='+', default=[0], choices=[0, 1])
     p.add_argument('--compile', type=int, nargs='+', default=[0], choices=[0, 1])
+    p.add_argument('--grad_checkpoint', type=int, nargs='+', default=[0], choices=[0, 1],
+                   help='activation checkpointing (recompute in backward) off/on')
+    p.add_argument('--count_only', action='store_true', help='no timing: count the training memory of every row '
+                   'on data-less tensors (no GPU needed; seconds per row at 512 px)')
     p.add_argument('--official', default=None, metavar='PATH', help='a clovaai/stargan-v2 checkout to time beside')
     p.add_argument('--warmup', type=int, default=2, help='untimed iterations per setting (compilation)')
     p.add_argument('--iters', type=int, default=3, help='timed iterations per setting and round')
@@ -433,6 +561,8 @@ def main(argv=None):
     opt = parse(argv)
     if opt.loader_only:
         run_loader(opt)
+    elif opt.count_only:
+        run_count(opt)
     else:
         run_training(opt)
 

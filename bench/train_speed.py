@@ -338,24 +338,40 @@ def fake_tensors():
         torch.Tensor.item = item
 
 
+@contextlib.contextmanager
+def loud_compile(name):
+    """A compiled row that reaches torch.compile's recompile limit fails here, loudly (Project sets
+    torch._dynamo.config.fail_on_recompile_limit_hit): past the limit dynamo would run the frame
+    eager without a word, and the row would time something else than its name says."""
+    try:
+        yield
+    except torch._dynamo.exc.FailOnRecompileLimitHit as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f'{name}: torch.compile reached its recompile limit (torch._dynamo.config.recompile_limit '
+                         f'= {torch._dynamo.config.recompile_limit}), so part of it would run eager; the row is not '
+                         f'timed. Dynamo said: {first}') from None
+
+
 def settings(opt):
     """(amp, channels_last, compile, grad_checkpoint) of every project row."""
     return list(itertools.product(opt.amp, opt.channels_last, opt.compile, opt.grad_checkpoint))
 
 
-def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print):
+def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print, combos=None):
     """The rows of one image size and batch: every project setting (and the official loop
     with ``off``), built, warmed up (memory counted in the last warm-up iteration), then
-    timed in alternation. Returns a list of row dicts."""
+    timed in alternation. ``combos``: (amp, channels_last, compile, grad_checkpoint) tuples
+    instead of every combination of the options. Returns a list of row dicts."""
     base = train_args(opt, img_size, batch_size)
     t0 = time.perf_counter()
     flops = count_flops(base, device) if not opt.no_flops else None
     log(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
     runners = []
-    for amp, cl, comp, ckpt in settings(opt):
+    for amp, cl, comp, ckpt in combos or settings(opt):
         args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp), bool(ckpt))
         t0 = time.perf_counter()
-        runners.append(setup(lambda: Project(args, device, compile_options), device, opt.warmup))
+        with loud_compile(f'{img_size} px, batch {batch_size}, {amp} channels_last={cl} compile={comp}'):
+            runners.append(setup(lambda: Project(args, device, compile_options), device, opt.warmup))
         runners[-1].setup_s = time.perf_counter() - t0
         log(f'# {runners[-1].name}: built and warmed up in {runners[-1].setup_s:.0f} s')
     official = None
@@ -369,7 +385,8 @@ def measure(opt, device, img_size, batch_size, off=None, compile_options=None, l
     peaks = {id(r): 0 for r in everyone}
     for _ in range(opt.rounds):  # alternate: every runner once per round
         for r in everyone:
-            seconds, peak = timed(r, opt.iters, device)
+            with loud_compile(r.name):
+                seconds, peak = timed(r, opt.iters, device)
             times[id(r)].append(seconds)
             peaks[id(r)] = max(peaks[id(r)], peak or 0)
     rows = []
@@ -383,7 +400,7 @@ def measure(opt, device, img_size, batch_size, off=None, compile_options=None, l
         rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
                          max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
                          count=r.count, flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
-                         source=source, ratio=ratio, setup_s=r.setup_s))
+                         source=source, ratio=ratio, setup_s=r.setup_s, amp=amp))
     return rows
 
 
@@ -489,10 +506,25 @@ def write_photos(root, n_per_domain, size, seed=0):
             Image.fromarray(img).save(os.path.join(root, d, f'{i:04d}.jpg'), quality=95)
 
 
+def loader_speed(folder, img_size, batch, workers, device, batches):
+    """Iterations/s of the training inputs (source + reference loaders through the
+    InputFetcher, as the training loop draws them) from the domain folders in ``folder``."""
+    from core.data_loader import InputFetcher, get_train_loader
+    common = dict(img_size=img_size, batch_size=batch, num_workers=workers, seed=0, device=device)
+    fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
+                           get_train_loader(folder, 'reference', **common), 16, 'train', device, seed=0)
+    next(fetcher)  # workers started, first batch
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(fetcher)
+    sync(device)
+    return batches / (time.perf_counter() - t0)
+
+
 def run_loader(opt):
     """Images/s of the training inputs alone (source + reference loaders through the
     InputFetcher, as the training loop draws them), per --num_workers value."""
-    from core.data_loader import InputFetcher, get_train_loader
     device = select_device(opt.device)
     work = tempfile.mkdtemp(prefix='loader_speed_')
     try:
@@ -503,18 +535,7 @@ def run_loader(opt):
         print('|---|---|---|---|---|')
         for workers in opt.num_workers:
             for batch in opt.batch_size:
-                common = dict(img_size=opt.img_size[0], batch_size=batch, num_workers=workers, seed=0,
-                              device=device)
-                fetcher = InputFetcher(get_train_loader(work, 'source', **common),
-                                       get_train_loader(work, 'reference', **common), 16, 'train', device,
-                                       seed=0)
-                next(fetcher)  # workers started, first batch
-                sync(device)
-                t0 = time.perf_counter()
-                for _ in range(opt.loader_batches):
-                    next(fetcher)
-                sync(device)
-                its = opt.loader_batches / (time.perf_counter() - t0)
+                its = loader_speed(work, opt.img_size[0], batch, workers, device, opt.loader_batches)
                 print(f'| {workers} | {batch} | {its:.2f} | {its * batch:.1f} | {3 * its * batch:.1f} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)

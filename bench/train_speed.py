@@ -8,8 +8,18 @@ initial weights and batch), the two alternated, and the ratio printed.
         --compile 0 1 --official ~/stargan-v2
     python bench/train_speed.py --config configs/demo.yaml --img_size 32 --batch_size 4 --amp none bf16
     python bench/train_speed.py --loader_only --img_size 256 --num_workers 0 2 4   # data loading alone
+    python bench/train_speed.py --count_only --img_size 256 --batch_size 8 --amp none bf16 \
+        --grad_checkpoint 0 1 --official ~/stargan-v2                  # memory alone, no GPU needed
 
-Several values of --img_size/--batch_size/--amp/--channels_last/--compile give one row per
+Memory: every eager row's last warm-up iteration runs under bench/train_memory.py's count
+(saved-for-backward tensors + parameters, gradients, Adam states; per phase), printed as
+"peak memory counted" on any device, beside CUDA's max_memory_allocated on a GPU;
+``--count_only`` counts on data-less FakeTensors instead of timing (docs/memory.md).
+The official networks are taken out of their nn.DataParallel wrappers (one device, the one
+chosen). Compiled rows fail loudly at torch.compile's recompile limit instead of running
+eager past it.
+
+Several values of --img_size/--batch_size/--amp/--channels_last/--compile/--grad_checkpoint give one row per
 combination. Every row trains its own copy of the networks from the same He init (seed) on
 the same fixed batch, so rows differ only in the setting.
 
@@ -305,13 +315,14 @@ def counted(runner):
 
 def setup(runner_fn, device, warmup, count=True):
     """Build a runner, run its warm-up iterations (compilation happens here; the last one,
-    of an eager row, under the memory count: ``runner.count``) and note its resident memory
-    (weights, optimiser states, batch) for the peak column."""
+    of an eager row, under the memory count: ``runner.count``; with no warm-up, one counted
+    iteration all the same) and note its resident memory (weights, optimiser states, batch)
+    for the peak column."""
     before = memory_mark(device)
     runner = runner_fn()
     runner.count = None
-    for i in range(warmup):
-        if count and i == warmup - 1 and counted(runner):
+    for i in range(max(warmup, 1 if count and counted(runner) else 0)):  # --warmup 0: one counted iteration
+        if count and i == max(warmup, 1) - 1 and counted(runner):
             runner.count = count_step(runner)
         else:
             runner.step()

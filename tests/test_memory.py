@@ -1,5 +1,6 @@
 """bench/train_memory.py: the training-memory count, checked against hand-computable cases."""
 
+import pytest
 import torch
 from munch import Munch
 
@@ -8,6 +9,8 @@ from core.config import with_defaults
 from core.losses import adv_loss, r1_reg
 from core.model import Discriminator, build_model
 from core.trainer import build_optimizers, init_weights, speed_nets, train_step
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
 
 def adam_state_bytes(optim):

@@ -190,8 +190,9 @@ def training_rows(opt, device, off):
     speed_opt = train_speed.parse(['--device', str(device), '--warmup', str(opt.warmup), '--iters', str(opt.iters),
                                    '--rounds', str(opt.rounds)] + (opt.tiny_widths if opt.smoke else []))
     options = dict(backend='eager') if opt.smoke else None  # smoke: dynamo without code generation
+    failures = []
     rows = train_speed.measure(speed_opt, device, opt.img_size, opt.batch_size, off, compile_options=options,
-                               log=lambda line: print(line, flush=True), combos=ROWS)
+                               log=lambda line: print(line, flush=True), combos=ROWS, failures=failures)
     bf16_peak, source = train_speed.device_peak(device, 'bf16')
     for r in rows:
         r['its'] = 1 / r['s']
@@ -202,7 +203,7 @@ def training_rows(opt, device, off):
     for r in compiled:  # the compile time: warm-up of the compiled row less that of the same row eager
         twin = eager.get(r['name'][:-len('+compile')])
         r['compile_s'] = r['setup_s'] - twin['setup_s'] if twin else r['setup_s']
-    return rows
+    return rows, failures
 
 
 def loader_row(opt, device):
@@ -285,6 +286,8 @@ def markdown(report):
         ratio = f'{r["ratio"]:.2f}x' if r['ratio'] is not None else ''
         warm = f'{r["setup_s"]:.0f} s' + (f' (compile {r["compile_s"]:.0f} s)' if 'compile_s' in r else '')
         lines.append(f'| {r["name"]} | {r["its"]:.2f} | {r["ips"]:.1f} | {counted} | {cuda} | {frac} | {ratio} | {warm} |')
+    for f in t['failed']:
+        lines.append(f'| {f["name"]} | FAILED: {f["error"]} |||||||')
     if t['rows']:
         lines.append(f'\nbf16 peak: {t["rows"][0]["bf16_peak_source"]}; GFLOP/iteration {t["rows"][0]["flops"] / 1e9:.1f} '
                      f'(eager fp32 count)')
@@ -362,8 +365,8 @@ def run(opt):
         report['skipped'] = 'official training row (no --official PATH given)'
         print(f'# skipped: {report["skipped"]}', flush=True)
     print(f'# 2. training, {opt.img_size} px, batch {opt.batch_size}', flush=True)
-    rows = training_rows(opt, device, off)
-    report['training'] = dict(img_size=opt.img_size, batch=opt.batch_size, rows=rows)
+    rows, failures = training_rows(opt, device, off)
+    report['training'] = dict(img_size=opt.img_size, batch=opt.batch_size, rows=rows, failed=failures)
     print('# 3. training loader', flush=True)
     report['loader'] = loader_row(opt, device)
     print('# 4. evaluation', flush=True)
@@ -377,7 +380,7 @@ def run(opt):
     print(text)
     print(f'# written: {opt.out}/gpu_report.md, {opt.out}/gpu_report.json ({report["total_s"]:.0f} s)')
     failed = [w for w, c in report['sanity']['ddp']['cases'].items() if not c.get('ok')]
-    return 1 if failed else 0
+    return 1 if failed or failures else 0
 
 
 def main(argv=None):

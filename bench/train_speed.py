@@ -368,11 +368,26 @@ def settings(opt):
     return list(itertools.product(opt.amp, opt.channels_last, opt.compile, opt.grad_checkpoint))
 
 
-def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print, combos=None):
+def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print, combos=None,
+            failures=None):
     """The rows of one image size and batch: every project setting (and the official loop
     with ``off``), built, warmed up (memory counted in the last warm-up iteration), then
     timed in alternation. ``combos``: (amp, channels_last, compile, grad_checkpoint) tuples
-    instead of every combination of the options. Returns a list of row dicts."""
+    instead of every combination of the options. ``failures``: a list that takes the rows
+    stopped at the recompile limit (name, error) while the others go on; without it such a
+    row stops the bench. Returns a list of row dicts."""
+
+    @contextlib.contextmanager
+    def guarded(name):
+        try:
+            with loud_compile(name):
+                yield
+        except SystemExit as e:
+            if failures is None:
+                raise
+            log(f'# FAILED {e}')
+            failures.append(dict(name=name, error=str(e)))
+
     base = train_args(opt, img_size, batch_size)
     t0 = time.perf_counter()
     flops = count_flops(base, device) if not opt.no_flops else None
@@ -381,8 +396,11 @@ def measure(opt, device, img_size, batch_size, off=None, compile_options=None, l
     for amp, cl, comp, ckpt in combos or settings(opt):
         args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp), bool(ckpt))
         t0 = time.perf_counter()
-        with loud_compile(f'{img_size} px, batch {batch_size}, {amp} channels_last={cl} compile={comp}'):
+        before = len(runners)
+        with guarded(f'{img_size} px, batch {batch_size}, {amp} channels_last={cl} compile={comp}'):
             runners.append(setup(lambda: Project(args, device, compile_options), device, opt.warmup))
+        if len(runners) == before:
+            continue
         runners[-1].setup_s = time.perf_counter() - t0
         log(f'# {runners[-1].name}: built and warmed up in {runners[-1].setup_s:.0f} s')
     official = None
@@ -395,9 +413,14 @@ def measure(opt, device, img_size, batch_size, off=None, compile_options=None, l
     times = {id(r): [] for r in everyone}
     peaks = {id(r): 0 for r in everyone}
     for _ in range(opt.rounds):  # alternate: every runner once per round
-        for r in everyone:
-            with loud_compile(r.name):
+        for r in list(everyone):
+            done = False
+            with guarded(r.name):
                 seconds, peak = timed(r, opt.iters, device)
+                done = True
+            if not done:
+                everyone.remove(r)
+                continue
             times[id(r)].append(seconds)
             peaks[id(r)] = max(peaks[id(r)], peak or 0)
     rows = []

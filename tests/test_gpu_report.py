@@ -13,6 +13,7 @@ from bench import gpu_report, train_speed
 from core.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
 
 def test_missing_official_checkout_is_a_one_line_error(tmp_path):
@@ -78,3 +79,17 @@ def test_smoke_report_runs_every_section(tmp_path):
     assert set(ev['tf32_during_eval']) == {'fid', 'lpips'}
     for name in names:
         assert f'| {name} |' in markdown
+
+
+def test_a_row_past_the_recompile_limit_is_reported_and_the_others_are_timed():
+    opt = train_speed.parse(['--device', 'cpu', '--dim_in', '8', '--max_conv_dim', '32', '--warmup', '1', '--iters', '1',
+                             '--rounds', '1', '--no_flops'])
+    failures, lines = [], []
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        rows = train_speed.measure(opt, torch.device('cpu'), 32, 2, compile_options=dict(backend='eager'),
+                                   log=lines.append, combos=[('none', 0, 0, 0), ('none', 0, 1, 0)], failures=failures)
+    torch._dynamo.reset()
+    assert [r['name'] for r in rows] == ['project fp32']
+    assert len(failures) == 1 and 'recompile limit' in failures[0]['error']
+    assert any(line.startswith('# FAILED') for line in lines)

@@ -98,3 +98,17 @@ def test_golden_loss_cases_bit_for_bit(path):
     nets, _ = filled_nets(case)
     nets_ema = Munch({k: copy.deepcopy(nets[k]) for k in ('generator', 'mapping_network', 'style_encoder')})
     assert_same_training(nets, nets_ema, loss_args(case), [case['inputs']])
+
+
+@pytest.mark.slow
+def test_command_line_run_with_grad_checkpoint_writes_the_same_checkpoints(tmp_path):
+    import main as cli
+    from helpers import assert_files_equal, make_dataset, run_args
+    data = make_dataset(tmp_path / 'data', n=4)
+    common = ['--total_iters', '2', '--print_every', '1', '--sample_every', '0', '--save_every', '2', '--device', 'cpu']
+    plain, recomputed = tmp_path / 'plain', tmp_path / 'recomputed'
+    assert cli.main(run_args(data, plain, *common)) == 0
+    assert cli.main(run_args(data, recomputed, *common, '--grad_checkpoint')) == 0
+    assert 'grad_checkpoint: true' in (recomputed / 'ckpt' / 'config.yaml').read_text()
+    for kind in ('nets', 'nets_ema', 'optims'):
+        assert_files_equal(plain / 'ckpt' / f'000002_{kind}.ckpt', recomputed / 'ckpt' / f'000002_{kind}.ckpt')

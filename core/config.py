@@ -105,7 +105,7 @@ def build_parser():
         help='torch.compile G, F, E, D for training (the R1 pass stays eager: it needs a double backward)')
     add('--grad_checkpoint', action='store_true',
         help='training: activation checkpointing: the residual blocks of G, D and E keep only their inputs and '
-             'recompute in backward (less memory, about a third more compute; same numbers bit for bit; '
+             'recompute in backward (less memory, about a fifth more FLOPs; same numbers bit for bit; '
              'docs/memory.md)')
 
     # ---- misc (official)

@@ -13,7 +13,8 @@ image pass of the discriminator saves memory only between its forward and the R1
 its fake-image passes and the generator's and style encoder's passes save it until the end.
 
 Parameters, state-dict keys and module types are untouched: the blocks' ``forward`` is
-replaced on the instances (checkpoints, EMA copies and DDP see the same modules).
+replaced on the training instances (checkpoints and DDP see the same modules; the EMA copies,
+which never run backward, are left as they are).
 """
 import functools
 

@@ -135,10 +135,11 @@ def merged(results):
 
 
 def main(argv=None):
+    """Run the comparison (``argv`` as on the command line); its result dict (``run``)."""
     opt = parse(argv)
     work = opt.workdir or tempfile.mkdtemp(prefix='eval_speed_')
     try:
-        run(opt, work)
+        return run(opt, work)
     finally:
         if not opt.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -168,6 +169,8 @@ def parse(argv):
 
 
 def run(opt, work):
+    """Both protocols on the same generated data and networks; prints the comparison and returns
+    it as a dict (times, speed-up, agreement, the metric values)."""
     os.makedirs(work, exist_ok=True)
     if opt.name_filled_weights:
         opt.inception_path, opt.alexnet_path = write_name_filled_weights(work)
@@ -232,6 +235,10 @@ def run(opt, work):
     print(f'ours:         {t_ours:.2f} s wall, {c_ours:.2f} s CPU '
           f'(of which Frechet distance: {sqrtm_ours:.2f} s, in a thread beside the next task)')
     print(f'speed-up:     {t_official / t_ours:.2f}x wall, {c_official / c_ours:.2f}x CPU time')
+    images = tasks * len(opt.modes) * opt.val_per_domain * opt.num_outs_per_domain
+    return dict(modes=list(opt.modes), tasks=tasks * len(opt.modes), generated_images=images, img_size=opt.img_size,
+                official_s=t_official, ours_s=t_ours, speedup=t_official / t_ours, max_rel_diff=worst,
+                lpips_bit_identical=exact_lpips, fid=ours[0], lpips=ours[1])
 
 
 if __name__ == '__main__':

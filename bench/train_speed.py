@@ -8,8 +8,18 @@ initial weights and batch), the two alternated, and the ratio printed.
         --compile 0 1 --official ~/stargan-v2
     python bench/train_speed.py --config configs/demo.yaml --img_size 32 --batch_size 4 --amp none bf16
     python bench/train_speed.py --loader_only --img_size 256 --num_workers 0 2 4   # data loading alone
+    python bench/train_speed.py --count_only --img_size 256 --batch_size 8 --amp none bf16 \
+        --grad_checkpoint 0 1 --official ~/stargan-v2                  # memory alone, no GPU needed
 
-Several values of --img_size/--batch_size/--amp/--channels_last/--compile give one row per
+Memory: every eager row's last warm-up iteration runs under bench/train_memory.py's count
+(saved-for-backward tensors + parameters, gradients, Adam states; per phase), printed as
+"peak memory counted" on any device, beside CUDA's max_memory_allocated on a GPU;
+``--count_only`` counts on data-less FakeTensors instead of timing (docs/memory.md).
+The official networks are taken out of their nn.DataParallel wrappers (one device, the one
+chosen). Compiled rows fail loudly at torch.compile's recompile limit instead of running
+eager past it.
+
+Several values of --img_size/--batch_size/--amp/--channels_last/--compile/--grad_checkpoint give one row per
 combination. Every row trains its own copy of the networks from the same He init (seed) on
 the same fixed batch, so rows differ only in the setting.
 
@@ -26,6 +36,7 @@ our initial weights. Nothing of it is copied into the project. Only w_hpf 0 (AFH
 is timed: the FAN needs wing.ckpt.
 """
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import itertools
@@ -36,6 +47,7 @@ import sys
 import tempfile
 import time
 import types
+import warnings
 
 import torch
 from munch import Munch
@@ -48,6 +60,7 @@ from core.device import select_device  # noqa: E402
 from core.model import build_model  # noqa: E402
 from core.trainer import (build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
                           speed_nets, train_step)
+from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
 
 # Dense peak FLOP/s from NVIDIA's datasheets (SXM parts), by the dtype the convolutions run in.
 # fp32 rows use the TF32 tensor-core rate: cuDNN convolutions use TF32 by default
@@ -115,10 +128,10 @@ def official_step(off, nets, nets_ema, optims, inputs, args):
 
 
 # ---------------------------------------------------------------- settings
-def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compile_=False):
+def train_args(opt, img_size, batch_size, amp='none', channels_last=False, compile_=False, grad_checkpoint=False):
     argv = ['--mode', 'train', '--img_size', str(img_size), '--batch_size', str(batch_size),
             '--w_hpf', '0', '--device', opt.device, '--amp', amp, '--seed', str(opt.seed)]
-    argv += ['--channels_last'] * channels_last + ['--compile'] * compile_
+    argv += ['--channels_last'] * channels_last + ['--compile'] * compile_ + ['--grad_checkpoint'] * grad_checkpoint
     if opt.config:
         argv += ['--config', opt.config]
     if opt.dim_in:
@@ -142,23 +155,33 @@ def initial_nets(args, device):
     torch.manual_seed(args.seed)
     nets, nets_ema = build_model(Munch(as_dict(args), wing_path=None))
     init_weights(nets)
-    return (Munch({k: v.to(device) for k, v in nets.items()}),
-            Munch({k: v.to(device) for k, v in nets_ema.items()}))
+    return Munch({k: place(v, device) for k, v in nets.items()}), Munch({k: place(v, device) for k, v in nets_ema.items()})
+
+
+def place(module, device):
+    """``module.to(device)``, skipped when it is there already (FakeTensor modules cannot be
+    moved onto their own device)."""
+    if all(t.device == device for t in itertools.chain(module.parameters(), module.buffers())):
+        return module
+    return module.to(device)
 
 
 class Project:
     label = 'project'
 
-    def __init__(self, args, device):
+    def __init__(self, args, device, compile_options=None):
         self.args, self.device = args, device
         self.nets, self.nets_ema = initial_nets(args, device)
         self.optims = build_optimizers(self.nets, args, fused=device.type == 'cuda')
-        self.train_nets = speed_nets(self.nets, args)
+        if args.compile:  # past torch.compile's recompile limit a graph silently runs eager: make that an error
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
+        self.train_nets = speed_nets(self.nets, args, compile_options=compile_options)
         self.scaler = make_scaler(args, device)
         self.inputs = fixed_batch(args, device)
         self.i = 0
         switches = [args.amp] if args.amp != 'none' else ['fp32']
-        switches += ['channels_last'] * args.channels_last + ['compile'] * args.compile
+        switches += ['channels_last'] * args.channels_last + ['checkpoint'] * args.grad_checkpoint
+        switches += ['compile'] * args.compile
         self.name = f'{self.label} {"+".join(switches)}'
 
     def step(self):
@@ -168,16 +191,24 @@ class Project:
         self.i += 1
 
 
+def unwrap(nets):
+    """The networks inside the official nn.DataParallel wrappers (FAN's extra attribute kept)."""
+    return Munch({k: v.module if isinstance(v, torch.nn.DataParallel) else v for k, v in nets.items()})
+
+
 class Official:
     def __init__(self, off, args, device, init):
         self.off, self.args, self.name = off, Munch(as_dict(args)), 'official fp32'
         nets, nets_ema = off.build_model(Munch(img_size=args.img_size, style_dim=args.style_dim, w_hpf=0,
                                                latent_dim=args.latent_dim, num_domains=args.num_domains))
+        # the official build_model wraps every network in nn.DataParallel, which would spread the
+        # official loop over every visible GPU (and fail with --device cuda:1): time the modules alone
+        nets, nets_ema = unwrap(nets), unwrap(nets_ema)
         for mine, theirs in ((init.nets, nets), (init.nets_ema, nets_ema)):
             for name in theirs:  # the same initial weights as the project's rows (names are equal)
-                getattr(theirs[name], 'module', theirs[name]).load_state_dict(mine[name].state_dict())  # official DataParallel
-        self.nets = Munch({k: v.to(device) for k, v in nets.items()})
-        self.nets_ema = Munch({k: v.to(device) for k, v in nets_ema.items()})
+                theirs[name].load_state_dict(mine[name].state_dict())
+        self.nets = Munch({k: place(v, device) for k, v in nets.items()})
+        self.nets_ema = Munch({k: place(v, device) for k, v in nets_ema.items()})
         self.optims = Munch({name: torch.optim.Adam(  # the official Adam settings
             self.nets[name].parameters(), lr=args.f_lr if name == 'mapping_network' else args.lr,
             betas=[args.beta1, args.beta2], weight_decay=args.weight_decay) for name in self.nets})
@@ -271,16 +302,140 @@ def timed(runner, iters, device):
     return seconds, peak
 
 
-def setup(runner_fn, device, warmup):
-    """Build a runner, run its warm-up iterations (compilation happens here) and note its
-    resident memory (weights, optimiser states, batch) for the peak column."""
+def count_step(runner):
+    """One iteration of ``runner`` under bench/train_memory.py's MemoryCount; its report."""
+    return count_iteration(runner.step, runner.nets, runner.optims, runner.inputs)
+
+
+def counted(runner):
+    """Whether the memory count applies: eager rows only (a compiled graph saves what its
+    fused kernels need, and the saved-tensor hooks would make dynamo recompile)."""
+    return not getattr(getattr(runner, 'args', None), 'compile', False)
+
+
+def setup(runner_fn, device, warmup, count=True):
+    """Build a runner, run its warm-up iterations (compilation happens here; the last one,
+    of an eager row, under the memory count: ``runner.count``; with no warm-up, one counted
+    iteration all the same) and note its resident memory (weights, optimiser states, batch)
+    for the peak column."""
     before = memory_mark(device)
     runner = runner_fn()
-    for _ in range(warmup):
-        runner.step()
+    runner.count = None
+    for i in range(max(warmup, 1 if count and counted(runner) else 0)):  # --warmup 0: one counted iteration
+        if count and i == max(warmup, 1) - 1 and counted(runner):
+            runner.count = count_step(runner)
+        else:
+            runner.step()
     sync(device)
     runner.resident = (memory_mark(device) - before) if before is not None else 0
     return runner
+
+
+@contextlib.contextmanager
+def fake_tensors():
+    """Tensors without data, for the memory count alone: every tensor made inside is a CPU
+    FakeTensor (shape, dtype, device; no data, no kernel runs), so one 512 px iteration is
+    counted in seconds on any machine. (A fake CUDA device is not possible without a GPU:
+    the autograd engine needs a real CUDA context for backward.) ``Tensor.item`` answers
+    1.0 inside, because the official losses read their values."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    item = torch.Tensor.item
+    torch.Tensor.item = lambda self: 1.0  # (Adam reads its step count too: 1, never 0)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Accessing the data pointer of FakeTensor')  # deepcopy asks
+            yield torch.device('cpu')
+    finally:
+        torch.Tensor.item = item
+
+
+@contextlib.contextmanager
+def loud_compile(name):
+    """A compiled row that reaches torch.compile's recompile limit fails here, loudly (Project sets
+    torch._dynamo.config.fail_on_recompile_limit_hit): past the limit dynamo would run the frame
+    eager without a word, and the row would time something else than its name says."""
+    try:
+        yield
+    except torch._dynamo.exc.FailOnRecompileLimitHit as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f'{name}: torch.compile reached its recompile limit (torch._dynamo.config.recompile_limit '
+                         f'= {torch._dynamo.config.recompile_limit}), so part of it would run eager; the row is not '
+                         f'timed. Dynamo said: {first}') from None
+
+
+def settings(opt):
+    """(amp, channels_last, compile, grad_checkpoint) of every project row."""
+    return list(itertools.product(opt.amp, opt.channels_last, opt.compile, opt.grad_checkpoint))
+
+
+def measure(opt, device, img_size, batch_size, off=None, compile_options=None, log=print, combos=None,
+            failures=None):
+    """The rows of one image size and batch: every project setting (and the official loop
+    with ``off``), built, warmed up (memory counted in the last warm-up iteration), then
+    timed in alternation. ``combos``: (amp, channels_last, compile, grad_checkpoint) tuples
+    instead of every combination of the options. ``failures``: a list that takes the rows
+    stopped at the recompile limit (name, error) while the others go on; without it such a
+    row stops the bench. Returns a list of row dicts."""
+
+    @contextlib.contextmanager
+    def guarded(name):
+        try:
+            with loud_compile(name):
+                yield
+        except SystemExit as e:
+            if failures is None:
+                raise
+            log(f'# FAILED {e}')
+            failures.append(dict(name=name, error=str(e)))
+
+    base = train_args(opt, img_size, batch_size)
+    t0 = time.perf_counter()
+    flops = count_flops(base, device) if not opt.no_flops else None
+    log(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
+    runners = []
+    for amp, cl, comp, ckpt in combos or settings(opt):
+        args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp), bool(ckpt))
+        t0 = time.perf_counter()
+        before = len(runners)
+        with guarded(f'{img_size} px, batch {batch_size}, {amp} channels_last={cl} compile={comp}'):
+            runners.append(setup(lambda: Project(args, device, compile_options), device, opt.warmup))
+        if len(runners) == before:
+            continue
+        runners[-1].setup_s = time.perf_counter() - t0
+        log(f'# {runners[-1].name}: built and warmed up in {runners[-1].setup_s:.0f} s')
+    official = None
+    if off is not None:
+        init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
+        t0 = time.perf_counter()
+        official = setup(lambda: Official(off, base, device, init), device, opt.warmup)
+        official.setup_s = time.perf_counter() - t0
+    everyone = runners + ([official] if official else [])
+    times = {id(r): [] for r in everyone}
+    peaks = {id(r): 0 for r in everyone}
+    for _ in range(opt.rounds):  # alternate: every runner once per round
+        for r in list(everyone):
+            done = False
+            with guarded(r.name):
+                seconds, peak = timed(r, opt.iters, device)
+                done = True
+            if not done:
+                everyone.remove(r)
+                continue
+            times[id(r)].append(seconds)
+            peaks[id(r)] = max(peaks[id(r)], peak or 0)
+    rows = []
+    for r in everyone:
+        s = statistics.median(times[id(r)])
+        ratio = None
+        if official is not None:  # per round (adjacent in time), then the median
+            ratio = statistics.median(o / p for o, p in zip(times[id(official)], times[id(r)]))
+        amp = getattr(getattr(r, 'args', None), 'amp', 'none')
+        peak, source = device_peak(device, amp)
+        rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
+                         max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
+                         count=r.count, flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
+                         source=source, ratio=ratio, setup_s=r.setup_s, amp=amp))
+    return rows
 
 
 def run_training(opt):
@@ -293,42 +448,55 @@ def run_training(opt):
     print(f'# command: python {" ".join(sys.argv)}')
     rows = []
     for img_size, batch_size in itertools.product(opt.img_size, opt.batch_size):
-        base = train_args(opt, img_size, batch_size)
-        t0 = time.perf_counter()
-        flops = count_flops(base, device) if not opt.no_flops else None
-        print(f'# {img_size} px, batch {batch_size}: FLOPs counted in {time.perf_counter() - t0:.0f} s')
-        runners = []
-        for amp, cl, comp in itertools.product(opt.amp, opt.channels_last, opt.compile):
-            args = train_args(opt, img_size, batch_size, amp, bool(cl), bool(comp))
-            t0 = time.perf_counter()
-            runners.append(setup(lambda: Project(args, device), device, opt.warmup))
-            print(f'# {runners[-1].name}: built and warmed up in {time.perf_counter() - t0:.0f} s')
-        official = None
-        if off is not None:
-            init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
-            official = setup(lambda: Official(off, base, device, init), device, opt.warmup)
-        everyone = runners + ([official] if official else [])
-        times = {id(r): [] for r in everyone}
-        peaks = {id(r): 0 for r in everyone}
-        for _ in range(opt.rounds):  # alternate: every runner once per round
-            for r in everyone:
-                seconds, peak = timed(r, opt.iters, device)
-                times[id(r)].append(seconds)
-                peaks[id(r)] = max(peaks[id(r)], peak or 0)
-        for r in everyone:
-            s = statistics.median(times[id(r)])
-            ratio = None
-            if official is not None:  # per round (adjacent in time), then the median
-                ratio = statistics.median(o / p for o, p in zip(times[id(official)], times[id(r)]))
-            amp = getattr(getattr(r, 'args', None), 'amp', 'none')
-            peak, source = device_peak(device, amp)
-            rows.append(dict(size=img_size, batch=batch_size, name=r.name, s=s, spread=(min(times[id(r)]),
-                             max(times[id(r)])), ips=batch_size / s, mem=peaks[id(r)] if device.type == 'cuda' else None,
-                             flops=flops, frac=(flops / s / peak) if (flops and peak) else None, peak=peak,
-                             source=source, ratio=ratio))
+        rows += measure(opt, device, img_size, batch_size, off)
     print(f'# load average after: {os.getloadavg()[0]:.2f}; {opt.rounds} rounds x {opt.iters} iterations '
-          f'after {opt.warmup} warm-up; median (min-max) s/iteration')
+          f'after {opt.warmup} warm-up; median (min-max) s/iteration; memory counted in the last warm-up '
+          f'iteration (bench/train_memory.py; eager rows)')
     print_table(rows)
+
+
+def count_rows(opt, off=None, log=print):
+    """Memory counts only (no timing) on data-less tensors (``fake_tensors``): one warm-up and
+    one counted iteration per row, of every size, batch and setting, official loop included."""
+    rows = []
+    for img_size, batch_size in itertools.product(opt.img_size, opt.batch_size):
+        for amp, cl, comp, ckpt in settings(opt) + ([(None,) * 4] if off is not None else []):
+            t0 = time.perf_counter()
+            with fake_tensors() as device:
+                if amp is None:
+                    base = train_args(opt, img_size, batch_size)
+                    init = Munch(zip(('nets', 'nets_ema'), initial_nets(base, device)))
+                    runner = Official(off, base, device, init)
+                else:
+                    runner = Project(train_args(opt, img_size, batch_size, amp, bool(cl), False, bool(ckpt)), device)
+                runner.step()  # the optimiser states exist from the first step on
+                report = count_step(runner)
+            rows.append(dict(size=img_size, batch=batch_size, name=runner.name, count=report))
+            log(f'# {img_size} px, batch {batch_size}, {runner.name}: counted in {time.perf_counter() - t0:.0f} s')
+    return rows
+
+
+def run_count(opt):
+    off = load_official(os.path.expanduser(opt.official)) if opt.official else None
+    if opt.compile != [0]:
+        print('# --count_only: compile is not counted (eager rows only); the rows without it are')
+        opt.compile = [0]
+    print(f'# memory count on data-less CPU tensors (FakeTensorMode; CPU autocast rules), torch {torch.__version__}')
+    print(f'# command: python {" ".join(sys.argv)}')
+    rows = count_rows(opt, off)
+    print_count_table(rows)
+
+
+def print_count_table(rows):
+    print('| img | batch | setting | counted peak | per phase: D latent / D ref / G latent / G ref (GiB) '
+          '| of which at the peak: parameters + gradients + Adam states / saved activations |')
+    print('|---|---|---|---|---|---|')
+    for r in rows:
+        c = r['count']
+        top = max(c['phases'], key=lambda p: p['peak'])['parts']
+        resident = top['params'] + top['grads'] + top['states'] + top['inputs']
+        print(f'| {r["size"]} | {r["batch"]} | {r["name"]} | {gib(c["peak"]):.2f} GiB | {format_phases(c)} '
+              f'| {gib(resident):.2f} / {gib(top["saved"]):.2f} GiB |')
 
 
 def machine(device):
@@ -337,18 +505,25 @@ def machine(device):
     return f'device cpu ({os.cpu_count()} cores visible)'
 
 
+def memory_cells(r):
+    """(counted peak, CUDA max_memory_allocated) cells of a row."""
+    counted_cell = f'{gib(r["count"]["peak"]):.2f} GiB' if r.get('count') else 'n/a (compiled)'
+    cuda_cell = f'{gib(r["mem"]):.2f} GiB' if r.get('mem') else 'n/a (CPU)'
+    return counted_cell, cuda_cell
+
+
 def print_table(rows):
-    print('| img | batch | setting | s/iteration (min-max) | images/s | peak memory | GFLOP/iteration '
-          '| of peak (assumed peak) | official / this |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('| img | batch | setting | s/iteration (min-max) | images/s | peak memory counted | CUDA peak allocated '
+          '| GFLOP/iteration | of peak (assumed peak) | official / this |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        mem = f'{r["mem"] / 2 ** 30:.2f} GiB' if r['mem'] else 'n/a (CPU)'
+        counted_cell, cuda_cell = memory_cells(r)
         fl = f'{r["flops"] / 1e9:.1f}' if r['flops'] else 'n/a'
         frac = (f'{100 * r["frac"]:.1f} % ({r["peak"] / 1e9:.0f} GFLOP/s, {r["source"]})'
                 if r['frac'] is not None else f'n/a ({r["source"]})')
         ratio = f'{r["ratio"]:.2f}x' if r['ratio'] is not None else ''
         print(f'| {r["size"]} | {r["batch"]} | {r["name"]} | {r["s"]:.3f} ({r["spread"][0]:.3f}-{r["spread"][1]:.3f}) '
-              f'| {r["ips"]:.2f} | {mem} | {fl} | {frac} | {ratio} |')
+              f'| {r["ips"]:.2f} | {counted_cell} | {cuda_cell} | {fl} | {frac} | {ratio} |')
 
 
 # ---------------------------------------------------------------- data loading alone
@@ -365,10 +540,25 @@ def write_photos(root, n_per_domain, size, seed=0):
             Image.fromarray(img).save(os.path.join(root, d, f'{i:04d}.jpg'), quality=95)
 
 
+def loader_speed(folder, img_size, batch, workers, device, batches):
+    """Iterations/s of the training inputs (source + reference loaders through the
+    InputFetcher, as the training loop draws them) from the domain folders in ``folder``."""
+    from core.data_loader import InputFetcher, get_train_loader
+    common = dict(img_size=img_size, batch_size=batch, num_workers=workers, seed=0, device=device)
+    fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
+                           get_train_loader(folder, 'reference', **common), 16, 'train', device, seed=0)
+    next(fetcher)  # workers started, first batch
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(fetcher)
+    sync(device)
+    return batches / (time.perf_counter() - t0)
+
+
 def run_loader(opt):
     """Images/s of the training inputs alone (source + reference loaders through the
     InputFetcher, as the training loop draws them), per --num_workers value."""
-    from core.data_loader import InputFetcher, get_train_loader
     device = select_device(opt.device)
     work = tempfile.mkdtemp(prefix='loader_speed_')
     try:
@@ -379,18 +569,7 @@ def run_loader(opt):
         print('|---|---|---|---|---|')
         for workers in opt.num_workers:
             for batch in opt.batch_size:
-                common = dict(img_size=opt.img_size[0], batch_size=batch, num_workers=workers, seed=0,
-                              device=device)
-                fetcher = InputFetcher(get_train_loader(work, 'source', **common),
-                                       get_train_loader(work, 'reference', **common), 16, 'train', device,
-                                       seed=0)
-                next(fetcher)  # workers started, first batch
-                sync(device)
-                t0 = time.perf_counter()
-                for _ in range(opt.loader_batches):
-                    next(fetcher)
-                sync(device)
-                its = opt.loader_batches / (time.perf_counter() - t0)
+                its = loader_speed(work, opt.img_size[0], batch, workers, device, opt.loader_batches)
                 print(f'| {workers} | {batch} | {its:.2f} | {its * batch:.1f} | {3 * its * batch:.1f} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -405,6 +584,10 @@ def parse(argv=None):
     p.add_argument('--amp', nargs='+', default=['none'], choices=['none', 'bf16', 'fp16'])
     p.add_argument('--channels_last', type=int, nargs='+', default=[0], choices=[0, 1])
     p.add_argument('--compile', type=int, nargs='+', default=[0], choices=[0, 1])
+    p.add_argument('--grad_checkpoint', type=int, nargs='+', default=[0], choices=[0, 1],
+                   help='activation checkpointing (recompute in backward) off/on')
+    p.add_argument('--count_only', action='store_true', help='no timing: count the training memory of every row '
+                   'on data-less tensors (no GPU needed; seconds per row at 512 px)')
     p.add_argument('--official', default=None, metavar='PATH', help='a clovaai/stargan-v2 checkout to time beside')
     p.add_argument('--warmup', type=int, default=2, help='untimed iterations per setting (compilation)')
     p.add_argument('--iters', type=int, default=3, help='timed iterations per setting and round')
@@ -433,6 +616,8 @@ def main(argv=None):
     opt = parse(argv)
     if opt.loader_only:
         run_loader(opt)
+    elif opt.count_only:
+        run_count(opt)
     else:
         run_training(opt)
 

@@ -105,6 +105,10 @@ def build_parser():
     add('--channels_last', action='store_true', help='training: networks and image batches in channels-last memory format')
     add('--compile', action='store_true',
         help='torch.compile G, F, E, D for training (the R1 pass stays eager: it needs a double backward)')
+    add('--grad_checkpoint', action='store_true',
+        help='training: activation checkpointing: the residual blocks of G, D and E keep only their inputs and '
+             'recompute in backward (less memory, about a fifth more FLOPs; same numbers bit for bit; '
+             'docs/memory.md)')
 
     # ---- misc (official)
     add('--mode', type=str, required=True, choices=list(MODES),

@@ -10,6 +10,7 @@ import torch.nn as nn
 from munch import Munch
 
 from core.losses import compute_d_loss, compute_g_loss
+from core.recompute import recompute_nets
 from core.wing import fan_masks
 
 TRAINED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
@@ -110,20 +111,24 @@ def match_optimizer_layout(optims):
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-def speed_nets(nets, args, wrap=None):
+def speed_nets(nets, args, wrap=None, compile_options=None):
     """The networks the training step calls: --channels_last converts G, F, E, D (and the
-    FAN) in place; then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
+    FAN) in place, --grad_checkpoint makes the blocks of G, D and E recompute in backward
+    (in place, same parameters); then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
     format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
     backward, which compiled graphs do not support) keeps the eager discriminator under
-    the key ``discriminator_r1``. Without switches or wrap: ``nets`` itself."""
+    the key ``discriminator_r1``. ``compile_options``: keyword arguments for torch.compile
+    (e.g. a backend for the benches' smoke runs). Without switches or wrap: ``nets`` itself."""
     to_memory_format(nets, args)
+    if getattr(args, 'grad_checkpoint', False):  # recompute the blocks in backward (core/recompute.py)
+        recompute_nets(nets)
     if wrap is not None:
         nets = wrap(nets)
     if not args.compile:
         return nets
     out = Munch(nets)
     for name in TRAINED:
-        out[name] = torch.compile(nets[name])
+        out[name] = torch.compile(nets[name], **(compile_options or {}))
     out.discriminator_r1 = nets.discriminator
     return out
 

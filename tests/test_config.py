@@ -39,6 +39,7 @@ OUR_DEFAULTS = {
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
     'sample_outputs': 'reference,video_ref',
     'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
+    'grad_checkpoint': False,  # activation checkpointing, off by default
     'to_rgb_norm': 1, 'lr_decay_iter': 0,  # official generator, constant learning rates
     'keep_last': 0,  # every checkpoint set kept, as upstream
 }

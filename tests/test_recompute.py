@@ -1,0 +1,114 @@
+"""--grad_checkpoint (core/recompute.py): activation checkpointing trains bit for bit as without it
+in fp32, on a tiny configuration and on the goldens' configurations (official widths, FAN masks)."""
+import copy
+
+import pytest
+import torch
+from munch import Munch
+
+from core.config import parse_args, with_defaults
+from core.model import build_model
+from core.recompute import is_recomputed
+from core.trainer import build_optimizers, init_weights, speed_nets, train_step
+from helpers import filled_nets, golden_cases, loss_args
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+TINY = dict(img_size=32, dim_in=8, max_conv_dim=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0,
+            ds_iter=10, wing_path=None)
+
+
+def tiny_inputs(n, latent_dim, img_size, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    img = lambda: torch.rand(n, 3, img_size, img_size, generator=g) * 2 - 1
+    return Munch(x_src=img(), y_src=torch.arange(n) % 2, x_ref=img(), x_ref2=img(), y_ref=(torch.arange(n) + 1) % 2,
+                 z_trg=torch.randn(n, latent_dim, generator=g), z_trg2=torch.randn(n, latent_dim, generator=g))
+
+
+def train(nets, nets_ema, args, batches, flag):
+    """``len(batches)`` iterations on copies of the networks, --grad_checkpoint ``flag``."""
+    nets, nets_ema = copy.deepcopy(nets), copy.deepcopy(nets_ema)
+    if 'fan' in nets:
+        nets_ema.fan = nets.fan
+    args = Munch(args, grad_checkpoint=flag)
+    optims = build_optimizers(nets, args)
+    train_nets = speed_nets(nets, args)
+    assert is_recomputed(nets.generator) == is_recomputed(nets.discriminator) == flag
+    logs = []
+    for step, batch in enumerate(batches):
+        logs.append(train_step(train_nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), args, step))
+    return nets, nets_ema, optims, logs
+
+
+def assert_same_training(nets, nets_ema, args, batches):
+    plain, recomputed = (train(nets, nets_ema, args, batches, flag) for flag in (False, True))
+    for kind in (0, 1):  # the trained networks and the EMA copies, every parameter and buffer
+        for name, net in plain[kind].items():
+            a, b = net.state_dict(), recomputed[kind][name].state_dict()
+            assert a.keys() == b.keys()  # no wrapper in the keys
+            for key in a:
+                assert torch.equal(a[key], b[key]), f'{"ema " * kind}{name}.{key}'
+    for name, optim in plain[2].items():  # Adam's moments too
+        for p_a, p_b in zip(optim.param_groups[0]['params'], recomputed[2][name].param_groups[0]['params']):
+            for key, value in optim.state[p_a].items():
+                assert torch.equal(value, recomputed[2][name].state[p_b][key]), f'{name} Adam {key}'
+    for a, b in zip(plain[3], recomputed[3]):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+
+
+def test_tiny_training_is_bit_for_bit_the_same():
+    args = with_defaults(Munch(TINY))
+    torch.manual_seed(0)
+    nets, nets_ema = build_model(args)
+    init_weights(nets)
+    batches = [tiny_inputs(4, args.latent_dim, args.img_size, seed) for seed in (1, 2)]
+    assert_same_training(nets, nets_ema, args, batches)
+
+
+def test_flag_is_off_by_default_and_leaves_the_modules_alone():
+    assert parse_args(['--mode', 'train']).grad_checkpoint is False
+    args = parse_args(['--mode', 'train', '--grad_checkpoint', *sum((['--' + k, str(v)] for k, v in TINY.items()
+                                                                     if k != 'wing_path'), [])])
+    assert args.grad_checkpoint is True
+    nets, _ = build_model(Munch(vars(args), wing_path=None))
+    keys = {name: list(net.state_dict()) for name, net in nets.items()}
+    train_nets = speed_nets(nets, args)
+    assert train_nets is nets  # no wrapper: the same modules, recomputing in place
+    assert {name: list(net.state_dict()) for name, net in nets.items()} == keys
+    assert is_recomputed(nets.generator) and is_recomputed(nets.discriminator) and is_recomputed(nets.style_encoder)
+    assert not is_recomputed(nets.mapping_network)
+
+
+@pytest.mark.parametrize('path', golden_cases('train', slow=True))
+def test_golden_train_cases_bit_for_bit(path):
+    case = torch.load(path, weights_only=False)
+    nets, _ = filled_nets(case)
+    nets_ema = Munch({k: copy.deepcopy(nets[k]) for k in ('generator', 'mapping_network', 'style_encoder')})
+    beta1, beta2 = case['betas']
+    args = loss_args(case, ds_iter=case['ds_iter'], lr=case['lr'], f_lr=case['f_lr'], beta1=beta1, beta2=beta2,
+                     weight_decay=case['weight_decay'], ema_beta=case['ema_beta'])
+    assert_same_training(nets, nets_ema, args, case['batches'])
+
+
+@pytest.mark.parametrize('path', golden_cases('losses', slow=True))
+def test_golden_loss_cases_bit_for_bit(path):
+    case = torch.load(path, weights_only=False)
+    nets, _ = filled_nets(case)
+    nets_ema = Munch({k: copy.deepcopy(nets[k]) for k in ('generator', 'mapping_network', 'style_encoder')})
+    assert_same_training(nets, nets_ema, loss_args(case), [case['inputs']])
+
+
+@pytest.mark.slow
+def test_command_line_run_with_grad_checkpoint_writes_the_same_checkpoints(tmp_path):
+    import main as cli
+    from helpers import assert_files_equal, make_dataset, run_args
+    data = make_dataset(tmp_path / 'data', n=4)
+    common = ['--total_iters', '2', '--print_every', '1', '--sample_every', '0', '--save_every', '2', '--device', 'cpu']
+    plain, recomputed = tmp_path / 'plain', tmp_path / 'recomputed'
+    assert cli.main(run_args(data, plain, *common)) == 0
+    assert cli.main(run_args(data, recomputed, *common, '--grad_checkpoint')) == 0
+    assert 'grad_checkpoint: true' in (recomputed / 'ckpt' / 'config.yaml').read_text()
+    for kind in ('nets', 'nets_ema', 'optims'):
+        assert_files_equal(plain / 'ckpt' / f'000002_{kind}.ckpt', recomputed / 'ckpt' / f'000002_{kind}.ckpt')

@@ -76,19 +76,17 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
     """One rank: the project's train_step under DDP on this rank's half of a fixed global batch."""
     import torch.distributed as dist
     from munch import Munch
-    from torch.nn.parallel import DistributedDataParallel
 
+    from core import distributed
     from core.config import with_defaults
     from core.model import build_model
     from core.trainer import build_optimizers, init_weights, speed_nets, train_step
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    # the process group, device and wrappers of a torchrun worker (core.distributed)
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    if device_type == 'cuda':
-        device = torch.device('cuda', rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device('cpu')
-    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(minutes=5))
+    group = distributed.from_env(TINY_DDP['batch_size'], torch.device(device_type if backend == 'nccl' else 'cpu'))
+    device = group.device(torch.device(device_type)) if backend == 'nccl' else torch.device(device_type)
     out = {}
     try:
         for w_hpf in w_hpfs:
@@ -102,9 +100,7 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
                 if 'fan' in nets:
                     nets_ema.fan = nets.fan
                 optims = build_optimizers(nets, args)
-                ids = [device.index] if device.type == 'cuda' else None
-                train_nets = speed_nets(nets, args, wrap=lambda ns: Munch(ns, **{
-                    k: DistributedDataParallel(ns[k], device_ids=ids) for k in optims}))
+                train_nets = speed_nets(nets, args, wrap=lambda ns: group.wrap(ns, device))
                 g = torch.Generator().manual_seed(1)
                 n, size, half = args.batch_size, args.img_size, args.batch_size // world_size
                 batch = Munch(x_src=torch.rand(n, 3, size, size, generator=g) * 2 - 1, y_src=torch.arange(n) % 2,
@@ -114,7 +110,7 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
                 mine = Munch({k: v[rank * half:(rank + 1) * half].to(device) for k, v in batch.items()})
                 finite = True
                 for step in range(iters):
-                    logs = train_step(train_nets, nets_ema, optims, Munch(mine), args, step)
+                    logs = train_step(train_nets, nets_ema, optims, Munch(mine), args, step, no_sync=group.no_sync)
                     finite &= all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in logs.values())
                 flat = torch.cat([p.detach().reshape(-1).float() for k in optims for p in nets[k].parameters()])
                 lowest, highest = flat.clone(), flat.clone()
@@ -126,7 +122,7 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ''
                 out[w_hpf] = dict(ok=False, error=f'{type(e).__name__}: {first}'[:300])
     finally:
-        dist.destroy_process_group()
+        group.close()
     if rank == 0:
         results.update({str(k): v for k, v in out.items()})
 
@@ -171,7 +167,9 @@ def watch_tf32():
             if not getattr(net, '_tf32_watched', False):
                 def note(module, inputs):
                     seen.setdefault(key, tf32_state())  # returns None: the inputs stay as they are
-                net.register_forward_pre_hook(note)
+                # on the first sub-module: a hook on the network itself runs before its
+                # forward, outside the block that sets the switches for it
+                next(net.children()).register_forward_pre_hook(note)
                 net._tf32_watched = True
             return net
         return built

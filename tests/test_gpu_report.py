@@ -77,6 +77,8 @@ def test_smoke_report_runs_every_section(tmp_path):
     ev = report['eval']
     assert ev['generated_images'] == 2 * 2 * 2 and ev['max_rel_diff'] <= 1e-6
     assert set(ev['tf32_during_eval']) == {'fid', 'lpips'}
+    for net, flags in ev['tf32_during_eval'].items():  # FID and LPIPS features in full float32
+        assert flags == {'cuda.matmul.allow_tf32': False, 'cudnn.allow_tf32': False}, net
     for name in names:
         assert f'| {name} |' in markdown
 

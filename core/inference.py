@@ -12,7 +12,7 @@ from core import checkpoint as ckpt
 from core.device import as_device
 from core.errors import UserError
 from core.model import ModelConfig, build_inference_networks
-from core.wing import load_fan
+from core.fan import load_fan
 
 __all__ = ['load_networks', 'resolve_step', 'load_run_networks']
 

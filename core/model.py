@@ -308,7 +308,7 @@ def build_inference_networks(cfg: ModelConfig) -> Munch:
                  style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                             cfg.dim_in))
     if cfg.w_hpf > 0:
-        from core.wing import FAN
+        from core.fan import FAN
         nets.fan = FAN()
     for net in nets.values():
         net.eval()
@@ -340,7 +340,7 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
                      mapping_network=copy.deepcopy(mapping_network),
                      style_encoder=copy.deepcopy(style_encoder))
     if w_hpf > 0:
-        from core.wing import FAN, load_fan  # local: FAN is only needed with the high-pass path
+        from core.fan import FAN, load_fan  # local: FAN is only needed with the high-pass path
         fan = FAN().eval()
         if _arg(args, 'wing_path'):
             load_fan(fan, args.wing_path)

@@ -30,7 +30,7 @@ from core.runfolder import RunLock, check_free_space, check_writable
 from core.sampling import debug_image, write_samples
 from core.trainer import (TRAINED, build_optimizers, init_weights, make_scaler, match_optimizer_layout,  # noqa: F401
                           moving_average, prepare_inputs, speed_nets, to_memory_format, train_step)
-from core.wing import load_fan
+from core.fan import load_fan
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
 

@@ -17,7 +17,9 @@ from core.errors import UserError
 from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks
 from core.model import ModelConfig
-from core.sampling import mean_style, save_image, source_masks, truncated_style
+from core.fan import source_masks
+from core.images import save_image
+from core.styles import mean_style, truncated_style
 
 
 OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}

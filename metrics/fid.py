@@ -107,7 +107,7 @@ def _uint8_to_pil(image):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise MetricsError(f'expected uint8 images of shape (H, W, 3), got {image.dtype} '
-                           f'{tuple(image.shape)}; quantise with core.sampling.to_uint8')
+                           f'{tuple(image.shape)}; quantise with core.images.to_uint8')
     return Image.fromarray(image, 'RGB')
 
 

@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
 
 from core.device import select_device
-from core.data_loader import list_images, load_rgb
+from core.data import list_images, load_rgb
 from core.errors import UserError
 from core.fileio import check_output_dir, check_outside, mirror_paths
 from core.fan import FAN, load_fan

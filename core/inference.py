@@ -8,7 +8,7 @@ Returns the EMA networks of ``{step}_nets_ema.ckpt`` (or the online G, F, E of
 """
 from munch import Munch
 
-from core import checkpoint as ckpt
+from core import ckpt as ckpt
 from core.device import as_device
 from core.errors import UserError
 from core.model import ModelConfig, build_inference_networks

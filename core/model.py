@@ -320,7 +320,7 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional
     max_conv_dim (512), dim_in (None = official width), to_rgb_norm (True) and wing_path (FAN weights,
-    loaded when given; see ``core.wing.load_fan``).
+    loaded when given; see ``core.fan.load_fan``).
     Returns ``(nets, nets_ema)``: Munches with generator, mapping_network,
     style_encoder, discriminator (online only) and fan when w_hpf > 0 (shared).
     """

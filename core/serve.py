@@ -25,7 +25,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from munch import Munch  # noqa: E402
 
-from core.data_loader import ImageTooLargeError, list_domain_images  # noqa: E402
+from core.data import ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.model import ModelConfig  # noqa: E402
 from core.images import image_row  # noqa: E402

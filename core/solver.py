@@ -17,11 +17,11 @@ import torch
 from munch import Munch
 from tqdm import tqdm
 
-from core import checkpoint as ckpt
+from core import ckpt as ckpt
 from core import distributed
 from core.config import LATEST, as_dict, sample_outputs, save_config, with_defaults
 from core.device import configure_training, fused_optimizers, select_device
-from core.data_loader import ImageReadError, InputFetcher, list_domains
+from core.data import ImageReadError, InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.inference import load_run_networks

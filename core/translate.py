@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from core.data_loader import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plain_transform
+from core.data import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plain_transform
 from core.errors import UserError
 from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks

@@ -24,7 +24,7 @@ import torch
 from munch import Munch
 from PIL import Image
 
-from core.data_loader import derive_seed, get_eval_loader, list_domains
+from core.data import derive_seed, get_eval_loader, list_domains
 from core.fan import source_masks
 from core.fileio import write_json
 from core.images import to_uint8

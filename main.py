@@ -12,7 +12,7 @@ from core.errors import UserError
 
 
 def train(args):
-    from core.data_loader import get_test_loader, get_train_loader
+    from core.data import get_test_loader, get_train_loader
     from core.solver import Solver
     if args.demo_data:  # the demo makes its own dataset (configs/demo.yaml)
         from core.demo_data import make_shapes_dataset
@@ -33,7 +33,7 @@ def train(args):
 
 def sample(args):
     from core.config import sample_outputs
-    from core.data_loader import InputFetcher, get_test_loader
+    from core.data import InputFetcher, get_test_loader
     from core.inference import load_run_networks
     from core.sampling import write_samples
     nets, _ = load_run_networks(args)

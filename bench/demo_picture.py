@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from bench.demo_quality import load_val_images, to_tensor, training_seconds  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
-from core.sampling import to_uint8  # noqa: E402
-from core.wing import fan_masks  # noqa: E402
+from core.images import to_uint8  # noqa: E402
+from core.fan import fan_masks  # noqa: E402
 
 __all__ = ['reference_grid', 'latent_grid', 'caption', 'main']
 

@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
 from core.demo_data import SHAPES  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
-from core.sampling import to_uint8  # noqa: E402
-from core.wing import fan_masks  # noqa: E402
+from core.images import to_uint8  # noqa: E402
+from core.fan import fan_masks  # noqa: E402
 
 __all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
 
@@ -61,7 +61,7 @@ def load_val_images(val_dir, img_size, num_images):
     folder of ``val_dir``, resized to ``img_size`` when needed."""
     from PIL import Image
 
-    from core.data_loader import list_domains, list_images, load_rgb
+    from core.data import list_domains, list_images, load_rgb
     domains = list_domains(val_dir)
     if not domains:
         raise UserError(f"'{val_dir}' has no domain sub-folders; generate the demo data first "
@@ -214,8 +214,8 @@ def format_table(result):
 
 def checkpoint_steps(checkpoint_dir):
     """Sorted steps of the complete checkpoints in ``checkpoint_dir`` (a save that was cut
-    short is left out, see ``core.checkpoint.complete_steps``)."""
-    from core.checkpoint import complete_steps
+    short is left out, see ``core.ckpt.complete_steps``)."""
+    from core.ckpt import complete_steps
     steps = complete_steps(checkpoint_dir)
     if not steps:
         raise UserError(f"no *_nets_ema.ckpt checkpoint in '{checkpoint_dir}'; train the demo first "
@@ -280,7 +280,7 @@ def _split_argv(argv):
 
 
 def main(argv=None):
-    from core.checkpoint import ckpt_path, load_modules
+    from core.ckpt import ckpt_path, load_modules
     from core.config import parse_args
     from core.device import select_device
     from core.model import build_model

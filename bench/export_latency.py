@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from core.export import export_onnx  # noqa: E402
 from core.model import ModelConfig, build_inference_networks  # noqa: E402
-from core.wing import fan_masks  # noqa: E402
+from core.fan import fan_masks  # noqa: E402
 
 MODELS = {'afhq': ModelConfig(img_size=256, num_domains=3, w_hpf=0),
           'celeba_hq': ModelConfig(img_size=256, num_domains=2, w_hpf=1)}

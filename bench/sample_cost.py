@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 import main as cli  # noqa: E402
 from core.config import SAMPLE_OUTPUTS  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.wing import FAN  # noqa: E402
+from core.fan import FAN  # noqa: E402
 from weights_by_name import fill_by_name  # noqa: E402
 
 

@@ -14,10 +14,10 @@ from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
 
 from core.device import select_device
-from core.data_loader import list_images, load_rgb
+from core.data import list_images, load_rgb
 from core.errors import UserError
 from core.fileio import check_output_dir, check_outside, mirror_paths
-from core.wing import FAN, load_fan
+from core.fan import FAN, load_fan
 
 EYE_LEFT = list(range(60, 68)) + [96]
 EYE_RIGHT = list(range(68, 76)) + [97]

@@ -8,7 +8,7 @@ writes into ``--result_dir``:
 - ``mapping_network.onnx``  z (N, latent_dim) float32, y (N,) int64 -> s
 - ``style_encoder.onnx``    x (N, 3, S, S), y (N,) int64 -> s
 - ``fan_masks.onnx``        (w_hpf > 0 only) x (N, 3, S, S) -> masks0, masks1: the FAN and the
-  heat-map-to-mask step of ``core.wing``, so a face model needs no PyTorch at all
+  heat-map-to-mask step of ``core.fan``, so a face model needs no PyTorch at all
 - ``onnx_export.json``      input/output names and shapes, image size, dimensions, domain names, w_hpf
 
 Images are RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1) resized to S x S, as translate mode

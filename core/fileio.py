@@ -4,6 +4,7 @@ A written file gets the permissions ``open()`` would give it (``0o666`` less the
 umask), not the ``0o600`` of a temporary file, so a group sharing a folder can read it.
 Also: checks that an output folder can be made, before any work starts.
 """
+import json
 import os
 import tempfile
 import threading
@@ -52,6 +53,12 @@ def atomic_write(path, write, binary=True):
             os.remove(tmp)
         raise
     return path
+
+
+def write_json(values, path):
+    """Writes the dict ``values`` to ``path`` as indented JSON, atomically; returns ``path``."""
+    text = json.dumps(values, indent=4, sort_keys=False)
+    return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def check_output_dir(path, flag):

@@ -8,11 +8,11 @@ Returns the EMA networks of ``{step}_nets_ema.ckpt`` (or the online G, F, E of
 """
 from munch import Munch
 
-from core import checkpoint as ckpt
+from core import ckpt as ckpt
 from core.device import as_device
 from core.errors import UserError
 from core.model import ModelConfig, build_inference_networks
-from core.wing import load_fan
+from core.fan import load_fan
 
 __all__ = ['load_networks', 'resolve_step', 'load_run_networks']
 

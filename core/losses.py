@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from munch import Munch
 
-from core.wing import fan_masks
+from core.fan import fan_masks
 
 
 def adv_loss(logits, target):

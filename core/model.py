@@ -308,7 +308,7 @@ def build_inference_networks(cfg: ModelConfig) -> Munch:
                  style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                             cfg.dim_in))
     if cfg.w_hpf > 0:
-        from core.wing import FAN
+        from core.fan import FAN
         nets.fan = FAN()
     for net in nets.values():
         net.eval()
@@ -320,7 +320,7 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
 
     ``args`` needs img_size, style_dim, latent_dim, num_domains, w_hpf; optional
     max_conv_dim (512), dim_in (None = official width), to_rgb_norm (True) and wing_path (FAN weights,
-    loaded when given; see ``core.wing.load_fan``).
+    loaded when given; see ``core.fan.load_fan``).
     Returns ``(nets, nets_ema)``: Munches with generator, mapping_network,
     style_encoder, discriminator (online only) and fan when w_hpf > 0 (shared).
     """
@@ -340,7 +340,7 @@ def build_model(args: 'Namespace | Munch | ModelConfig') -> Tuple[Munch, Munch]:
                      mapping_network=copy.deepcopy(mapping_network),
                      style_encoder=copy.deepcopy(style_encoder))
     if w_hpf > 0:
-        from core.wing import FAN, load_fan  # local: FAN is only needed with the high-pass path
+        from core.fan import FAN, load_fan  # local: FAN is only needed with the high-pass path
         fan = FAN().eval()
         if _arg(args, 'wing_path'):
             load_fan(fan, args.wing_path)

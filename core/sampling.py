@@ -4,69 +4,13 @@ Images are tensors in [-1, 1]; every function follows the device of its inputs.
 """
 import os
 
-import numpy as np
 import torch
-import torchvision.utils as vutils
 
 from core.config import DEFAULT_SAMPLE_OUTPUTS, SAMPLE_OUTPUTS
-from core.wing import fan_masks
-
-
-def denormalize(x):
-    return ((x + 1) / 2).clamp_(0, 1)
-
-
-def to_uint8(x):
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 numpy array, rounded exactly as torchvision's
-    save_image stores it (the one image-to-uint8 of the project)."""
-    x = ((x.detach().float() + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255)
-    return np.ascontiguousarray(x.permute(0, 2, 3, 1).to('cpu', torch.uint8).numpy())
-
-
-def save_image(x, ncol, filename):
-    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-    vutils.save_image(denormalize(x.detach().cpu().clone()), filename, nrow=ncol, padding=0)
-
-
-def image_row(x):
-    """Images (n, 3, H, W) in [-1, 1] side by side as one (H, n * W, 3) uint8 array, rounded
-    as ``save_image`` rounds them."""
-    return np.concatenate(list(to_uint8(x)), axis=1)
-
-
-def source_masks(nets, args, x):
-    return fan_masks(nets, getattr(args, 'w_hpf', 0), x)
-
-
-N_MEAN_STYLE = 10000  # latent codes averaged for a domain's mean style
-
-
-@torch.no_grad()
-def domain_mean_style(mapping_network, y, latent_dim, device, n=N_MEAN_STYLE, chunk=2500, generator=None):
-    """Mean over ``n`` random z ~ N(0, I) of F(z, y) for domain index ``y``: (1, style_dim),
-    the centre of the truncation trick. The codes are drawn at once on the CPU (from
-    ``generator``, else the global RNG), so they are the same on every device, and mapped
-    in chunks of ``chunk``."""
-    z = torch.randn(n, latent_dim, generator=generator).to(device)
-    y = torch.full((n,), int(y), dtype=torch.long, device=device)
-    s = torch.cat([mapping_network(z[i:i + chunk], y[i:i + chunk]) for i in range(0, n, chunk)])
-    return s.mean(dim=0, keepdim=True)
-
-
-def mean_style(nets, args, y, n=N_MEAN_STYLE, generator=None):
-    device = next(nets.mapping_network.parameters()).device
-    return domain_mean_style(nets.mapping_network, y, args.latent_dim, device, n=n, generator=generator)
-
-
-def shared_latents(args, n, generator, device):
-    """``num_outs_per_domain`` latent codes, each shared by the ``n`` sources: (K, n, latent_dim)."""
-    z = torch.randn(args.num_outs_per_domain, 1, args.latent_dim, generator=generator)
-    return z.repeat(1, n, 1).to(device)
-
-
-def truncated_style(nets, s_avg, z_trg, y_trg, psi):
-    """s = lerp(mean style, F(z), psi)."""
-    return torch.lerp(s_avg, nets.mapping_network(z_trg, y_trg), psi)
+from core.fan import source_masks
+from core.images import save_image
+from core.styles import mean_style, shared_latents, truncated_style
+from core.video import video_latent, video_ref
 
 
 @torch.no_grad()
@@ -162,12 +106,10 @@ def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
                 translate_using_latent(nets, args, src.x, [y_trg], z_trg_list, psi,
                                        out(f'latent_{y}_psi_{psi:.1f}.jpg'), mean_styles=[s_avg])
                 written.append(out(f'latent_{y}_psi_{psi:.1f}.jpg'))
-    if 'video_ref' in outputs or 'video_latent' in outputs:
-        from core.video import video_latent, video_ref  # needs imageio-ffmpeg; UserError when absent
-        if 'video_ref' in outputs:
-            written.append(video_ref(nets, args, src.x, ref.x, ref.y, out('video_ref.mp4')))
-        if 'video_latent' in outputs:
-            generator, z_trg_list = codes()
-            written.append(video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
-                                        generator=generator))
+    if 'video_ref' in outputs:  # videos need imageio-ffmpeg (a UserError when absent)
+        written.append(video_ref(nets, args, src.x, ref.x, ref.y, out('video_ref.mp4')))
+    if 'video_latent' in outputs:
+        generator, z_trg_list = codes()
+        written.append(video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
+                                    generator=generator))
     return written

@@ -25,10 +25,10 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from munch import Munch  # noqa: E402
 
-from core.data_loader import ImageTooLargeError, list_domain_images  # noqa: E402
+from core.data import ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.model import ModelConfig  # noqa: E402
-from core.sampling import image_row  # noqa: E402
+from core.images import image_row  # noqa: E402
 from core.translate import latent_style, load_image, reference_style, translate_image  # noqa: E402
 
 __all__ = ['Translator', 'build_app', 'example_images', 'serve']

@@ -17,11 +17,11 @@ import torch
 from munch import Munch
 from tqdm import tqdm
 
-from core import checkpoint as ckpt
+from core import ckpt as ckpt
 from core import distributed
 from core.config import LATEST, as_dict, sample_outputs, save_config, with_defaults
 from core.device import configure_training, fused_optimizers, select_device
-from core.data_loader import ImageReadError, InputFetcher, list_domains
+from core.data import ImageReadError, InputFetcher, list_domains
 from core.errors import UserError
 from core.losses import adv_loss, compute_d_loss, compute_g_loss, r1_reg  # noqa: F401 (official names)
 from core.inference import load_run_networks
@@ -30,7 +30,7 @@ from core.runfolder import RunLock, check_free_space, check_writable
 from core.sampling import debug_image, write_samples
 from core.trainer import (TRAINED, build_optimizers, init_weights, make_scaler, match_optimizer_layout,  # noqa: F401
                           moving_average, prepare_inputs, speed_nets, to_memory_format, train_step)
-from core.wing import load_fan
+from core.fan import load_fan
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
 

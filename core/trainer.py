@@ -11,7 +11,7 @@ from munch import Munch
 
 from core.losses import compute_d_loss, compute_g_loss
 from core.recompute import recompute_nets
-from core.wing import fan_masks
+from core.fan import fan_masks
 
 TRAINED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
 AVERAGED = ('generator', 'mapping_network', 'style_encoder')

@@ -12,12 +12,14 @@ import os
 
 import torch
 
-from core.data_loader import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plain_transform
+from core.data import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plain_transform
 from core.errors import UserError
 from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks
 from core.model import ModelConfig
-from core.sampling import mean_style, save_image, source_masks, truncated_style
+from core.fan import source_masks
+from core.images import save_image
+from core.styles import mean_style, truncated_style
 
 
 OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}

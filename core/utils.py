@@ -1,20 +1,22 @@
-"""The official ``core.utils`` names, for scripts written against the official repository.
+"""The official ``core.utils`` names (compatibility layer: delegates), for scripts written
+against the official repository.
 
-Each is this project's own function (``core.sampling``, ``core.video``, ``core.trainer``)
+Each is this project's own function (``core.sampling``, ``core.images``, ``core.video``,
+``core.trainer``, ``core.fileio``)
 under the official name and argument names; the files written are those of our sample
 mode and training grids. Differences that remain (see README, "Official names"):
 ``video_ref`` / ``video_latent`` write this project's layout and interpolate across
 domains too; ``save_video`` supports libx264 without extra ffmpeg filters only.
 """
-import json
-
 import numpy as np
 import torch
 
 from core.errors import UserError
-from core.fileio import atomic_write
-from core.sampling import (debug_image, denormalize, save_image, source_masks,  # noqa: F401 (official names)
-                           translate_and_reconstruct, translate_using_latent, translate_using_reference)
+from core.fan import source_masks
+from core.fileio import write_json
+from core.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
+from core.sampling import (debug_image, translate_and_reconstruct, translate_using_latent,  # noqa: F401 (official names)
+                           translate_using_reference)
 from core.trainer import he_init  # noqa: F401 (official name)
 from core.video import SLOWDOWN, VideoWriter, interpolation_weights
 from core.video import video_latent as _video_latent
@@ -27,8 +29,7 @@ __all__ = ['save_json', 'print_network', 'he_init', 'denormalize', 'save_image',
 
 def save_json(json_file, filename):
     """Writes the dict ``json_file`` to ``filename`` (indented JSON, written atomically)."""
-    text = json.dumps(json_file, indent=4, sort_keys=False)
-    return atomic_write(filename, lambda f: f.write(text), binary=False)
+    return write_json(json_file, filename)
 
 
 def print_network(network, name):
@@ -103,5 +104,4 @@ def save_video(fname, images, output_fps=30, vcodec='libx264', filters=''):
 
 def tensor2ndarray255(images):
     """(N, 3, H, W) images in [-1, 1] -> (N, H, W, 3) float array in [0, 255]."""
-    images = torch.clamp(images * 0.5 + 0.5, 0, 1)
-    return images.cpu().numpy().transpose(0, 2, 3, 1) * 255
+    return to_float255(images)

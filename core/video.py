@@ -45,10 +45,12 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.sampling import N_MEAN_STYLE, domain_mean_style, source_masks, to_uint8
+from core.fan import source_masks
+from core.images import to_uint8
+from core.styles import N_MEAN_STYLE, domain_mean_style
 
 __all__ = ['FPS', 'SLOWDOWN', 'HOLD_LAST', 'VideoWriter', 'interpolation_weights',
-           'tensor_to_uint8', 'auto_scale', 'video_ref', 'video_latent', 'ref_frames',
+           'auto_scale', 'video_ref', 'video_latent', 'ref_frames',
            'latent_frames', 'domain_mean_style']
 
 FPS = 30            # nominal frame rate of the interpolation (SPEC)
@@ -62,13 +64,6 @@ MIN_CELL = 128      # auto scale: small images are enlarged to at least this man
 def interpolation_weights():
     """The 31 style weights of one transition: 0, sigmoid(-5 ... 4.5 step 0.5), then 1 x 10."""
     return [0.0] + torch.sigmoid(torch.arange(-5, 5, 0.5)).tolist() + [1.0] * 10
-
-
-def tensor_to_uint8(x):
-    """(3, H, W) image in [-1, 1] -> (H, W, 3) uint8 numpy array, rounded as save_image does."""
-    if x.dim() != 3 or x.size(0) != 3:
-        raise ValueError(f'expected a (3, H, W) image, got shape {tuple(x.shape)}')
-    return to_uint8(x.unsqueeze(0))[0]
 
 
 def auto_scale(img_size):
@@ -188,9 +183,9 @@ class VideoWriter:
         (B, 3, H, W) batch as B consecutive frames."""
         if x.dim() == 4:
             for img in x:
-                self.write(tensor_to_uint8(img))
+                self.write(to_uint8(img))
         else:
-            self.write(tensor_to_uint8(x))
+            self.write(to_uint8(x))
 
     # ------------------------------------------------------------------ closing
     def close(self):
@@ -370,7 +365,7 @@ def _write(frames, fname, scale, crf):
     with VideoWriter(fname, scale=scale, crf=crf) as writer:
         last = None
         for frame in frames:
-            last = tensor_to_uint8(frame)
+            last = to_uint8(frame)
             writer.write(last)
         if last is None:
             raise ValueError('no frames to write')

@@ -24,9 +24,10 @@ import torch
 from munch import Munch
 from PIL import Image
 
-from core.data_loader import derive_seed, get_eval_loader, list_domains
-from core.sampling import source_masks, to_uint8
-from core.utils import save_json
+from core.data import derive_seed, get_eval_loader, list_domains
+from core.fan import source_masks
+from core.fileio import write_json
+from core.images import to_uint8
 from metrics import MetricsError, resolve_weights
 from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
     stats_from_folder
@@ -139,7 +140,7 @@ def _check(nets, args, mode, domains):
 def _write(args, step, mode, fid_values, lpips_values):
     os.makedirs(args.eval_dir, exist_ok=True)
     for kind, values in (('FID', fid_values), ('LPIPS', lpips_values)):
-        save_json(values, os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'))  # atomic
+        write_json(values, os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'))  # atomic
     with open(os.path.join(args.eval_dir, 'metrics.jsonl'), 'a') as f:
         f.write(json.dumps({'step': step, 'mode': mode, **fid_values, **lpips_values}) + '\n')
 
@@ -221,5 +222,5 @@ def calculate_fid_for_all_tasks(args, domains, step, mode):
                 [os.path.join(args.train_img_dir, trg), fake], img_size=args.img_size,
                 batch_size=args.val_batch_size, inception_path=_arg(args, 'inception_path'))
     fid_values[f'FID_{mode}/mean'] = float(np.mean(list(fid_values.values())))
-    save_json(fid_values, os.path.join(args.eval_dir, f'FID_{step:05d}_{mode}.json'))
+    write_json(fid_values, os.path.join(args.eval_dir, f'FID_{step:05d}_{mode}.json'))
     return fid_values

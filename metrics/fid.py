@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models
 
-from core.data_loader import load_rgb, plain_transform
+from core.data import load_rgb, plain_transform
 from core.device import as_device, exact_fp32
 from core.errors import UserError
 from core.fileio import atomic_write
@@ -95,7 +95,7 @@ def image_transform(img_size):
 
 
 def _open_rgb(path):
-    """An image file as every mode reads it (``core.data_loader.load_rgb``: upright by its EXIF
+    """An image file as every mode reads it (``core.data.load_rgb``: upright by its EXIF
     orientation, transparency on white)."""
     try:
         return load_rgb(path)
@@ -107,7 +107,7 @@ def _uint8_to_pil(image):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise MetricsError(f'expected uint8 images of shape (H, W, 3), got {image.dtype} '
-                           f'{tuple(image.shape)}; quantise with core.sampling.to_uint8')
+                           f'{tuple(image.shape)}; quantise with core.images.to_uint8')
     return Image.fromarray(image, 'RGB')
 
 
@@ -150,7 +150,7 @@ def statistics(actvs):
 
 
 def list_image_files(folder):
-    from core.data_loader import list_images   # the project's one definition of "an image"
+    from core.data import list_images   # the project's one definition of "an image"
     if not os.path.isdir(folder):
         raise MetricsError(f"image folder '{folder}' does not exist; check the path")
     files = list_images(folder)

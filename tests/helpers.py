@@ -13,7 +13,7 @@ from munch import Munch
 from PIL import Image
 
 from core.config import with_defaults
-from core.wing import fan_masks
+from core.fan import fan_masks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -56,7 +56,7 @@ def golden_cases(kind, slow=False):
 def filled_nets(case):
     """G, F, E, D (and FAN when w_hpf > 0) of a golden case's configuration, filled by name."""
     from core.model import Discriminator, Generator, MappingNetwork, StyleEncoder
-    from core.wing import FAN
+    from core.fan import FAN
     from weights_by_name import fill_by_name
     args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],
                  num_domains=case['num_domains'], w_hpf=case['w_hpf'])

@@ -8,7 +8,7 @@ from PIL import Image
 
 import main as cli
 from core.align import align_image, landmarks_to_matrix, pad_mirror
-from core.wing import FAN
+from core.fan import FAN
 from helpers import face_like_landmarks
 from weights_by_name import fill_by_name
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from munch import Munch
 
-from core.checkpoint import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
+from core.ckpt import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
                              load_checkpoint, load_modules, save_checkpoint)
 from core.errors import UserError
 from core.model import build_model

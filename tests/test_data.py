@@ -1,4 +1,4 @@
-"""core.data_loader: folders, formats, balanced sampling, reproducible and resumable order."""
+"""core.data: folders, formats, balanced sampling, reproducible and resumable order."""
 import os
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from core.config import UserError
-from core.data_loader import (IMG_EXTENSIONS, BalancedSampler, InputFetcher, check_dataset,
-                              get_eval_loader, get_test_loader, get_train_loader, list_domains,
-                              list_images, load_rgb)
+from core.data import (IMG_EXTENSIONS, BalancedSampler, InputFetcher, check_dataset,
+                       get_eval_loader, get_test_loader, get_train_loader, list_domains,
+                       list_images, load_rgb)
 
 S = 16  # image size used by the tests
 
@@ -446,7 +446,7 @@ def test_unreadable_images_message_names_a_few_and_counts_all(tmp_path):
 def test_image_check_agrees_with_decoding(tmp_path):
     """Every format: whole files pass, cut ones fail exactly when decoding them fails, and
     bytes after a file's end (some cameras write them) are no error."""
-    from core.data_loader import unreadable_reason
+    from core.data import unreadable_reason
     arr = np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)
     for ext, options in (('png', {}), ('jpg', {}), ('webp', {'lossless': True}), ('bmp', {})):
         whole = tmp_path / f'whole.{ext}'
@@ -546,7 +546,7 @@ def test_transparent_pixels_are_white(tmp_path, mode):
 
 
 def test_too_many_pixels_refused_before_decoding(tmp_path):
-    from core.data_loader import ImageTooLargeError
+    from core.data import ImageTooLargeError
     path = tmp_path / 'big.png'
     Image.new('RGB', (300, 200)).save(path)
     path.write_bytes(path.read_bytes()[:80])  # header only: decoding it would fail
@@ -579,7 +579,7 @@ def linked_dataset(root, outside):
 
 
 def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
-    from core.data_loader import DomainDataset, list_domain_images
+    from core.data import DomainDataset, list_domain_images
     root = linked_dataset(tmp_path / 'data', tmp_path / 'outside')
     found = list_domain_images(str(root))
     cat = [os.path.relpath(p, root / 'cat') for p in found['cat']]
@@ -591,7 +591,7 @@ def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
 
 
 def test_a_domain_folder_may_itself_be_a_link(tmp_path):
-    from core.data_loader import list_domain_images
+    from core.data import list_domain_images
     for i in range(2):
         noise(str(tmp_path / 'store' / 'cats' / f'{i}.png'), i)
         noise(str(tmp_path / 'data' / 'dog' / f'{i}.png'), i + 5)

@@ -261,7 +261,7 @@ def test_bench_diversity_sees_one_colour_per_domain_as_none(tmp_path):
 
 def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
     from bench.demo_quality import main
-    from core.checkpoint import save_checkpoint
+    from core.ckpt import save_checkpoint
     from core.config import parse_args
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
@@ -284,7 +284,7 @@ def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
 
 def test_bench_curve_scores_every_checkpoint_with_its_training_time(tmp_path, capsys):
     from bench.demo_quality import main
-    from core.checkpoint import save_checkpoint
+    from core.ckpt import save_checkpoint
     from core.config import parse_args
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
@@ -339,7 +339,7 @@ def test_picture_cli_writes_a_captioned_png(tmp_path):
     from PIL import Image
 
     from bench.demo_picture import main
-    from core.checkpoint import save_checkpoint
+    from core.ckpt import save_checkpoint
     from core.config import parse_args, save_config
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=2)

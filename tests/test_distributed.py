@@ -126,7 +126,7 @@ def test_batch_not_divisible_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- the DDP matrix
 def _wing(path):
     """wing.ckpt from name-filled FAN weights with sparse heat-maps (masks that vary)."""
-    from core.wing import FAN
+    from core.fan import FAN
     from tiny_run import sparse_heatmaps
     from weights_by_name import fill_by_name
     torch.save({'state_dict': sparse_heatmaps(fill_by_name(FAN())).state_dict()}, path)

@@ -20,7 +20,7 @@ from PIL import Image
 import main as cli
 from helpers import ROOT
 from core.translate import load_image, translate_image
-from core.wing import PART_OPS
+from core.fan import PART_OPS
 from tiny_run import STEP, make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow
@@ -141,7 +141,7 @@ def threshold_stable(fan, x, eps=1e-5):
     """(N, 1, 256, 256) bool numpy: mask pixels that no FAN heat-map value within ``eps`` of
     the mask step's 0.1 threshold feeds.
 
-    The mask step zeroes up-sampled heat-map values below 0.1 (core.wing.heatmaps_to_masks,
+    The mask step zeroes up-sampled heat-map values below 0.1 (core.fan.heatmaps_to_masks,
     as upstream): a value within float rounding of 0.1 jumps by ~0.1 either way, in any two
     correct implementations. It then shifts channels by whole rows, so a value at row r
     feeds the mask rows r - k for the shifts k of the step; elsewhere the masks are smooth

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 import main as cli
-from core import checkpoint as ckpt_mod
-from core.checkpoint import complete_steps
+from core import ckpt as ckpt_mod
+from core.ckpt import complete_steps
 from core.runfolder import RunLock
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 from tiny_run import make_checkpoint, make_image

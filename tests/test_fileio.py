@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import fileio
-from core.checkpoint import atomic_save
+from core.ckpt import atomic_save
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir, current_umask
 

@@ -17,14 +17,14 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from core import device as device_mod
-from core.checkpoint import atomic_save, load_optimizers, to_host
+from core.ckpt import atomic_save, load_optimizers, to_host
 from core.config import with_defaults
 from core.distributed import Distributed, Single, stack_on
 from core.losses import r1_reg
 from core.model import Generator, build_model, unused_parameter_names
 from core.solver import _StopFlag
 from core.trainer import TRAINED, build_optimizers, init_weights, match_optimizer_layout, train_step
-from core.wing import fan_masks
+from core.fan import fan_masks
 from tiny_run import sparse_heatmaps
 from weights_by_name import fill_by_name
 

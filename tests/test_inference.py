@@ -5,10 +5,10 @@ import pytest
 import torch
 import yaml
 
-from core.checkpoint import save_checkpoint
+from core.ckpt import save_checkpoint
 from core.config import parse_args
 from core.errors import UserError
-from core.checkpoint import complete_steps
+from core.ckpt import complete_steps
 from core.inference import load_networks, resolve_step
 from core.model import MODEL_KEYS, ModelConfig, build_model
 

@@ -1,7 +1,7 @@
 """A training process killed with SIGKILL while it writes a checkpoint loses nothing.
 
 A real ``main.py --mode train`` process is paused at a chosen point of its second save
-(core.checkpoint's STARGAN_SAVE_PAUSE hook: before a file, or inside one with its temporary
+(core.ckpt's STARGAN_SAVE_PAUSE hook: before a file, or inside one with its temporary
 copy half written) and killed there from outside. The previous set stays complete, the cut
 one is never taken for a checkpoint, and resuming from the previous set ends with the same
 files, bit for bit, as a run that was never interrupted.
@@ -15,7 +15,7 @@ import time
 import pytest
 
 import main as cli
-from core.checkpoint import PAUSE_ENV, complete_steps, latest_step
+from core.ckpt import PAUSE_ENV, complete_steps, latest_step
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 COMMON = ['--total_iters', '6', '--print_every', '0', '--sample_every', '0', '--save_every', '2',

@@ -11,7 +11,7 @@ from munch import Munch
 from core.model import Discriminator, Generator, MappingNetwork, StyleEncoder, build_model
 from core.losses import compute_d_loss, compute_g_loss
 from core.trainer import build_optimizers, init_weights, train_step
-from core.wing import FAN, heatmaps_to_masks
+from core.fan import FAN, heatmaps_to_masks
 from helpers import LOCAL_GOLDENS, filled_nets, golden_cases, loss_args, masks_of
 from weights_by_name import checksum
 

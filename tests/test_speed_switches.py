@@ -222,7 +222,7 @@ def test_compile_trains_with_eager_r1(monkeypatch):
 
 
 def test_loaders_follow_the_device_and_keep_workers(tmp_path):
-    from core.data_loader import get_test_loader, get_train_loader
+    from core.data import get_test_loader, get_train_loader
     data = make_dataset(tmp_path / 'data', n=2)
     cpu = get_train_loader(str(data / 'train'), img_size=32, batch_size=2, num_workers=0, seed=0, device='cpu')
     assert not cpu.pin_memory and not cpu.persistent_workers

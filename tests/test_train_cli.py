@@ -153,7 +153,7 @@ REPRESENTATIVE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', '
 def test_official_readme_celeba_command_on_real_photos(tmp_path):
     """The official README's CelebA-HQ train command, unchanged but for small sizes, with the
     high-pass path and FAN masks (wing.ckpt written from name-filled weights)."""
-    from core.wing import FAN
+    from core.fan import FAN
     from weights_by_name import fill_by_name
     torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
     celeba = os.path.join(REPRESENTATIVE, 'celeba_hq')

@@ -12,8 +12,8 @@ from munch import Munch
 import core.video as video
 from core.errors import UserError
 from core.model import Generator, MappingNetwork, StyleEncoder
-from core.video import (VideoWriter, interpolation_weights, ref_frames, tensor_to_uint8, video_latent,
-                        video_ref)
+from core.images import to_uint8 as tensor_to_uint8
+from core.video import VideoWriter, interpolation_weights, ref_frames, video_latent, video_ref
 
 imageio_ffmpeg = pytest.importorskip('imageio_ffmpeg')
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.checkpoint import atomic_save, ckpt_path, state_dicts, NETS_EMA
+from core.ckpt import atomic_save, ckpt_path, state_dicts, NETS_EMA
 from core.config import parse_args, save_config
 from core.model import ModelConfig, build_inference_networks
 from weights_by_name import fill_by_name

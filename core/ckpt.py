@@ -1,0 +1,324 @@
+"""Checkpoints in the official format, written atomically.
+
+``{step:06d}_nets.ckpt``, ``{step:06d}_nets_ema.ckpt`` and ``{step:06d}_optims.ckpt`` are
+dicts name -> state_dict (no ``module.`` prefix), as the official code writes and
+reads them; FAN is saved with the nets when present, as upstream. Our own extra file,
+``{step:06d}_state.ckpt``, holds what exact resume needs beyond that (RNG states,
+data order); official runs without it still resume.
+
+A set is committed by its state file: a save first removes the step's old state file,
+writes the other files (each atomically: a temporary ``.NAME*.tmp`` file, then a rename),
+and the state file last. A run killed during a save (even SIGKILL) therefore leaves the
+previous sets complete and the cut one without its state file; ``complete_steps`` lists
+only complete sets, a resume of a cut one names the newest complete step, and no
+temporary file is ever read (the next save removes them).
+"""
+import math
+import os
+import re
+import shutil
+import time
+
+import torch
+
+from core.errors import UserError
+from core.fileio import atomic_write
+from core.runfolder import gib, nearest_existing
+
+NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
+
+
+def ckpt_path(ckpt_dir, step, kind):
+    return os.path.join(ckpt_dir, f'{step:06d}_{kind}.ckpt')
+
+
+def atomic_save(obj, path, then=None):
+    """torch.save through a temporary file and a rename (see ``core.fileio``); ``then()``
+    runs after the data went out, before the file is closed and renamed (a test hook).
+    A write error (a full disk, a quota) leaves no temporary file and becomes one line
+    naming the path and the space the file needs."""
+    def write(f):
+        torch.save(obj, f)
+        if then is not None:
+            then()
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        raise UserError(f'cannot write {path}: {e.strerror or e}; it needs about {gib(tensor_bytes(obj))} '
+                        f'({gib(free_bytes(path))} free): free some space and resume with --resume_iter latest '
+                        f'(the earlier checkpoints are complete)') from None
+
+
+def tensor_bytes(obj):
+    """Bytes of the tensors in a nested dict/list ``obj`` (what torch.save writes, near enough)."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def free_bytes(path):
+    return shutil.disk_usage(nearest_existing(os.path.dirname(os.path.abspath(path)))).free
+
+
+def set_bytes(nets, nets_ema, trained):
+    """About the size of one checkpoint set: the networks, their EMA copies and two Adam
+    moments per parameter of the ``trained`` networks."""
+    moments = sum(2 * p.numel() * p.element_size() for name in trained for p in unwrap(nets[name]).parameters())
+    return tensor_bytes(state_dicts(nets)) + tensor_bytes(state_dicts(nets_ema)) + moments
+
+
+def prune(ckpt_dir, keep_last):
+    """--keep_last N: removes the complete sets older than the newest N (each set's state
+    file last, so a set cut short here is never taken as complete); 0 keeps everything."""
+    if keep_last <= 0:
+        return []
+    files = saved_files(ckpt_dir)
+    old = [step for step in complete_steps(ckpt_dir) if STATE in files[step]][:-keep_last]  # never official sets
+    for step in old:
+        for kind in sorted(files[step], key=lambda k: k == STATE):
+            os.remove(ckpt_path(ckpt_dir, step, kind))
+    return old
+
+
+def unwrap(module):
+    """The plain module under a DataParallel / DistributedDataParallel wrapper."""
+    return getattr(module, 'module', module)
+
+
+def to_host(obj):
+    """``obj`` with every tensor copied to the CPU (nested dicts, lists and tuples): files
+    written on a GPU load with a plain ``torch.load`` on a machine without one."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        out = type(obj)((k, to_host(v)) for k, v in obj.items())
+        if hasattr(obj, '_metadata'):  # a state_dict's module versions
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    return obj
+
+
+def state_dicts(modules):
+    return {name: unwrap(m).state_dict() for name, m in modules.items()}
+
+
+def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
+    """Writes the official files of ``step`` (and our state file when given).
+
+    Each file is atomic; the state file goes last (after the step's old one was removed),
+    so its presence means the set is complete (see the module doc)."""
+    remove_stray_temps(ckpt_dir)
+    state_file = ckpt_path(ckpt_dir, step, STATE)
+    if os.path.exists(state_file):  # re-saving a step: it is incomplete until the new state file is in
+        os.remove(state_file)
+    files = [(NETS, state_dicts(nets)), (NETS_EMA, state_dicts(nets_ema))]
+    if optims is not None:
+        files.append((OPTIMS, {name: o.state_dict() for name, o in optims.items()}))
+    if state is not None:
+        files.append((STATE, state))
+    for kind, obj in files:
+        _pause_at(step, f'before_{kind}')
+        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: _pause_at(step, f'in_{kind}'))
+
+
+# ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
+_TEMP = re.compile(r'\.\d+_(?:nets|nets_ema|optims|state)\.ckpt.*\.tmp')
+_FILE = re.compile(r'(\d+)_(nets|nets_ema|optims|state)\.ckpt')
+PAUSE_ENV = 'STARGAN_SAVE_PAUSE'
+
+
+def _pause_at(step, point):
+    """Test hook of tests/test_kill_during_save.py: with STARGAN_SAVE_PAUSE='STEP:POINT:FILE'
+    the save of STEP creates FILE at POINT ('before_<kind>', or 'in_<kind>': that file's
+    temporary copy is half written) and waits there to be killed."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    at_step, at_point, marker = spec.split(':', 2)
+    if int(at_step) == step and at_point == point:
+        open(marker, 'w').close()
+        time.sleep(600)
+        raise RuntimeError(f'{PAUSE_ENV}: nobody killed the save at {spec}')
+
+
+def remove_stray_temps(ckpt_dir):
+    """Deletes the temporary files of saves that were killed (never read as checkpoints)."""
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            if _TEMP.fullmatch(name):
+                os.remove(os.path.join(ckpt_dir, name))
+
+
+def saved_files(ckpt_dir):
+    """{step: set of kinds} of the checkpoint files in ``ckpt_dir`` (temporary files excluded)."""
+    found = {}
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            m = _FILE.fullmatch(name)
+            if m:
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+    return found
+
+
+def complete_steps(ckpt_dir):
+    """Ascending steps of the complete checkpoint sets in ``ckpt_dir``.
+
+    Our sets are complete when their state file (written last) is there. Official
+    checkpoints have no state file: a step without one counts when it has its
+    ``nets_ema`` file (all that sampling needs) and comes before every step of ours
+    (a stateless step after one of ours is a save that was cut short)."""
+    files = saved_files(ckpt_dir)
+    ours = sorted(step for step, kinds in files.items() if STATE in kinds)
+    first_ours = ours[0] if ours else math.inf
+    official = [step for step, kinds in files.items()
+                if STATE not in kinds and NETS_EMA in kinds and step < first_ours]
+    return sorted(ours + official)
+
+
+def latest_step(ckpt_dir):
+    """The newest complete step in ``ckpt_dir``, or None when there is none."""
+    steps = complete_steps(ckpt_dir)
+    return steps[-1] if steps else None
+
+
+def check_complete(ckpt_dir, step, needed=(NETS, NETS_EMA, OPTIMS)):
+    """UserError, one line naming the newest usable step, unless ``step`` is a complete
+    set holding the files ``needed`` (default: what a training resume reads)."""
+    files = saved_files(ckpt_dir)
+    usable = [s for s in complete_steps(ckpt_dir) if set(needed) <= files[s]]
+    if step in usable:
+        return
+    kinds = files.get(step, set())
+    if not kinds:
+        problem = f'checkpoint {step} not found in {ckpt_dir}'
+    elif STATE in kinds or step in complete_steps(ckpt_dir):
+        missing = [k for k in needed if k not in kinds]
+        problem = f'checkpoint {step} in {ckpt_dir} has no {", ".join(missing)} file{"s" if len(missing) > 1 else ""}'
+    else:
+        problem = f'checkpoint {step} in {ckpt_dir} is incomplete (its save was cut short: no {STATE} file)'
+    fix = (f'the newest complete one is {usable[-1]}: use --resume_iter {usable[-1]}' if usable
+           else 'no complete checkpoint is there')
+    raise UserError(f'{problem}; {fix}')
+
+
+def read(path):
+    if not os.path.isfile(path):
+        raise UserError(f'checkpoint not found: {path} (check --checkpoint_dir and --resume_iter, '
+                        f'or run `bash download.sh` for the released models)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserError(f'cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}') from None
+
+
+def strip_prefix(state):
+    """Drops the ``module.`` prefix that DataParallel-wrapped saves carry."""
+    if state and all(k.startswith('module.') for k in state):
+        return {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+def _count(state, prefix, suffix):
+    return len({k.split('.')[1] for k in state if k.startswith(prefix) and k.endswith(suffix)})
+
+
+def describe(states):
+    """Best-effort configuration of a dict name -> state_dict of StarGAN v2 networks."""
+    info = {}
+    mapping = states.get('mapping_network') or {}
+    if mapping:
+        info['num_domains'] = _count(mapping, 'unshared.', '.0.weight')
+        info['latent_dim'] = mapping['shared.0.weight'].shape[1]
+    trunk = states.get('style_encoder') or {}
+    trunk_prefix = 'shared.'
+    if not trunk:
+        trunk, trunk_prefix = states.get('discriminator') or {}, 'main.'
+    if trunk:
+        info['img_size'] = 2 ** (_count(trunk, trunk_prefix, '.conv1.weight') + 2)
+    gen = states.get('generator') or {}
+    if gen:
+        info['style_dim'] = gen['decode.0.norm1.fc.weight'].shape[1]
+        if 'to_rgb.0.weight' not in gen:
+            info['to_rgb_norm'] = 0  # named only when it is not the official generator
+        if 'hpf.filter' in gen:
+            info['w_hpf'] = round(-1 / float(gen['hpf.filter'][0, 0]))
+        elif 'img_size' in info:
+            extra = _count(gen, 'encode.', '.conv1.weight') - 2 - (int(math.log2(info['img_size'])) - 4)
+            info['w_hpf'] = 0 if extra == 0 else '>0'
+    return info
+
+
+def _fmt(info):
+    return ', '.join(f'{k}={v}' for k, v in info.items()) or 'unknown'
+
+
+def load_modules(path, modules, strict_names=None):
+    """Loads a file of name -> state_dict into ``modules`` (a dict name -> nn.Module).
+
+    Accepts ``module.`` prefixes and a generator without ``hpf.filter`` (the released
+    CelebA-HQ model: the buffer is fixed by w_hpf, so the model's own is kept).
+    Anything else must match exactly; a file of another configuration fails with one
+    line naming both. ``fan`` is loaded when the file has it (else left as built).
+    """
+    saved = read(path)
+    if not isinstance(saved, dict):
+        raise UserError(f'{path} is not a StarGAN v2 checkpoint (expected a dict name -> state_dict)')
+    saved = {name: strip_prefix(sd) for name, sd in saved.items()}
+    ours = {name: unwrap(m).state_dict() for name, m in modules.items()}
+    required = [n for n in ours if n != 'fan'] if strict_names is None else strict_names
+    missing = [n for n in required if n not in saved]
+    if missing:
+        raise UserError(f'{path} lacks {", ".join(missing)}: it is not a {os.path.basename(path).split("_", 1)[-1]} '
+                        f'file of this model (has: {", ".join(saved) or "nothing"})')
+    for name, module in modules.items():
+        if name not in saved:
+            continue
+        state = dict(saved[name])
+        if name == 'generator' and 'hpf.filter' in ours[name] and 'hpf.filter' not in state:
+            state['hpf.filter'] = ours[name]['hpf.filter']  # released CelebA-HQ file predates the buffer
+        mismatch = set(state) != set(ours[name]) or any(
+            state[k].shape != ours[name][k].shape for k in state)
+        if mismatch:
+            raise UserError(f'{path} holds a model of another configuration ({_fmt(describe(saved))}) '
+                            f'than this run ({_fmt(describe(ours))}): pass matching flags or --config')
+        unwrap(module).load_state_dict(state, strict=True)
+    return saved
+
+
+# How this process runs Adam, not what it optimises: ``load_state_dict`` would take them from
+# the file (a CPU or official checkpoint would make CUDA training unfused, and an unfused Adam
+# rejects the GradScaler's arguments), so the optimiser's own settings are kept.
+IMPLEMENTATION_KEYS = ('fused', 'foreach', 'capturable', 'differentiable')
+
+
+def load_optimizers(path, optims):
+    saved = read(path)
+    for name, optim in optims.items():
+        if name not in saved:
+            raise UserError(f'{path} lacks the optimiser of {name}')
+        own = [{k: group[k] for k in IMPLEMENTATION_KEYS if k in group} for group in optim.param_groups]
+        try:
+            optim.load_state_dict(saved[name])
+        except (ValueError, KeyError) as e:
+            raise UserError(f'{path}: optimiser of {name} does not fit this model ({e})') from None
+        for group, settings in zip(optim.param_groups, own):
+            group.update(settings)
+
+
+def load_checkpoint(ckpt_dir, step, nets=None, nets_ema=None, optims=None):
+    """Restores what is given from the files of ``step``; returns our state dict or None
+    (official runs have no state file)."""
+    if nets is not None:
+        load_modules(ckpt_path(ckpt_dir, step, NETS), nets)
+    if nets_ema is not None:
+        load_modules(ckpt_path(ckpt_dir, step, NETS_EMA), nets_ema)
+    if optims is not None:
+        load_optimizers(ckpt_path(ckpt_dir, step, OPTIMS), optims)
+    state_file = ckpt_path(ckpt_dir, step, STATE)
+    return read(state_file) if os.path.isfile(state_file) else None

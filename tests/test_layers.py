@@ -1,0 +1,183 @@
+"""The import graph of core/ and metrics/ has no circle and every import points down LAYERS.
+
+Every ``import`` and ``from ... import`` counts, at module level and inside functions alike
+(a function-local import closes a circle just as well). docs/layout.md explains the layers.
+"""
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ('core', 'metrics')
+
+# Bottom to top. A module may import modules of its own layer or of a layer below it;
+# within a layer, the cycle check keeps the imports in one direction.
+LAYERS = [
+    # 0. foundations: no project imports but these
+    ['core', 'core.errors', 'metrics'],
+    # 1. utilities: files, devices, run folders, image conversion
+    ['core.fileio', 'core.device', 'core.runfolder', 'core.images', 'core.demo_data'],
+    # 2. data, networks, checkpoint files
+    ['core.data', 'core.fan', 'core.model', 'core.ckpt', 'core.recompute'],
+    # 3. configuration, training pieces, inference loading, styles, alignment
+    ['core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
+     'core.align'],
+    # 4. what the modes produce: videos, sample grids, translation, metrics, export
+    ['core.video', 'core.sampling', 'core.translate', 'core.export', 'metrics.lpips', 'metrics.fid',
+     'metrics.eval'],
+    # 5. applications: the training loop, the web demo
+    ['core.solver', 'core.serve'],
+    # 6. compatibility: the official module paths, delegating to the layers below
+    ['core.wing', 'core.utils', 'core.data_loader', 'core.checkpoint'],
+]
+COMPATIBILITY = LAYERS[-1]
+
+
+def modules(root=ROOT):
+    """{dotted module name: path} of every module of the packages."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).glob('*.py')):
+            found[package if path.stem == '__init__' else f'{package}.{path.stem}'] = path
+    return found
+
+
+def imports_of(name, path, known):
+    """{imported project module: first line} for every import statement anywhere in the file."""
+    is_package = path.stem == '__init__'
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package, up level - 1
+                parts = name.split('.') if is_package else name.split('.')[:-1]
+                parts = parts[:len(parts) - (node.level - 1)]
+                base = '.'.join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            # `from core import wing` imports core.wing; `from core.wing import FAN` imports core.wing
+            targets = [base] + [f'{base}.{alias.name}' for alias in node.names]
+        for target in targets:
+            # `import core.wing.x` or an attribute path: the longest known module prefix
+            parts = target.split('.')
+            for i in range(len(parts), 0, -1):
+                candidate = '.'.join(parts[:i])
+                if candidate in known:
+                    if candidate != name:
+                        found.setdefault(candidate, node.lineno)
+                    break
+    return found
+
+
+def import_graph(root=ROOT):
+    """{module: {imported module: line}} over core/ and metrics/."""
+    known = modules(root)
+    return {name: imports_of(name, path, known) for name, path in known.items()}
+
+
+def find_cycle(graph):
+    """One import circle as [a, b, ..., a], or None."""
+    state = {}  # 1: on the current path, 2: done
+
+    def visit(node, path):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt, path)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start, [])
+            if cycle:
+                return cycle
+    return None
+
+
+def circles(graph):
+    """The groups of modules that import one another in a circle (strongly connected
+    components of more than one module, or a module importing itself), each sorted."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def connect(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return sorted(groups)
+
+
+def upward_imports(graph, layers=LAYERS):
+    """['a (layer i) imports b (layer j > i), line n', ...] plus the modules no layer names."""
+    level = {m: i for i, layer in enumerate(layers) for m in layer}
+    problems = [f'{m} is in no layer of tests/test_layers.py LAYERS' for m in sorted(graph) if m not in level]
+    problems += [f'LAYERS names {m}, which is not a module' for m in sorted(level) if m not in graph]
+    for m in sorted(graph):
+        for target, line in sorted(graph[m].items()):
+            if m in level and target in level and level[target] > level[m]:
+                problems.append(f'{m} (layer {level[m]}) imports {target} (layer {level[target]}) at line {line}')
+    return problems
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    groups = circles(graph)
+    message = '; '.join(f'import cycle of {len(g)} modules ({", ".join(g)})' for g in groups)
+    cycle = find_cycle(graph)
+    assert cycle is None and not groups, f'{message}, e.g. {" -> ".join(cycle)}'
+
+
+
+def test_every_import_points_down_the_layers():
+    problems = upward_imports(import_graph())
+    assert not problems, 'imports against tests/test_layers.py LAYERS:\n' + '\n'.join(problems)
+
+
+def test_nothing_below_imports_the_compatibility_layer():
+    graph = import_graph()
+    users = [f'{m} imports {t}' for m in graph if m not in COMPATIBILITY for t in graph[m] if t in COMPATIBILITY]
+    assert not users, users
+
+
+def test_the_checks_see_function_local_imports_and_circles(tmp_path):
+    """The graph counts an import inside a function, and a circle through one is found."""
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / '__init__.py').write_text('')
+    (tmp_path / 'core' / 'a.py').write_text('from core.b import f\n')
+    (tmp_path / 'core' / 'b.py').write_text('def f():\n    from core import a\n    return a\n')
+    (tmp_path / 'core' / 'c.py').write_text('from . import a\n')
+    graph = import_graph(tmp_path)
+    assert graph['core.b'] == {'core': 2, 'core.a': 2}  # the package, then the module
+    assert graph['core.c'] == {'core': 1, 'core.a': 1}
+    assert find_cycle(graph) == ['core.a', 'core.b', 'core.a']
+    assert circles(graph) == [['core.a', 'core.b']]
+    layers = [['core', 'metrics', 'core.b'], ['core.a', 'core.c']]
+    assert upward_imports(graph, layers) == ['core.b (layer 0) imports core.a (layer 1) at line 2']

@@ -111,7 +111,8 @@ def compose(left, right, lines, scale):
 
 
 def main(argv=None):
-    from core.config import CONFIG_FILENAME, load_config, parse_args
+    from core.config import parse_args
+    from core.config_file import CONFIG_FILENAME, load_config
     from core.inference import load_run_networks
 
     own = argparse.ArgumentParser(description=__doc__.split('\n')[0])

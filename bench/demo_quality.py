@@ -47,7 +47,7 @@ from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.images import to_uint8  # noqa: E402
 from core.fan import fan_masks  # noqa: E402
 
-__all__ = ['evaluate', 'load_val_images', 'latest_step', 'format_table', 'main']
+__all__ = ['evaluate', 'load_val_images', 'format_table', 'main']
 
 
 def to_tensor(images, device):
@@ -223,10 +223,6 @@ def checkpoint_steps(checkpoint_dir):
     return steps
 
 
-def latest_step(checkpoint_dir):
-    return checkpoint_steps(checkpoint_dir)[-1]
-
-
 def training_seconds(checkpoint_dir):
     """{step: seconds since the run started} from the run's ``log.jsonl`` ({} without one)."""
     out = {}
@@ -296,7 +292,7 @@ def main(argv=None):
     if mine.all_checkpoints:
         steps = checkpoint_steps(args.checkpoint_dir)
     else:
-        steps = [args.resume_iter or latest_step(args.checkpoint_dir)]
+        steps = [args.resume_iter or checkpoint_steps(args.checkpoint_dir)[-1]]
     seconds = training_seconds(args.checkpoint_dir)
     images = load_val_images(args.val_img_dir, args.img_size, mine.num_images)
     _, nets_ema = build_model(args)

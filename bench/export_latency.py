@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from core.export import export_onnx  # noqa: E402
-from core.model import ModelConfig, build_inference_networks  # noqa: E402
+from core.networks import ModelConfig, build_networks  # noqa: E402
 from core.fan import fan_masks  # noqa: E402
 
 MODELS = {'afhq': ModelConfig(img_size=256, num_domains=3, w_hpf=0),
@@ -76,7 +76,7 @@ def bench(model, threads, repeats, batch):
     import onnxruntime as ort
     cfg = MODELS[model]
     torch.manual_seed(0)
-    nets = build_inference_networks(cfg)
+    nets = build_networks(cfg)
     torch.set_num_threads(threads)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

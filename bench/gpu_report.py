@@ -80,7 +80,7 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
     from core import distributed
     from core.config import with_defaults
     from core.model import build_model
-    from core.trainer import build_optimizers, init_weights, speed_nets, train_step
+    from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
     # the process group, device and wrappers of a torchrun worker (core.distributed)
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -99,8 +99,9 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
                 nets_ema = Munch({k: v.to(device) for k, v in nets_ema.items()})
                 if 'fan' in nets:
                     nets_ema.fan = nets.fan
-                optims = build_optimizers(nets, args)
-                train_nets = speed_nets(nets, args, wrap=lambda ns: group.wrap(ns, device))
+                hp = TrainConfig.from_args(args)
+                optims = build_optimizers(nets, hp)
+                train_nets = speed_nets(nets, hp, wrap=lambda ns: group.wrap(ns, device))
                 g = torch.Generator().manual_seed(1)
                 n, size, half = args.batch_size, args.img_size, args.batch_size // world_size
                 batch = Munch(x_src=torch.rand(n, 3, size, size, generator=g) * 2 - 1, y_src=torch.arange(n) % 2,
@@ -110,7 +111,7 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
                 mine = Munch({k: v[rank * half:(rank + 1) * half].to(device) for k, v in batch.items()})
                 finite = True
                 for step in range(iters):
-                    logs = train_step(train_nets, nets_ema, optims, Munch(mine), args, step, no_sync=group.no_sync)
+                    logs = train_step(train_nets, nets_ema, optims, Munch(mine), hp, step, no_sync=group.no_sync)
                     finite &= all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in logs.values())
                 flat = torch.cat([p.detach().reshape(-1).float() for k in optims for p in nets[k].parameters()])
                 lowest, highest = flat.clone(), flat.clone()

@@ -15,9 +15,9 @@ from munch import Munch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
-from core.losses import compute_d_loss, compute_g_loss  # noqa: E402
+from core.solver import compute_d_loss, compute_g_loss  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.trainer import build_optimizers, init_weights, train_step  # noqa: E402
+from core.trainer import TrainConfig, build_optimizers, init_weights, train_step  # noqa: E402
 from core.fan import heatmaps_to_masks  # noqa: E402
 from helpers import filled_nets, loss_args, masks_of  # noqa: E402
 from weights_by_name import checksum  # noqa: E402
@@ -78,7 +78,7 @@ def train(case):
     b1, b2 = case['betas']
     args = loss_args(case, ds_iter=case['ds_iter'], lr=case['lr'], f_lr=case['f_lr'], beta1=b1, beta2=b2,
                      weight_decay=case['weight_decay'], ema_beta=case['ema_beta'])
-    optims = build_optimizers(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
     log_err, lam_err = 0.0, 0.0
     for step, batch in enumerate(case['batches']):
         logs = train_step(nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), args, step)

@@ -55,10 +55,11 @@ from munch import Munch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.config import as_dict, parse_args  # noqa: E402
+from core.config import parse_args  # noqa: E402
+from core.config_file import as_dict  # noqa: E402
 from core.device import select_device  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.trainer import (build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
+from core.trainer import (TrainConfig, build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
                           speed_nets, train_step)
 from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
 
@@ -171,12 +172,13 @@ class Project:
 
     def __init__(self, args, device, compile_options=None):
         self.args, self.device = args, device
+        self.hp = hp = TrainConfig.from_args(args)
         self.nets, self.nets_ema = initial_nets(args, device)
-        self.optims = build_optimizers(self.nets, args, fused=device.type == 'cuda')
+        self.optims = build_optimizers(self.nets, hp, fused=device.type == 'cuda')
         if args.compile:  # past torch.compile's recompile limit a graph silently runs eager: make that an error
             torch._dynamo.config.fail_on_recompile_limit_hit = True
-        self.train_nets = speed_nets(self.nets, args, compile_options=compile_options)
-        self.scaler = make_scaler(args, device)
+        self.train_nets = speed_nets(self.nets, hp, compile_options=compile_options)
+        self.scaler = make_scaler(hp, device)
         self.inputs = fixed_batch(args, device)
         self.i = 0
         switches = [args.amp] if args.amp != 'none' else ['fp32']
@@ -185,9 +187,9 @@ class Project:
         self.name = f'{self.label} {"+".join(switches)}'
 
     def step(self):
-        inputs = prepare_inputs(Munch(self.inputs), self.args)
+        inputs = prepare_inputs(Munch(self.inputs), self.hp)
         inputs.x_src = inputs.x_src.detach()  # a fresh leaf each iteration, as from the loader
-        train_step(self.train_nets, self.nets_ema, self.optims, inputs, self.args, self.i, scaler=self.scaler)
+        train_step(self.train_nets, self.nets_ema, self.optims, inputs, self.hp, self.i, scaler=self.scaler)
         self.i += 1
 
 

@@ -6,6 +6,7 @@ towards a blurred copy near its border) so the warp never samples outside it. Ou
 the photos' file names and sub-folders under ``--out_dir``, which must lie outside ``--inp_dir``.
 """
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,3 +116,8 @@ def align_faces(args, input_dir, output_dir):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         Image.fromarray(aligned).save(out)
         print(f'aligned {path} -> {out}')
+
+
+def run(args: Any) -> None:
+    """``--mode align``: every photo under ``--inp_dir`` aligned into ``--out`` (``--out_dir``)."""
+    align_faces(args, args.inp_dir, args.out_dir)

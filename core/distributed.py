@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.device import dist_backend, local_cuda_index, use_cuda_device
 from core.errors import UserError
-from core.model import unused_parameter_names
+from core.networks import unused_parameter_names
 
 WRAPPED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
 

@@ -16,6 +16,7 @@ feeds them. Every file is written atomically.
 """
 import json
 import os
+from typing import Any
 import warnings
 
 import torch
@@ -23,9 +24,9 @@ from torch import nn
 
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
-from core.model import ModelConfig
+from core.networks import ModelConfig
 
-__all__ = ['export', 'export_onnx', 'graph_specs', 'META_FILENAME']
+__all__ = ['run', 'export_onnx', 'graph_specs', 'META_FILENAME']
 
 META_FILENAME = 'onnx_export.json'
 EXAMPLE_BATCH = 2  # torch.export specialises a batch of 1; any other size stays symbolic
@@ -111,7 +112,8 @@ def export_onnx(nets, cfg: ModelConfig, out_dir, step=None, opset=None):
     return meta
 
 
-def export(args):
+def run(args: Any) -> None:
+    """``--mode export``: the ONNX graphs of the run's EMA networks into ``--out`` (``--result_dir``)."""
     if args.format != 'onnx':
         raise UserError(f"--format {args.format} is not supported; use --format onnx")
     try:

@@ -6,6 +6,7 @@ State-dict keys equal the official ones, so ``wing.ckpt`` loads as it is.
 gives the landmarks the align mode needs.
 """
 import os
+from typing import Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -189,15 +190,21 @@ def load_fan(fan, path):
     return fan
 
 
-def fan_masks(nets, w_hpf, x):
-    """The generator's two masks of ``x`` from ``nets.fan`` when ``w_hpf > 0``, else None
+Masks = Optional[Tuple[torch.Tensor, torch.Tensor]]  # the generator's two masks, or None (w_hpf 0)
+
+
+def fan_masks(nets: Mapping[str, nn.Module], w_hpf: float, x: torch.Tensor) -> Masks:
+    """The generator's two masks of ``x`` from ``nets['fan']`` when ``w_hpf > 0``, else None
     (the one place that decides whether a model uses FAN masks). Always in float32, also
     inside ``--amp`` autocast: the heat-maps are thresholded and raised to powers, so
     half-precision masks would differ from those of sampling and evaluation."""
     if w_hpf <= 0:
         return None
+    if nets.get('fan') is None:
+        raise UserError('w_hpf > 0 needs the FAN network (nets.fan); build the networks with w_hpf > 0 '
+                        'and load wing.ckpt (--wing_path)')
     with torch.autocast(x.device.type, enabled=False):
-        return nets.fan.get_heatmap(x.float())
+        return nets['fan'].get_heatmap(x.float())
 
 
 # Landmark index ranges [start, end) of the 98-point layout.
@@ -280,8 +287,3 @@ def landmarks_from_heatmaps(hm):
     preds = torch.stack([px + 1, py + 1], dim=2).float()
     preds = preds + 0.25 * torch.stack([dx, dy], dim=2) * inner.unsqueeze(2)
     return preds - 0.5
-
-
-def source_masks(nets, args, x):
-    """:func:`fan_masks` with ``args.w_hpf`` (0 when ``args`` has none)."""
-    return fan_masks(nets, getattr(args, 'w_hpf', 0), x)

@@ -11,12 +11,10 @@ from munch import Munch
 from core import ckpt as ckpt
 from core.device import as_device
 from core.errors import UserError
-from core.model import ModelConfig, build_inference_networks
+from core.networks import INFERENCE, ModelConfig, build_networks
 from core.fan import load_fan
 
 __all__ = ['load_networks', 'resolve_step', 'load_run_networks']
-
-INFERENCE = ('generator', 'mapping_network', 'style_encoder')
 
 
 def _file_kind(which):
@@ -44,7 +42,7 @@ def load_networks(cfg: ModelConfig, checkpoint_dir: str, step: int, device=None,
     if which not in ('ema', 'online'):
         raise UserError(f"which must be 'ema' or 'online', not {which!r}")
     step = resolve_step(checkpoint_dir, step, which)
-    nets = build_inference_networks(cfg)
+    nets = build_networks(cfg)
     saved = ckpt.load_modules(ckpt.ckpt_path(checkpoint_dir, step, _file_kind(which)), nets, strict_names=list(INFERENCE))
     if cfg.w_hpf > 0 and 'fan' not in saved:  # FAN from the checkpoint when it has one, as upstream
         load_fan(nets.fan, wing_path)

@@ -21,7 +21,7 @@ import functools
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from core.model import AdainResBlk, ResBlk
+from core.networks import AdainResBlk, ResBlk
 
 RECOMPUTED = ('generator', 'discriminator', 'style_encoder')
 

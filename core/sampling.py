@@ -3,11 +3,12 @@
 Images are tensors in [-1, 1]; every function follows the device of its inputs.
 """
 import os
+from typing import Any
 
 import torch
 
-from core.config import DEFAULT_SAMPLE_OUTPUTS, SAMPLE_OUTPUTS
-from core.fan import source_masks
+from core.config import DEFAULT_SAMPLE_OUTPUTS, parse_sample_outputs, sample_outputs
+from core.fan import fan_masks
 from core.images import save_image
 from core.styles import mean_style, shared_latents, truncated_style
 from core.video import video_latent, video_ref
@@ -15,11 +16,11 @@ from core.video import video_latent, video_ref
 
 @torch.no_grad()
 def translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, filename):
-    masks = source_masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)
     s_ref = nets.style_encoder(x_ref, y_ref)
     x_fake = nets.generator(x_src, s_ref, masks=masks)
     s_src = nets.style_encoder(x_src, y_src)
-    x_rec = nets.generator(x_fake, s_src, masks=source_masks(nets, args, x_fake))
+    x_rec = nets.generator(x_fake, s_src, masks=fan_masks(nets, args.w_hpf, x_fake))
     save_image(torch.cat([x_src, x_ref, x_fake, x_rec]), x_src.size(0), filename)
 
 
@@ -28,7 +29,7 @@ def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filen
                            mean_styles=None):
     """Rows: the sources, then per target domain one row per latent code.
     ``mean_styles``: the domains' mean styles when already known (one per ``y_trg_list`` entry)."""
-    masks = source_masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)
     rows = [x_src]
     for k, y_trg in enumerate(y_trg_list):
         s_avg = mean_styles[k] if mean_styles is not None else mean_style(nets, args, y_trg[0], generator=generator)
@@ -43,7 +44,7 @@ def translate_using_reference(nets, args, x_src, x_ref, y_ref, filename):
     """A white top-left cell, the sources on the first row, then per reference a row of
     the reference followed by the sources translated with its style."""
     n = x_src.size(0)
-    masks = source_masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)
     rows = [torch.cat([torch.ones_like(x_src[:1]), x_src])]
     s_ref = nets.style_encoder(x_ref, y_ref)
     for i in range(x_ref.size(0)):
@@ -77,14 +78,12 @@ def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
     """Sample mode's files into ``args.result_dir``; returns their paths in order.
 
     ``src``/``ref``: batches with ``x`` (N, 3, H, W) and ``y`` (N,) (InputFetcher 'test').
-    ``outputs`` (any of SAMPLE_OUTPUTS): 'reference' -> reference.jpg, 'video_ref' ->
+    ``outputs`` (names of SAMPLE_OUTPUTS, or their comma list): 'reference' -> reference.jpg, 'video_ref' ->
     video_ref.mp4, 'latent' -> latent_{y}_psi_{0.5,0.7,1.0}.jpg per domain,
     'video_latent' -> video_latent.mp4. Random codes come from a generator seeded with
     ``args.seed`` anew for each output, so an output does not depend on which others are chosen.
     """
-    unknown = [o for o in outputs if o not in SAMPLE_OUTPUTS]
-    if unknown:
-        raise ValueError(f'unknown sample outputs {unknown}; choose from {SAMPLE_OUTPUTS}')
+    outputs = parse_sample_outputs(outputs)
     out = lambda name: os.path.join(args.result_dir, name)
     os.makedirs(args.result_dir, exist_ok=True)
     device, n = src.x.device, src.x.size(0)
@@ -113,3 +112,19 @@ def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
         written.append(video_latent(nets, args, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
                                     generator=generator))
     return written
+
+
+@torch.no_grad()
+def run(args: Any) -> None:
+    """``--mode sample``: the first ``--val_batch_size`` images of ``--src_dir`` and ``--ref_dir``
+    (in file order) through the run's networks; writes ``--sample_outputs`` into ``--out``
+    (``--result_dir``)."""
+    from core.data import InputFetcher, get_test_loader
+    from core.inference import load_run_networks
+    nets, _ = load_run_networks(args)
+    device = next(nets.generator.parameters()).device
+    common = dict(img_size=args.img_size, batch_size=args.val_batch_size, shuffle=False,
+                  num_workers=args.num_workers, num_domains=args.num_domains, device=args.device)
+    src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
+                for root in (args.src_dir, args.ref_dir))
+    write_samples(nets, args, src, ref, sample_outputs(args))

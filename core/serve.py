@@ -16,22 +16,21 @@ cleaned: every ``CACHE_CLEAN[0]`` s the files older than ``CACHE_CLEAN[1]`` s ar
 (and all of them when the server stops). The handlers (``Translator``) keep no state between
 requests: two requests at once give the results each would give alone.
 """
-import dataclasses
 import os
+from typing import Any
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # before gradio reads it: no telemetry
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
-from munch import Munch  # noqa: E402
 
 from core.data import ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
-from core.model import ModelConfig  # noqa: E402
+from core.networks import ModelConfig  # noqa: E402
 from core.images import image_row  # noqa: E402
 from core.translate import latent_style, load_image, reference_style, translate_image  # noqa: E402
 
-__all__ = ['Translator', 'build_app', 'example_images', 'serve']
+__all__ = ['Translator', 'build_app', 'example_images', 'run']
 
 MAX_OUTS = 8
 MAX_UPLOAD_MB = 25  # bytes of one upload, in MiB
@@ -75,7 +74,6 @@ class Translator:
                  max_pixels=MAX_MEGAPIXELS * 10 ** 6):
         self.nets, self.cfg = nets, cfg
         self.names = cfg.names()
-        self.opts = Munch(dataclasses.asdict(cfg))  # what the translate helpers read (latent_dim, w_hpf)
         self.device = next(nets.generator.parameters()).device
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
 
@@ -114,15 +112,15 @@ class Translator:
         num_outs = min(max(int(num_outs or 1), 1), MAX_OUTS)
         if not 0 <= int(seed or 0) < 2 ** 63:
             raise gr.Error('The seed must be a whole number from 0 to 2^63 - 1.')
-        s_trg = latent_style(self.nets, self.opts, y_trg, num_outs, int(seed or 0), float(psi))
-        return image_row(translate_image(self.nets, self.opts, x, s_trg))
+        s_trg = latent_style(self.nets, self.cfg, y_trg, num_outs, int(seed or 0), float(psi))
+        return image_row(translate_image(self.nets, self.cfg, x, s_trg))
 
     @torch.no_grad()
     def reference(self, src, ref, ref_domain):
         x = self.read(src, 'source image')
         x_ref = self.read(ref, 'reference image')
         s_ref = reference_style(self.nets, x_ref, self.index(ref_domain, "reference image's domain"))
-        return image_row(translate_image(self.nets, self.opts, x, s_ref))
+        return image_row(translate_image(self.nets, self.cfg, x, s_ref))
 
     def limits_text(self):
         age = CACHE_CLEAN[1] // 60
@@ -171,7 +169,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_ca
     return app
 
 
-def serve(args):
+def run(args: Any) -> None:
+    """``--mode serve``: the web page on the run of ``--checkpoint_dir`` until interrupted."""
     from core.inference import load_run_networks
     nets, step = load_run_networks(args)
     cfg = ModelConfig.from_args(args)

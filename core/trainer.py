@@ -1,20 +1,58 @@
 """One StarGAN v2 training iteration in the official order, and what it needs:
-He init, optimisers, EMA and the lambda_ds schedule (a pure function of the step),
-and the opt-in speed switches (``--amp``, ``--channels_last``, ``--compile``).
+the typed hyper-parameters (``TrainConfig``), He init, optimisers, EMA and the schedules
+(pure functions of the step), and the opt-in speed switches (``--amp``,
+``--channels_last``, ``--grad_checkpoint``, ``--compile``).
 """
+from __future__ import annotations
+
 import contextlib
+import dataclasses
 import functools
+from typing import Any, Callable, ContextManager, Iterable, Optional
 
 import torch
 import torch.nn as nn
 from munch import Munch
 
-from core.losses import compute_d_loss, compute_g_loss
-from core.recompute import recompute_nets
 from core.fan import fan_masks
+from core.losses import discriminator_loss, generator_loss, target_style
+from core.networks import INFERENCE, TRAINED, ModelConfig
+from core.recompute import recompute_nets
 
-TRAINED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
-AVERAGED = ('generator', 'mapping_network', 'style_encoder')
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The hyper-parameters a training step reads (flag names; defaults = the official ones)."""
+    model: ModelConfig = ModelConfig()
+    total_iters: int = 100000
+    lr: float = 1e-4
+    f_lr: float = 1e-6
+    beta1: float = 0.0
+    beta2: float = 0.99
+    weight_decay: float = 1e-4
+    ema_beta: float = 0.999
+    lr_decay_iter: int = 0
+    # loss weights; lambda_ds decays to 0 over ds_iter iterations (lambda_ds_at)
+    lambda_reg: float = 1.0
+    lambda_cyc: float = 1.0
+    lambda_sty: float = 1.0
+    lambda_ds: float = 1.0
+    ds_iter: int = 100000
+    # speed switches (opt-in)
+    amp: str = 'none'
+    channels_last: bool = False
+    compile: bool = False
+    grad_checkpoint: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> 'TrainConfig':
+        """From parsed arguments; keys that official-style args lack take the defaults."""
+        known = {f.name: getattr(args, f.name, f.default) for f in dataclasses.fields(cls) if f.name != 'model'}
+        return cls(model=ModelConfig.from_args(args), **known)
+
+    @property
+    def w_hpf(self) -> float:
+        return self.model.w_hpf
 
 
 def he_init(module):
@@ -24,27 +62,27 @@ def he_init(module):
             nn.init.constant_(module.bias, 0)
 
 
-def init_weights(nets):
+def init_weights(nets: Munch) -> None:
     """He init on G, F, E, D in that order (never FAN, never the EMA copies)."""
     for name in TRAINED:
         nets[name].apply(he_init)
 
 
-def base_lr(name, args):
+def base_lr(name: str, hp: TrainConfig) -> float:
     """The learning rate of network ``name``: f_lr for the mapping network, lr for the others."""
-    return args.f_lr if name == 'mapping_network' else args.lr
+    return hp.f_lr if name == 'mapping_network' else hp.lr
 
 
-def build_optimizers(nets, args, fused=False):
+def build_optimizers(nets: Munch, hp: TrainConfig, fused: bool = False) -> Munch:
     """Adam per trained network (L2 weight decay, not AdamW); f_lr for the mapping network.
     ``fused``: one fused kernel per step (the trainer asks for it on CUDA only); the same
     update up to float rounding."""
     extra = dict(fused=True) if fused else {}
     return Munch({name: torch.optim.Adam(
         nets[name].parameters(),
-        lr=base_lr(name, args),
-        betas=(args.beta1, args.beta2),
-        weight_decay=args.weight_decay, **extra) for name in TRAINED})
+        lr=base_lr(name, hp),
+        betas=(hp.beta1, hp.beta2),
+        weight_decay=hp.weight_decay, **extra) for name in TRAINED})
 
 
 @torch.no_grad()
@@ -55,7 +93,7 @@ def moving_average(model, model_test, beta=0.999):
 
 
 @torch.no_grad()
-def ema_update(nets, nets_ema, beta=0.999, names=AVERAGED):
+def ema_update(nets: Munch, nets_ema: Munch, beta: float = 0.999, names: Iterable[str] = INFERENCE) -> None:
     """``moving_average`` of every averaged network as multi-tensor ops (one lerp, one copy
     over all parameters): the same lerp(p, p_ema, beta), bit for bit, in a few kernels."""
     params, params_ema = [], []
@@ -69,22 +107,17 @@ def ema_update(nets, nets_ema, beta=0.999, names=AVERAGED):
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def _amp(args):
-    return args.amp or 'none'
-
-
-def autocast(args, device_type):
+def autocast(hp: TrainConfig, device_type: str) -> ContextManager:
     """Autocast for the network forward passes under --amp bf16/fp16 (else a no-op)."""
-    amp = _amp(args)
-    if amp == 'none':
+    if hp.amp == 'none':
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=AMP_DTYPES[amp])
+    return torch.autocast(device_type, dtype=AMP_DTYPES[hp.amp])
 
 
-def make_scaler(args, device):
+def make_scaler(hp: TrainConfig, device: 'torch.device | str') -> Optional[torch.amp.GradScaler]:
     """A GradScaler for --amp fp16 (one, shared by the four optimiser steps of an
     iteration and updated after each of them), else None."""
-    if _amp(args) != 'fp16':
+    if hp.amp != 'fp16':
         return None
     # R1 scales the discriminator's output itself (core.losses.r1_reg): its input gradient
     # per output is 1, so the default first scale (2**16) overflows fp16 (max 65504) and
@@ -92,14 +125,14 @@ def make_scaler(args, device):
     return torch.amp.GradScaler(torch.device(device).type, init_scale=2.0 ** 10)
 
 
-def to_memory_format(modules, args):
+def to_memory_format(modules: Munch, hp: TrainConfig) -> None:
     """--channels_last: ``modules`` (a dict of networks) converted in place (same values)."""
-    if args.channels_last:
+    if hp.channels_last:
         for net in modules.values():
             net.to(memory_format=torch.channels_last)
 
 
-def match_optimizer_layout(optims):
+def match_optimizer_layout(optims: Munch) -> None:
     """Adam's moments in the memory layout of their parameters. A resume can load them in
     another one (saved with another --channels_last, or converted before the networks
     were): fused Adam refuses mismatched layouts, and the foreach kernels would split. The
@@ -111,7 +144,8 @@ def match_optimizer_layout(optims):
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
-def speed_nets(nets, args, wrap=None, compile_options=None):
+def speed_nets(nets: Munch, hp: TrainConfig, wrap: Optional[Callable[[Munch], Munch]] = None,
+               compile_options: Optional[dict] = None) -> Munch:
     """The networks the training step calls: --channels_last converts G, F, E, D (and the
     FAN) in place, --grad_checkpoint makes the blocks of G, D and E recompute in backward
     (in place, same parameters); then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
@@ -119,12 +153,12 @@ def speed_nets(nets, args, wrap=None, compile_options=None):
     backward, which compiled graphs do not support) keeps the eager discriminator under
     the key ``discriminator_r1``. ``compile_options``: keyword arguments for torch.compile
     (e.g. a backend for the benches' smoke runs). Without switches or wrap: ``nets`` itself."""
-    to_memory_format(nets, args)
-    if getattr(args, 'grad_checkpoint', False):  # recompute the blocks in backward (core/recompute.py)
+    to_memory_format(nets, hp)
+    if hp.grad_checkpoint:  # recompute the blocks in backward (core/recompute.py)
         recompute_nets(nets)
     if wrap is not None:
         nets = wrap(nets)
-    if not args.compile:
+    if not hp.compile:
         return nets
     out = Munch(nets)
     for name in TRAINED:
@@ -133,9 +167,9 @@ def speed_nets(nets, args, wrap=None, compile_options=None):
     return out
 
 
-def prepare_inputs(inputs, args):
+def prepare_inputs(inputs: Munch, hp: TrainConfig) -> Munch:
     """--channels_last: the image batches in channels-last memory format (same values)."""
-    if not args.channels_last:
+    if not hp.channels_last:
         return inputs
     return Munch({k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
                   for k, v in inputs.items()})
@@ -152,7 +186,7 @@ def _ds_schedule(initial, ds_iter):
     return tuple(values)
 
 
-def lambda_ds_at(step, initial, ds_iter):
+def lambda_ds_at(step: int, initial: float, ds_iter: int) -> float:
     """lambda_ds used by iteration ``step`` (0-based): ``initial`` decreased by
     initial / ds_iter after each earlier iteration while it was > 0, in the same
     float arithmetic as the official in-place decrement."""
@@ -160,7 +194,7 @@ def lambda_ds_at(step, initial, ds_iter):
     return values[min(step, len(values) - 1)]
 
 
-def lr_scale_at(step, total_iters, decay_iter):
+def lr_scale_at(step: int, total_iters: int, decay_iter: int) -> float:
     """Factor on every learning rate at iteration ``step`` (0-based): 1, then over the last
     ``decay_iter`` iterations linearly down to 1 / decay_iter (0: always 1, as the paper)."""
     if decay_iter <= 0:
@@ -168,15 +202,15 @@ def lr_scale_at(step, total_iters, decay_iter):
     return min(1.0, (total_iters - step) / decay_iter)
 
 
-def set_lr(optims, args, step):
+def set_lr(optims: Munch, hp: TrainConfig, step: int) -> None:
     """--lr_decay_iter: each optimiser's rate for ``step`` (a pure function of the step, so a
     resumed run continues the schedule); nothing is touched when the schedule is off."""
-    if args.lr_decay_iter <= 0:
+    if hp.lr_decay_iter <= 0:
         return
-    scale = lr_scale_at(step, args.total_iters, args.lr_decay_iter)
+    scale = lr_scale_at(step, hp.total_iters, hp.lr_decay_iter)
     for name, optim in optims.items():
         for group in optim.param_groups:
-            group['lr'] = base_lr(name, args) * scale
+            group['lr'] = base_lr(name, hp) * scale
 
 
 def _step(optims, loss, names, scaler=None):
@@ -197,8 +231,8 @@ def _synced(nets, names):
     return contextlib.nullcontext()
 
 
-def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args, step: int,
-               scaler: 'torch.amp.GradScaler | None' = None, no_sync=_synced) -> Munch:
+def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, hp: TrainConfig, step: int,
+               scaler: Optional[torch.amp.GradScaler] = None, no_sync: Callable[..., ContextManager] = _synced) -> Munch:
     """One iteration; returns the official log dict (floats are still tensors, never read
     back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler).
     ``no_sync(nets, names)``: a context in which backward passes need not average the
@@ -207,45 +241,49 @@ def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, args,
     x_real, y_org = inputs.x_src, inputs.y_src
     x_ref, x_ref2, y_trg = inputs.x_ref, inputs.x_ref2, inputs.y_ref
     z_trg, z_trg2 = inputs.z_trg, inputs.z_trg2
-    lambda_ds = lambda_ds_at(step, args.lambda_ds, args.ds_iter)
-    set_lr(optims, args, step)
+    lambda_ds = lambda_ds_at(step, hp.lambda_ds, hp.ds_iter)
+    set_lr(optims, hp, step)
     # --amp fp16: R1 takes the input gradient of the scaled output (see core.losses.r1_reg)
     r1_scale = None if scaler is None else scaler.scale(torch.ones((), device=x_real.device))
+    g_weights = dict(lambda_sty=hp.lambda_sty, lambda_ds=lambda_ds, lambda_cyc=hp.lambda_cyc, w_hpf=hp.w_hpf)
 
     # masks come from x_real once per iteration and serve all four losses (official)
-    masks = fan_masks(nets, args.w_hpf, x_real)  # float32 also under --amp (see fan_masks)
-    amp = functools.partial(autocast, args, x_real.device.type)  # forward passes only
+    masks = fan_masks(nets, hp.w_hpf, x_real)  # float32 also under --amp (see fan_masks)
+    amp = functools.partial(autocast, hp, x_real.device.type)  # forward passes only
 
     # the latent-guided fake, made once: G and F do not change before the generator step uses
     # it (official: made again there), so it keeps its graph for that step
     with amp():
         s_latent = nets.mapping_network(z_trg, y_trg)
         x_latent = nets.generator(x_real, s_latent, masks=masks)
-        d_loss, d_latent = compute_d_loss(nets, args, x_real, y_org, y_trg, z_trg=z_trg, masks=masks,
-                                          r1_scale=r1_scale, x_fake=x_latent)
+        d_loss, d_latent = discriminator_loss(nets, x_real, y_org, y_trg, x_latent, hp.lambda_reg, r1_scale)
     _step(optims, d_loss, ['discriminator'], scaler)
     with amp():
-        d_loss, d_ref = compute_d_loss(nets, args, x_real, y_org, y_trg, x_ref=x_ref, masks=masks, r1_scale=r1_scale)
+        with torch.no_grad():
+            x_fake = nets.generator(x_real, nets.style_encoder(x_ref, y_trg), masks=masks)
+        d_loss, d_ref = discriminator_loss(nets, x_real, y_org, y_trg, x_fake, hp.lambda_reg, r1_scale)
     _step(optims, d_loss, ['discriminator'], scaler)
 
     # official: the latent-guided step updates G, F and E ...
     with no_sync(nets, ['discriminator']):
         with amp():
-            g_loss, g_latent = compute_g_loss(nets, args, x_real, y_org, y_trg, z_trgs=[z_trg, z_trg2],
-                                              masks=masks, lambda_ds=lambda_ds, fake=(s_latent, x_latent))
+            g_loss, g_latent = generator_loss(nets, x_real, y_org, y_trg, s_latent, x_latent,
+                                              target_style(nets, y_trg, z_trg=z_trg2), masks, **g_weights)
         _step(optims, g_loss, ['generator', 'mapping_network', 'style_encoder'], scaler)
     # ... the reference-guided step only G
     with no_sync(nets, ['discriminator', 'style_encoder']):
         with amp():
-            g_loss, g_ref = compute_g_loss(nets, args, x_real, y_org, y_trg, x_refs=[x_ref, x_ref2],
-                                           masks=masks, lambda_ds=lambda_ds)
+            s_ref = nets.style_encoder(x_ref, y_trg)
+            x_fake = nets.generator(x_real, s_ref, masks=masks)
+            g_loss, g_ref = generator_loss(nets, x_real, y_org, y_trg, s_ref, x_fake,
+                                           target_style(nets, y_trg, x_ref=x_ref2), masks, **g_weights)
         _step(optims, g_loss, ['generator'], scaler)
 
-    ema_update(nets, nets_ema, beta=args.ema_beta)
+    ema_update(nets, nets_ema, beta=hp.ema_beta)
 
     logs = Munch()
     for prefix, parts in (('D/latent_', d_latent), ('D/ref_', d_ref), ('G/latent_', g_latent), ('G/ref_', g_ref)):
         for key, value in parts.items():
             logs[prefix + key] = value
-    logs['G/lambda_ds'] = lambda_ds_at(step + 1, args.lambda_ds, args.ds_iter)  # after the decay, as logged upstream
+    logs['G/lambda_ds'] = lambda_ds_at(step + 1, hp.lambda_ds, hp.ds_iter)  # after the decay, as logged upstream
     return logs

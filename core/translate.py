@@ -9,6 +9,7 @@ With several outputs per image they are laid side by side in one file. A folder 
 must lie outside ``--src``. All paths are checked before the networks load.
 """
 import os
+from typing import Any
 
 import torch
 
@@ -16,8 +17,8 @@ from core.data import IMG_EXTENSIONS, is_image_file, list_images, load_rgb, plai
 from core.errors import UserError
 from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks
-from core.model import ModelConfig
-from core.fan import source_masks
+from core.networks import ModelConfig
+from core.fan import fan_masks
 from core.images import save_image
 from core.styles import mean_style, truncated_style
 
@@ -56,7 +57,8 @@ def reference_style(nets, x_ref, y_ref):
 
 def latent_style(nets, args, y_trg, num_outs, seed, psi):
     """``num_outs`` style codes of domain ``y_trg`` from latent codes drawn with ``seed``,
-    truncated towards the domain's mean style by ``psi`` (1: none)."""
+    truncated towards the domain's mean style by ``psi`` (1: none). ``args``: anything with
+    ``latent_dim`` (the parsed arguments, or the run's ModelConfig)."""
     device = next(nets.mapping_network.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     y = torch.full((num_outs,), y_trg, device=device)
@@ -67,8 +69,9 @@ def latent_style(nets, args, y_trg, num_outs, seed, psi):
 
 def translate_image(nets, args, x, s_trg):
     """The source ``x`` (1, 3, H, W) translated with each style of ``s_trg`` (n, style_dim):
-    (n, 3, H, W); w_hpf > 0 models compute the source's masks with the FAN."""
-    masks = source_masks(nets, args, x)
+    (n, 3, H, W); w_hpf > 0 models compute the source's masks with the FAN. ``args``: anything
+    with ``w_hpf`` (the parsed arguments, or the run's ModelConfig)."""
+    masks = fan_masks(nets, args.w_hpf, x)
     n = s_trg.size(0)
     masks = None if masks is None else [m.expand(n, -1, -1, -1) for m in masks]
     return nets.generator(x.expand(n, -1, -1, -1), s_trg, masks=masks)
@@ -108,7 +111,8 @@ def plan(args):
 
 
 @torch.no_grad()
-def translate(args):
+def run(args: Any) -> None:
+    """``--mode translate``: every job of ``plan(args)`` with one target style."""
     jobs = plan(args)
     names = known_domains(args)
     if args.ref:

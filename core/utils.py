@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from core.errors import UserError
-from core.fan import source_masks
+from core.fan import fan_masks
 from core.fileio import write_json
 from core.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
 from core.sampling import (debug_image, translate_and_reconstruct, translate_using_latent,  # noqa: F401 (official names)
@@ -54,7 +54,7 @@ def get_alphas(start=-5, end=5, step=0.5, len_tail=10):
 def interpolate(nets, args, x_src, s_prev, s_next):
     """(T, 3, 2H, N*W) frames: the sources on top, below them translated with the style
     moving from ``s_prev`` to ``s_next`` by :func:`get_alphas` (frames on the CPU)."""
-    masks = source_masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)
     top = torch.cat(list(x_src), dim=2)
     frames = []
     for alpha in get_alphas():

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.fan import source_masks
+from core.fan import fan_masks
 from core.images import to_uint8
 from core.styles import N_MEAN_STYLE, domain_mean_style
 
@@ -257,14 +257,6 @@ def _batched(fn, n, chunk):
     return torch.cat([fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)], dim=0)
 
 
-def _masks(nets, args, x_src):
-    """FAN masks of the sources when w_hpf > 0, computed once per video."""
-    if float(getattr(args, 'w_hpf', 0) or 0) > 0:
-        if 'fan' not in nets or nets.fan is None:
-            raise UserError('w_hpf > 0 needs the FAN network (nets.fan); build the model with --wing_path')
-    return source_masks(nets, args, x_src)
-
-
 def _as_domain(y):
     if torch.is_tensor(y):
         flat = y.reshape(-1)
@@ -304,7 +296,7 @@ def ref_frames(nets, args, x_src, x_ref, y_ref, loop=False, chunk=16):
     if y_ref.numel() != n_ref:
         raise ValueError(f'y_ref has {y_ref.numel()} labels for {n_ref} reference images')
     n = x_src.size(0)
-    masks = _masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)  # once per video
     # the style codes of all references: a few floats each, computed in chunks
     styles = _batched(lambda sl: nets.style_encoder(x_ref[sl], y_ref[sl]), n_ref, chunk)
     pairs = [(i, i + 1) for i in range(n_ref - 1)] + ([(n_ref - 1, 0)] if loop else [])
@@ -343,7 +335,7 @@ def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_
     if len(domains) * len(zs) < 2:
         raise UserError('a latent video interpolates between styles: give at least 2 latent codes '
                         'or 2 target domains')
-    masks = _masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)  # once per video
     latent_dim = zs[0].size(1)
     styles = []  # (N or 1, style_dim) each
     for y in domains:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 import shutil
 from argparse import Namespace
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from munch import Munch
 from PIL import Image
 
 from core.data import derive_seed, get_eval_loader, list_domains
-from core.fan import source_masks
+from core.fan import fan_masks
 from core.fileio import write_json
 from core.images import to_uint8
 from metrics import MetricsError, resolve_weights
@@ -81,7 +82,7 @@ def translate_batch(nets, args, task, x_src):
     """``num_outs_per_domain`` translations (each (N, 3, H, W)) of one source batch."""
     n = x_src.size(0)
     y_trg = torch.full((n,), task.trg_idx, dtype=torch.long, device=x_src.device)
-    masks = source_masks(nets, args, x_src)
+    masks = fan_masks(nets, args.w_hpf, x_src)
     outs = []
     for _ in range(args.num_outs_per_domain):
         if task.refs is None:
@@ -224,3 +225,10 @@ def calculate_fid_for_all_tasks(args, domains, step, mode):
     fid_values[f'FID_{mode}/mean'] = float(np.mean(list(fid_values.values())))
     write_json(fid_values, os.path.join(args.eval_dir, f'FID_{step:05d}_{mode}.json'))
     return fid_values
+
+
+def run(args: Any) -> None:
+    """``--mode eval``: FID and LPIPS of the run's checkpoint ``--resume_iter`` (0: the newest)."""
+    from core.inference import load_run_networks
+    nets, step = load_run_networks(args)
+    evaluate_networks(nets, args, step)

@@ -55,7 +55,7 @@ def golden_cases(kind, slow=False):
 
 def filled_nets(case):
     """G, F, E, D (and FAN when w_hpf > 0) of a golden case's configuration, filled by name."""
-    from core.model import Discriminator, Generator, MappingNetwork, StyleEncoder
+    from core.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
     from core.fan import FAN
     from weights_by_name import fill_by_name
     args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],

@@ -10,7 +10,7 @@ from core.ckpt import (atomic_save, check_complete, ckpt_path, complete_steps, d
                              load_checkpoint, load_modules, save_checkpoint)
 from core.errors import UserError
 from core.model import build_model
-from core.trainer import build_optimizers, init_weights
+from core.trainer import TrainConfig, build_optimizers, init_weights
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
 
@@ -43,7 +43,7 @@ def outputs(nets, seed=1):
 
 def test_round_trip_official_format(tmp_path):
     args, nets, nets_ema = built(0)
-    optims = build_optimizers(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
     save_checkpoint(str(tmp_path), 7, nets, nets_ema, optims, state={'step': 7})
     names = sorted(os.listdir(tmp_path))
     assert names == ['000007_nets.ckpt', '000007_nets_ema.ckpt', '000007_optims.ckpt', '000007_state.ckpt']
@@ -53,7 +53,7 @@ def test_round_trip_official_format(tmp_path):
 
     _, nets2, nets_ema2 = built(123)  # other weights
     assert not torch.equal(outputs(nets_ema), outputs(nets_ema2))
-    optims2 = build_optimizers(nets2, args)
+    optims2 = build_optimizers(nets2, TrainConfig.from_args(args))
     state = load_checkpoint(str(tmp_path), 7, nets2, nets_ema2, optims2)
     assert state == {'step': 7}
     assert torch.equal(outputs(nets_ema), outputs(nets_ema2))

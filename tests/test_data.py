@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.config import UserError
+from core.errors import UserError
 from core.data import (IMG_EXTENSIONS, BalancedSampler, InputFetcher, check_dataset,
                        get_eval_loader, get_test_loader, get_train_loader, list_domains,
                        list_images, load_rgb)

@@ -340,7 +340,8 @@ def test_picture_cli_writes_a_captioned_png(tmp_path):
 
     from bench.demo_picture import main
     from core.ckpt import save_checkpoint
-    from core.config import parse_args, save_config
+    from core.config import parse_args
+    from core.config_file import save_config
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=2)
     ckpt = tmp_path / 'ckpt'

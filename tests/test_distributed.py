@@ -71,7 +71,7 @@ def assert_matches_single(single, double, rel=1e-4):
     # t-th step with beta1 = 0 moves a weight by at most lr sqrt((1 - beta2^t) / (1 - beta2))
     # (the newest squared gradient carries weight 1 - beta2 in the second moment). G and D
     # take 2 steps per iteration; the EMA mixes in (1 - beta) of the weights after each one.
-    from core.config import load_config
+    from core.config_file import load_config
     run = load_config(str(single / 'ckpt' / 'config.yaml'))
     lr, beta, beta2 = max(run['lr'], run['f_lr']), run['ema_beta'], run['beta2']
     step_bound = [lr * ((1 - beta2 ** t) / (1 - beta2)) ** 0.5 for t in (1, 2, 3, 4)]

@@ -21,9 +21,11 @@ from core.ckpt import atomic_save, load_optimizers, to_host
 from core.config import with_defaults
 from core.distributed import Distributed, Single, stack_on
 from core.losses import r1_reg
-from core.model import Generator, build_model, unused_parameter_names
-from core.solver import _StopFlag
-from core.trainer import TRAINED, build_optimizers, init_weights, match_optimizer_layout, train_step
+from core.model import build_model
+from core.networks import Generator, unused_parameter_names
+from core.training import _StopFlag
+from core.networks import TRAINED
+from core.trainer import TrainConfig, build_optimizers, init_weights, match_optimizer_layout, train_step
 from core.fan import fan_masks
 from tiny_run import sparse_heatmaps
 from weights_by_name import fill_by_name
@@ -87,7 +89,8 @@ def test_ddp_trains_every_configuration_and_syncs_only_what_a_step_updates(one_p
     twin, twin_ema = copy.deepcopy(nets), copy.deepcopy(nets_ema)
     if w_hpf:
         twin_ema.fan = twin.fan
-    optims, twin_optims = build_optimizers(nets, args), build_optimizers(twin, args)
+    hp = TrainConfig.from_args(args)
+    optims, twin_optims = build_optimizers(nets, hp), build_optimizers(twin, hp)
     wrapped = one_process_group.wrap(nets, torch.device('cpu'))
     synced = []
     for name in TRAINED:
@@ -99,8 +102,8 @@ def test_ddp_trains_every_configuration_and_syncs_only_what_a_step_updates(one_p
         wrapped[name].register_comm_hook(None, hook)
     for step in range(2):
         synced.clear()
-        train_step(wrapped, nets_ema, optims, tiny_inputs(seed=step), args, step, no_sync=one_process_group.no_sync)
-        train_step(twin, twin_ema, twin_optims, tiny_inputs(seed=step), args, step)
+        train_step(wrapped, nets_ema, optims, tiny_inputs(seed=step), hp, step, no_sync=one_process_group.no_sync)
+        train_step(twin, twin_ema, twin_optims, tiny_inputs(seed=step), hp, step)
         # G, E and D fit one bucket each (the mapping network's 512-wide layers take several):
         # D synced in the two D steps only, E in the latent step only, G in both G steps
         assert [synced.count(n) for n in ('discriminator', 'style_encoder', 'generator')] == [2, 1, 2]

@@ -10,7 +10,8 @@ from core.config import parse_args
 from core.errors import UserError
 from core.ckpt import complete_steps
 from core.inference import load_networks, resolve_step
-from core.model import MODEL_KEYS, ModelConfig, build_model
+from core.model import build_model
+from core.networks import MODEL_KEYS, ModelConfig
 
 TINY = dict(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0.0, dim_in=8, max_conv_dim=32,
             to_rgb_norm=0)

@@ -13,21 +13,21 @@ PACKAGES = ('core', 'metrics')
 # within a layer, the cycle check keeps the imports in one direction.
 LAYERS = [
     # 0. foundations: no project imports but these
-    ['core', 'core.errors', 'metrics'],
+    ['core', 'core.errors', 'core.modes', 'metrics'],
     # 1. utilities: files, devices, run folders, image conversion
     ['core.fileio', 'core.device', 'core.runfolder', 'core.images', 'core.demo_data'],
     # 2. data, networks, checkpoint files
-    ['core.data', 'core.fan', 'core.model', 'core.ckpt', 'core.recompute'],
+    ['core.data', 'core.fan', 'core.networks', 'core.ckpt', 'core.recompute', 'core.flags'],
     # 3. configuration, training pieces, inference loading, styles, alignment
-    ['core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
+    ['core.config_file', 'core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
      'core.align'],
     # 4. what the modes produce: videos, sample grids, translation, metrics, export
     ['core.video', 'core.sampling', 'core.translate', 'core.export', 'metrics.lpips', 'metrics.fid',
      'metrics.eval'],
     # 5. applications: the training loop, the web demo
-    ['core.solver', 'core.serve'],
+    ['core.training', 'core.serve'],
     # 6. compatibility: the official module paths, delegating to the layers below
-    ['core.wing', 'core.utils', 'core.data_loader', 'core.checkpoint'],
+    ['core.wing', 'core.utils', 'core.data_loader', 'core.checkpoint', 'core.model', 'core.solver'],
 ]
 COMPATIBILITY = LAYERS[-1]
 

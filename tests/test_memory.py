@@ -7,8 +7,9 @@ from munch import Munch
 from bench.train_memory import PHASES, MemoryCount, count_iteration
 from core.config import with_defaults
 from core.losses import adv_loss, r1_reg
-from core.model import Discriminator, build_model
-from core.trainer import build_optimizers, init_weights, speed_nets, train_step
+from core.model import build_model
+from core.networks import Discriminator
+from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
@@ -101,20 +102,20 @@ def tiny_training(**switches):
     torch.manual_seed(0)
     nets, nets_ema = build_model(args)
     init_weights(nets)
-    optims = build_optimizers(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
     g = torch.Generator().manual_seed(1)
     inputs = Munch(x_src=torch.rand(2, 3, 32, 32, generator=g), y_src=torch.tensor([0, 1]),
                    x_ref=torch.rand(2, 3, 32, 32, generator=g), x_ref2=torch.rand(2, 3, 32, 32, generator=g),
                    y_ref=torch.tensor([1, 0]), z_trg=torch.randn(2, 8, generator=g), z_trg2=torch.randn(2, 8, generator=g))
-    return args, speed_nets(nets, args), nets_ema, optims, inputs
+    return args, speed_nets(nets, TrainConfig.from_args(args)), nets_ema, optims, inputs
 
 
 def test_train_step_phases_and_checkpointing_saves_less():
     reports = {}
     for flag in (False, True):
         args, nets, nets_ema, optims, inputs = tiny_training(grad_checkpoint=flag)
-        train_step(nets, nets_ema, optims, Munch(inputs), args, 0)
-        reports[flag] = count_iteration(lambda: train_step(nets, nets_ema, optims, Munch(inputs), args, 1),
+        train_step(nets, nets_ema, optims, Munch(inputs), TrainConfig.from_args(args), 0)
+        reports[flag] = count_iteration(lambda: train_step(nets, nets_ema, optims, Munch(inputs), TrainConfig.from_args(args), 1),
                                         nets, optims, inputs)
     plain, recomputed = reports[False], reports[True]
     assert [p['name'] for p in plain['phases']] == list(PHASES)

@@ -279,7 +279,7 @@ def test_to_uint8_matches_torchvision_save_image(tmp_path):
 
 
 def tiny_nets(w_hpf=0):
-    from core.model import Generator, MappingNetwork, StyleEncoder
+    from core.networks import Generator, MappingNetwork, StyleEncoder
     torch.manual_seed(0)
     return Munch(generator=Generator(img_size=32, style_dim=16, max_conv_dim=32, w_hpf=w_hpf, dim_in=8),
                  mapping_network=MappingNetwork(latent_dim=8, style_dim=16, num_domains=2),

@@ -353,7 +353,8 @@ def test_metrics_missing_weights_one_line_error(tmp_path, monkeypatch):
 
 
 def test_with_defaults_completes_an_official_namespace():
-    from core.config import build_parser, parse_args, with_defaults
+    from core.config import parse_args, with_defaults
+    from core.flags import build_parser
     official = argparse.Namespace(mode='sample', img_size=64, num_domains=3, w_hpf=0.0, seed=1)
     args = with_defaults(official)
     assert isinstance(args, argparse.Namespace) and args is not official

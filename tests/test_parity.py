@@ -8,9 +8,10 @@ import pytest
 import torch
 from munch import Munch
 
-from core.model import Discriminator, Generator, MappingNetwork, StyleEncoder, build_model
-from core.losses import compute_d_loss, compute_g_loss
-from core.trainer import build_optimizers, init_weights, train_step
+from core.model import build_model
+from core.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
+from core.solver import compute_d_loss, compute_g_loss
+from core.trainer import TrainConfig, build_optimizers, init_weights, train_step
 from core.fan import FAN, heatmaps_to_masks
 from helpers import LOCAL_GOLDENS, filled_nets, golden_cases, loss_args, masks_of
 from weights_by_name import checksum
@@ -111,11 +112,11 @@ def test_train(path):
     beta1, beta2 = case['betas']
     args = loss_args(case, ds_iter=case['ds_iter'], lr=case['lr'], f_lr=case['f_lr'], beta1=beta1,
                      beta2=beta2, weight_decay=case['weight_decay'], ema_beta=case['ema_beta'])
-    optims = build_optimizers(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
     assert case['iters'] == len(case['batches']) == len(case['logs'])
     for step, batch in enumerate(case['batches']):
         inputs = Munch({k: v.clone() for k, v in batch.items()})
-        logs = train_step(nets, nets_ema, optims, inputs, args, step)
+        logs = train_step(nets, nets_ema, optims, inputs, TrainConfig.from_args(args), step)
         assert abs(logs['G/lambda_ds'] - case['logs'][step]['lambda_ds']) <= 1e-9, \
             f'lambda_ds after iteration {step}: {logs["G/lambda_ds"]!r} vs {case["logs"][step]["lambda_ds"]!r}'
         if step == 0:  # later iterations are chaotic (goldens README)

@@ -9,7 +9,7 @@ from munch import Munch
 from core.config import parse_args, with_defaults
 from core.model import build_model
 from core.recompute import is_recomputed
-from core.trainer import build_optimizers, init_weights, speed_nets, train_step
+from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
 from helpers import filled_nets, golden_cases, loss_args
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -31,8 +31,8 @@ def train(nets, nets_ema, args, batches, flag):
     if 'fan' in nets:
         nets_ema.fan = nets.fan
     args = Munch(args, grad_checkpoint=flag)
-    optims = build_optimizers(nets, args)
-    train_nets = speed_nets(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
+    train_nets = speed_nets(nets, TrainConfig.from_args(args))
     assert is_recomputed(nets.generator) == is_recomputed(nets.discriminator) == flag
     logs = []
     for step, batch in enumerate(batches):
@@ -74,7 +74,7 @@ def test_flag_is_off_by_default_and_leaves_the_modules_alone():
     assert args.grad_checkpoint is True
     nets, _ = build_model(Munch(vars(args), wing_path=None))
     keys = {name: list(net.state_dict()) for name, net in nets.items()}
-    train_nets = speed_nets(nets, args)
+    train_nets = speed_nets(nets, TrainConfig.from_args(args))
     assert train_nets is nets  # no wrapper: the same modules, recomputing in place
     assert {name: list(net.state_dict()) for name, net in nets.items()} == keys
     assert is_recomputed(nets.generator) and is_recomputed(nets.discriminator) and is_recomputed(nets.style_encoder)

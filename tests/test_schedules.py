@@ -4,7 +4,7 @@ from munch import Munch
 
 from core.config import parse_args, with_defaults
 from core.model import build_model
-from core.trainer import build_optimizers, lambda_ds_at, lr_scale_at, set_lr
+from core.trainer import TrainConfig, build_optimizers, lambda_ds_at, lr_scale_at, set_lr
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -19,15 +19,15 @@ def test_set_lr_scales_every_optimiser_from_its_own_base_rate():
     args = with_defaults(Munch(img_size=32, dim_in=8, max_conv_dim=16, style_dim=8, latent_dim=4, hidden_dim=16,
                                num_domains=2, w_hpf=0, lr=1e-3, f_lr=1e-5, total_iters=100, lr_decay_iter=50))
     nets, _ = build_model(args)
-    optims = build_optimizers(nets, args)
-    set_lr(optims, args, 90)  # 10 iterations left of 50: a fifth of each base rate
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
+    set_lr(optims, TrainConfig.from_args(args), 90)  # 10 iterations left of 50: a fifth of each base rate
     assert optims.generator.param_groups[0]['lr'] == pytest.approx(2e-4)
     assert optims.discriminator.param_groups[0]['lr'] == pytest.approx(2e-4)
     assert optims.mapping_network.param_groups[0]['lr'] == pytest.approx(2e-6)
-    set_lr(optims, args, 10)  # before the decay: back to the base rates (no drift from earlier calls)
+    set_lr(optims, TrainConfig.from_args(args), 10)  # before the decay: back to the base rates (no drift from earlier calls)
     assert optims.style_encoder.param_groups[0]['lr'] == 1e-3
     off = with_defaults(Munch(args, lr_decay_iter=0, lr=5.0))
-    set_lr(optims, off, 99)  # off: the optimisers are left as they are
+    set_lr(optims, TrainConfig.from_args(off), 99)  # off: the optimisers are left as they are
     assert optims.generator.param_groups[0]['lr'] == 1e-3
 
 

@@ -227,7 +227,7 @@ def test_gradio_client_latent_reference_and_bad_upload(official_server, images):
 @pytest.fixture(scope='module')
 def translator(tmp_path_factory):
     from core.config import parse_args
-    from core.model import ModelConfig
+    from core.networks import ModelConfig
     from core.serve import Translator
     flags, nets = make_checkpoint(tmp_path_factory.mktemp('t') / 'ckpt', with_config=False, img_size=IMG_SIZE,
                                   num_domains=2, names=None)

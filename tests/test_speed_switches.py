@@ -8,11 +8,11 @@ import torch
 from munch import Munch
 
 import main as cli
-from core import solver as solver_mod
+from core import training as training_mod
 from core.config import parse_args, with_defaults
 from core.model import build_model
-from core.losses import compute_d_loss, compute_g_loss
-from core.trainer import (autocast, build_optimizers, ema_update, init_weights, make_scaler, moving_average,
+from core.solver import compute_d_loss, compute_g_loss
+from core.trainer import (TrainConfig, autocast, build_optimizers, ema_update, init_weights, make_scaler, moving_average,
                           prepare_inputs, speed_nets, train_step)
 from helpers import make_dataset, run_args
 
@@ -29,7 +29,7 @@ def small_run(seed=0, **switches):
     torch.manual_seed(seed)
     nets, nets_ema = build_model(args)
     init_weights(nets)
-    optims = build_optimizers(nets, args)
+    optims = build_optimizers(nets, TrainConfig.from_args(args))
     g = torch.Generator().manual_seed(seed + 1)
     n = 4
     inputs = Munch(x_src=torch.rand(n, 3, 32, 32, generator=g) * 2 - 1, y_src=torch.tensor([0, 1, 0, 1]),
@@ -44,8 +44,9 @@ def first_losses(**switches):
     weights, before any optimiser step: after a step, Adam (beta1 = 0) moves every weight
     by about lr x sign(gradient), so rounding-sized gradient changes flip whole steps."""
     args, nets, _, _, inputs = small_run(**switches)
-    nets, x = speed_nets(nets, args), prepare_inputs(inputs, args)
-    with autocast(args, 'cpu'):
+    hp = TrainConfig.from_args(args)
+    nets, x = speed_nets(nets, hp), prepare_inputs(inputs, hp)
+    with autocast(hp, 'cpu'):
         d_loss, d_parts = compute_d_loss(nets, args, x.x_src, x.y_src, x.y_ref, z_trg=x.z_trg)
         g_loss, g_parts = compute_g_loss(nets, args, x.x_src, x.y_src, x.y_ref, z_trgs=[x.z_trg, x.z_trg2])
     assert d_loss.dtype == g_loss.dtype == torch.float32  # reduced in float32 under --amp too
@@ -55,9 +56,10 @@ def first_losses(**switches):
 
 def train_logs(steps=2, **switches):
     args, nets, nets_ema, optims, inputs = small_run(**switches)
-    train_nets, scaler = speed_nets(nets, args), make_scaler(args, 'cpu')
+    hp = TrainConfig.from_args(args)
+    train_nets, scaler = speed_nets(nets, hp), make_scaler(hp, 'cpu')
     for step in range(steps):
-        logs = train_step(train_nets, nets_ema, optims, prepare_inputs(inputs, args), args, step, scaler=scaler)
+        logs = train_step(train_nets, nets_ema, optims, prepare_inputs(inputs, hp), hp, step, scaler=scaler)
     return {k: float(v) for k, v in logs.items()}
 
 
@@ -83,7 +85,8 @@ def test_fused_adam_equals_unfused_up_to_rounding():
     the same three steps, fused and not, agree to float32 rounding."""
     args, nets, _, _, _ = small_run()
     twin = copy.deepcopy(nets)
-    plain, fused = build_optimizers(nets, args), build_optimizers(twin, args, fused=True)
+    hp = TrainConfig.from_args(args)
+    plain, fused = build_optimizers(nets, hp), build_optimizers(twin, hp, fused=True)
     assert fused.generator.param_groups[0]['fused'] and not plain.generator.param_groups[0]['fused']
     g = torch.Generator().manual_seed(3)
     for _ in range(3):
@@ -141,7 +144,7 @@ def test_switches_off_change_nothing():
     assert (args.amp, args.channels_last, args.compile) == ('none', False, False)
     nets = Munch(a=torch.nn.Conv2d(1, 1, 1))
     assert speed_nets(nets, with_defaults(Munch(amp='none'))) is nets
-    assert make_scaler(with_defaults(Munch(amp='bf16')), 'cpu') is None
+    assert make_scaler(TrainConfig.from_args(with_defaults(Munch(amp='bf16'))), 'cpu') is None
 
 
 def test_bad_amp_value_is_a_one_line_error(capsys):
@@ -166,7 +169,7 @@ def test_divergence_found_on_a_later_logging_step_names_the_first_bad_iteration(
     """Losses are read back only every --print_every and before saving: a NaN at iteration
     3 is seen at iteration 5 (log) yet reported as iteration 3, and no checkpoint after the
     last good one (iteration 2) is written."""
-    real_step = solver_mod.train_step
+    real_step = training_mod.train_step
 
     def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -174,7 +177,7 @@ def test_divergence_found_on_a_later_logging_step_names_the_first_bad_iteration(
             logs['D/ref_fake'] = logs['D/ref_fake'] * float('inf')
         return logs
 
-    monkeypatch.setattr(solver_mod, 'train_step', diverge_at_three)
+    monkeypatch.setattr(training_mod, 'train_step', diverge_at_three)
     data = make_dataset(tmp_path / 'data', n=4)
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '5', '--sample_every', '0',
                            '--save_every', '2', '--device', 'cpu'))

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 import main as cli
-from core import solver as solver_mod
+from core import training as training_mod
 from helpers import assert_files_equal, make_dataset, run_args
 
 
@@ -67,7 +67,7 @@ def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, ca
 
 @pytest.mark.slow
 def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
-    real_step = solver_mod.train_step
+    real_step = training_mod.train_step
 
     def step_then_interrupt(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -75,7 +75,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
             os.kill(os.getpid(), signal.SIGINT)
         return logs
 
-    monkeypatch.setattr(solver_mod, 'train_step', step_then_interrupt)
+    monkeypatch.setattr(training_mod, 'train_step', step_then_interrupt)
     # saved, then the shell's status of a process stopped by SIGINT (128 + 2), for requeue scripts
     assert cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
                              '--save_every', '100')) == 128 + signal.SIGINT
@@ -87,7 +87,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
-    real_step = solver_mod.train_step
+    real_step = training_mod.train_step
 
     def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -95,7 +95,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeyp
             logs['G/ref_cyc'] = torch.tensor(float('nan'))
         return logs
 
-    monkeypatch.setattr(solver_mod, 'train_step', diverge_at_three)
+    monkeypatch.setattr(training_mod, 'train_step', diverge_at_three)
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
                            '--save_every', '2'))
     err = capsys.readouterr().err.strip().splitlines()

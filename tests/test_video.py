@@ -11,7 +11,7 @@ from munch import Munch
 
 import core.video as video
 from core.errors import UserError
-from core.model import Generator, MappingNetwork, StyleEncoder
+from core.networks import Generator, MappingNetwork, StyleEncoder
 from core.images import to_uint8 as tensor_to_uint8
 from core.video import VideoWriter, interpolation_weights, ref_frames, video_latent, video_ref
 
@@ -215,7 +215,7 @@ def test_frames_are_produced_lazily(nets):
 _RSS_CHILD = r"""
 import resource, sys, torch
 from munch import Munch
-from core.model import Generator, StyleEncoder
+from core.networks import Generator, StyleEncoder
 from core.video import video_ref
 torch.set_num_threads(1)
 n_ref, out = int(sys.argv[1]), sys.argv[2]

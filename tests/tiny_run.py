@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from core.ckpt import atomic_save, ckpt_path, state_dicts, NETS_EMA
-from core.config import parse_args, save_config
-from core.model import ModelConfig, build_inference_networks
+from core.config import parse_args
+from core.config_file import save_config
+from core.networks import ModelConfig, build_networks
 from weights_by_name import fill_by_name
 
 STEP = 3
@@ -37,7 +38,7 @@ def make_checkpoint(folder, with_config=True, **model):
     returns ``(flags, nets)``: the model flags and the filled networks."""
     flags = model_flags(**model)
     args = parse_args(['--mode', 'train', *flags, '--checkpoint_dir', str(folder)])
-    nets = build_inference_networks(ModelConfig.from_args(args))
+    nets = build_networks(ModelConfig.from_args(args))
     for net in nets.values():
         fill_by_name(net)
     if 'fan' in nets:

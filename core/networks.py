@@ -1,0 +1,330 @@
+"""StarGAN v2 networks: Generator, MappingNetwork, StyleEncoder, Discriminator.
+
+Pure ``nn.Module``s with the official class names, constructor signatures and
+state-dict keys, so official checkpoints load as they are. No device logic:
+modules follow their inputs. Construction order matters (it fixes the RNG draws
+of PyTorch's default init, which the EMA copies keep), so every module is built
+in the official order.
+
+``dim_in`` (base channels) is our one addition: ``None`` gives the official
+``2**14 // img_size``; smaller values make CPU-sized configs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from munch import Munch
+
+
+def _base_dim(img_size, dim_in):
+    return 2 ** 14 // img_size if dim_in is None else dim_in
+
+
+class ResBlk(nn.Module):
+    def __init__(self, dim_in, dim_out, actv=nn.LeakyReLU(0.2), normalize=False, downsample=False):
+        super().__init__()
+        self.actv = actv
+        self.normalize = normalize
+        self.downsample = downsample
+        self.learned_sc = dim_in != dim_out
+        self.conv1 = nn.Conv2d(dim_in, dim_in, 3, 1, 1)
+        self.conv2 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
+        if normalize:
+            self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
+            self.norm2 = nn.InstanceNorm2d(dim_in, affine=True)
+        if self.learned_sc:
+            self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
+
+    def _shortcut(self, x):
+        if self.learned_sc:
+            x = self.conv1x1(x)
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        return x
+
+    def _residual(self, x):
+        if self.normalize:
+            x = self.norm1(x)
+        x = self.conv1(self.actv(x))
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        if self.normalize:
+            x = self.norm2(x)
+        return self.conv2(self.actv(x))
+
+    def forward(self, x):
+        return (self._shortcut(x) + self._residual(x)) / math.sqrt(2)
+
+
+class AdaIN(nn.Module):
+    def __init__(self, style_dim, num_features):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(num_features, affine=False)
+        self.fc = nn.Linear(style_dim, num_features * 2)
+
+    def forward(self, x, s):
+        h = self.fc(s)
+        gamma, beta = torch.chunk(h.view(h.size(0), h.size(1), 1, 1), chunks=2, dim=1)
+        return (1 + gamma) * self.norm(x) + beta
+
+
+class AdainResBlk(nn.Module):
+    def __init__(self, dim_in, dim_out, style_dim=64, w_hpf=0, actv=nn.LeakyReLU(0.2), upsample=False):
+        super().__init__()
+        self.w_hpf = w_hpf
+        self.actv = actv
+        self.upsample = upsample
+        self.learned_sc = dim_in != dim_out
+        self.conv1 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
+        self.conv2 = nn.Conv2d(dim_out, dim_out, 3, 1, 1)
+        self.norm1 = AdaIN(style_dim, dim_in)
+        self.norm2 = AdaIN(style_dim, dim_out)
+        if self.learned_sc:
+            self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
+
+    def _shortcut(self, x):
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode='nearest')
+        if self.learned_sc:
+            x = self.conv1x1(x)
+        return x
+
+    def _residual(self, x, s):
+        x = self.actv(self.norm1(x, s))
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode='nearest')
+        x = self.conv1(x)
+        x = self.actv(self.norm2(x, s))
+        return self.conv2(x)
+
+    @property
+    def unused_parameters(self):
+        """Local names of parameters ``forward`` never uses: with ``w_hpf > 0`` the shortcut is
+        skipped (official), so a learned shortcut's ``conv1x1`` exists (its key is in official
+        checkpoints) but never gets a gradient."""
+        return ('conv1x1.weight',) if self.w_hpf != 0 and self.learned_sc else ()
+
+    def forward(self, x, s):
+        out = self._residual(x, s)
+        if self.w_hpf == 0:
+            out = (out + self._shortcut(x)) / math.sqrt(2)
+        return out
+
+
+class HighPass(nn.Module):
+    """Depthwise 3x3 Laplacian-like filter; the kernel is a buffer fixed by ``w_hpf``."""
+
+    def __init__(self, w_hpf: float, device: 'torch.device | str | None' = None):  # official signature
+        super().__init__()
+        kernel = torch.tensor([[-1., -1., -1.], [-1., 8., -1.], [-1., -1., -1.]], device=device)
+        self.register_buffer('filter', kernel / w_hpf)
+
+    def forward(self, x):
+        weight = self.filter.to(x.dtype).view(1, 1, 3, 3).repeat(x.size(1), 1, 1, 1)
+        return F.conv2d(x, weight, padding=1, groups=x.size(1))
+
+
+MASKED_SIZES = (32, 64, 128)  # feature sizes where the high-pass skip path joins
+
+
+class Generator(nn.Module):
+    """``to_rgb_norm=False`` (ours, off in the paper configurations) drops the InstanceNorm
+    before the last 1x1 convolution: that norm removes every channel's per-image level, so an
+    image of flat colours can only get its colours from the style by way of small artefacts
+    (configs/demo.yaml). Module names stay the official ones (``to_rgb.2`` is the convolution)."""
+
+    def __init__(self, img_size=256, style_dim=64, max_conv_dim=512, w_hpf=1, dim_in=None, to_rgb_norm=True):
+        super().__init__()
+        dim_in = _base_dim(img_size, dim_in)
+        self.img_size = img_size
+        self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
+        self.encode = nn.ModuleList()
+        self.decode = nn.ModuleList()
+        self.to_rgb = nn.Sequential(
+            nn.InstanceNorm2d(dim_in, affine=True) if to_rgb_norm else nn.Identity(),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim_in, 3, 1, 1, 0))
+
+        repeat_num = int(math.log2(img_size)) - 4
+        if w_hpf > 0:
+            repeat_num += 1
+        dim_out = dim_in
+        for _ in range(repeat_num):
+            dim_out = min(dim_in * 2, max_conv_dim)
+            self.encode.append(ResBlk(dim_in, dim_out, normalize=True, downsample=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_in, style_dim, w_hpf=w_hpf, upsample=True))
+            dim_in = dim_out
+        for _ in range(2):  # bottleneck
+            self.encode.append(ResBlk(dim_out, dim_out, normalize=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_out, style_dim, w_hpf=w_hpf))
+
+        if w_hpf > 0:
+            self.hpf = HighPass(w_hpf)
+
+    def forward(self, x, s, masks=None):
+        x = self.from_rgb(x)
+        cache = {}
+        for block in self.encode:
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                cache[x.size(2)] = x
+            x = block(x)
+        for block in self.decode:
+            x = block(x, s)
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                mask = masks[0] if x.size(2) == 32 else masks[1]
+                mask = F.interpolate(mask, size=x.size(2), mode='bilinear', align_corners=False)
+                x = x + self.hpf(mask * cache[x.size(2)])
+        return self.to_rgb(x)
+
+
+def unused_parameter_names(module: nn.Module) -> list:
+    """Full names of the parameters of ``module`` that its forward never uses (blocks declare
+    them in ``unused_parameters``): DistributedDataParallel must be told to ignore them, or
+    it waits for their gradients for ever."""
+    return [f'{prefix}.{name}' if prefix else name
+            for prefix, sub in module.named_modules() for name in getattr(sub, 'unused_parameters', ())]
+
+
+def _pick(out, y):
+    """Row b of ``out`` (B, K, ...) taken from branch y[b]."""
+    return out[torch.arange(y.size(0), device=y.device), y]
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, latent_dim=16, style_dim=64, num_domains=2):
+        super().__init__()
+        layers = [nn.Linear(latent_dim, 512), nn.ReLU()]
+        for _ in range(3):
+            layers += [nn.Linear(512, 512), nn.ReLU()]
+        self.shared = nn.Sequential(*layers)
+        self.unshared = nn.ModuleList()
+        for _ in range(num_domains):
+            self.unshared.append(nn.Sequential(
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, 512), nn.ReLU(),
+                nn.Linear(512, style_dim)))
+
+    def forward(self, z, y):
+        h = self.shared(z)
+        return _pick(torch.stack([branch(h) for branch in self.unshared], dim=1), y)
+
+
+def _conv_trunk(img_size, max_conv_dim, dim_in):
+    """Shared body of StyleEncoder and Discriminator; returns (layers, out channels)."""
+    dim_in = _base_dim(img_size, dim_in)
+    blocks = [nn.Conv2d(3, dim_in, 3, 1, 1)]
+    dim_out = dim_in
+    for _ in range(int(math.log2(img_size)) - 2):
+        dim_out = min(dim_in * 2, max_conv_dim)
+        blocks.append(ResBlk(dim_in, dim_out, downsample=True))
+        dim_in = dim_out
+    blocks += [nn.LeakyReLU(0.2), nn.Conv2d(dim_out, dim_out, 4, 1, 0), nn.LeakyReLU(0.2)]
+    return blocks, dim_out
+
+
+class StyleEncoder(nn.Module):
+    def __init__(self, img_size=256, style_dim=64, num_domains=2, max_conv_dim=512, dim_in=None):
+        super().__init__()
+        blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
+        self.shared = nn.Sequential(*blocks)
+        self.unshared = nn.ModuleList([nn.Linear(dim_out, style_dim) for _ in range(num_domains)])
+
+    def forward(self, x, y):
+        h = self.shared(x)
+        h = h.view(h.size(0), -1)
+        return _pick(torch.stack([head(h) for head in self.unshared], dim=1), y)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, img_size=256, num_domains=2, max_conv_dim=512, dim_in=None):
+        super().__init__()
+        blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
+        blocks.append(nn.Conv2d(dim_out, num_domains, 1, 1, 0))
+        self.main = nn.Sequential(*blocks)
+
+    def forward(self, x, y):
+        out = self.main(x)
+        return _pick(out.view(out.size(0), -1), y)
+
+
+def split_names(names: 'str | list | tuple | None') -> Optional[List[str]]:
+    """Domain names from a comma-separated string (or a list), None when there are none."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(',')]
+    return list(names) if names else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the networks' shapes (plus the domain names), stored with a run
+    (its ``config.yaml``) and read back by every mode that loads the run."""
+    img_size: int = 256
+    style_dim: int = 64
+    latent_dim: int = 16
+    num_domains: int = 2
+    w_hpf: float = 1.0
+    dim_in: Optional[int] = None  # None: the official width 2**14 // img_size
+    max_conv_dim: int = 512
+    to_rgb_norm: bool = True  # official: InstanceNorm before the generator's last convolution
+    domain_names: Optional[Tuple[str, ...]] = None
+
+    @classmethod
+    def from_args(cls, args: Any, domain_names: 'str | list | None' = None) -> 'ModelConfig':
+        """From parsed arguments (a Namespace or Munch; scripts written for the official
+        ``main.py`` may lack our keys, which then take their defaults); ``domain_names`` (a
+        list or a comma-separated string) overrides ``args.domain_names``."""
+        known = {f.name: getattr(args, f.name, f.default) for f in dataclasses.fields(cls)}
+        names = split_names(domain_names if domain_names is not None else known['domain_names'])
+        known.update(max_conv_dim=known['max_conv_dim'] or cls.max_conv_dim, to_rgb_norm=bool(known['to_rgb_norm']),
+                     domain_names=tuple(names) if names else None)
+        return cls(**known)
+
+    def names(self) -> List[str]:
+        """Domain names, or the indices as strings when the run has none."""
+        return list(self.domain_names) if self.domain_names else [str(i) for i in range(self.num_domains)]
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# the networks each use needs; EMA copies exist of the inference ones
+INFERENCE = ('generator', 'mapping_network', 'style_encoder')
+TRAINED = INFERENCE + ('discriminator',)
+
+
+def build_networks(cfg: ModelConfig, training: bool = False) -> Munch:
+    """The one builder of the networks of ``cfg``: generator, mapping network, style encoder,
+    the discriminator when ``training``, and an untrained FAN when ``w_hpf > 0`` (load its
+    weights with ``core.fan.load_fan``). Built in the official order, which fixes the random
+    draws of PyTorch's default init. For inference (not ``training``) they are in eval mode."""
+    nets = Munch(generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in,
+                                     cfg.to_rgb_norm),
+                 mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains),
+                 style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
+                                            cfg.dim_in))
+    if training:
+        nets.discriminator = Discriminator(cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+        # official order: the EMA copies were taken here; copying draws no random numbers, so
+        # ema_copies() after this builder gives the same weights
+    if cfg.w_hpf > 0:
+        from core.fan import FAN  # local: FAN is only needed with the high-pass path
+        nets.fan = FAN().eval()
+    if not training:
+        for net in nets.values():
+            net.eval()
+    return nets
+
+
+def ema_copies(nets: Munch) -> Munch:
+    """The EMA networks: copies of the inference networks of ``nets`` as they are now, sharing
+    its FAN. Official quirk: the copies are taken before He init, so they start from PyTorch's
+    default init (changes numbers; kept on purpose)."""
+    nets_ema = Munch({name: copy.deepcopy(nets[name]) for name in INFERENCE})
+    if 'fan' in nets:
+        nets_ema.fan = nets.fan
+    return nets_ema

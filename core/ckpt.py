@@ -17,7 +17,6 @@ import math
 import os
 import re
 import shutil
-import time
 
 import torch
 
@@ -108,11 +107,14 @@ def state_dicts(modules):
     return {name: unwrap(m).state_dict() for name, m in modules.items()}
 
 
-def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
+def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None, hook=None):
     """Writes the official files of ``step`` (and our state file when given).
 
     Each file is atomic; the state file goes last (after the step's old one was removed),
-    so its presence means the set is complete (see the module doc)."""
+    so its presence means the set is complete (see the module doc). ``hook(point)``, when
+    given, is called at 'before_<kind>' and 'in_<kind>' (that file's temporary copy
+    written, not yet renamed): tests/save_pause.py stops a save there to kill it."""
+    hook = hook or (lambda point: None)
     remove_stray_temps(ckpt_dir)
     state_file = ckpt_path(ckpt_dir, step, STATE)
     if os.path.exists(state_file):  # re-saving a step: it is incomplete until the new state file is in
@@ -123,28 +125,13 @@ def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None):
     if state is not None:
         files.append((STATE, state))
     for kind, obj in files:
-        _pause_at(step, f'before_{kind}')
-        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: _pause_at(step, f'in_{kind}'))
+        hook(f'before_{kind}')
+        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: hook(f'in_{kind}'))
 
 
 # ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
 _TEMP = re.compile(r'\.\d+_(?:nets|nets_ema|optims|state)\.ckpt.*\.tmp')
 _FILE = re.compile(r'(\d+)_(nets|nets_ema|optims|state)\.ckpt')
-PAUSE_ENV = 'STARGAN_SAVE_PAUSE'
-
-
-def _pause_at(step, point):
-    """Test hook of tests/test_kill_during_save.py: with STARGAN_SAVE_PAUSE='STEP:POINT:FILE'
-    the save of STEP creates FILE at POINT ('before_<kind>', or 'in_<kind>': that file's
-    temporary copy is half written) and waits there to be killed."""
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec:
-        return
-    at_step, at_point, marker = spec.split(':', 2)
-    if int(at_step) == step and at_point == point:
-        open(marker, 'w').close()
-        time.sleep(600)
-        raise RuntimeError(f'{PAUSE_ENV}: nobody killed the save at {spec}')
 
 
 def remove_stray_temps(ckpt_dir):

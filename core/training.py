@@ -7,12 +7,13 @@ methods on top.
 """
 import contextlib
 import datetime
+import functools
 import json
 import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from munch import Munch
@@ -90,6 +91,9 @@ class _StopFlag:
 class Trainer:
     """Trains the networks of ``args`` (parsed flags; ``TrainConfig`` holds what a step reads)."""
 
+    # save_hook(step, point): called inside each checkpoint save (see core.ckpt.save_checkpoint)
+    save_hook: Optional[Callable[[int, str], None]] = None
+
     def __init__(self, args: Any):
         args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.args = args
@@ -148,8 +152,9 @@ class Trainer:
         """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
         if not self.dist.is_main:
             return
+        hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
         ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
-                             state=self._train_state(step, fetcher, position))
+                             state=self._train_state(step, fetcher, position), hook=hook)
         ckpt.prune(self.args.checkpoint_dir, self.args.keep_last)
 
     def _resume(self, step, fetcher):
@@ -216,7 +221,7 @@ class Trainer:
         folders, room for a checkpoint set, the evaluation weights when an evaluation will
         run (the FAN weights are checked as they load, also before)."""
         args = self.args
-        happens = lambda every: every > 0 and args.total_iters // every > start // every  # noqa: E731
+        happens = lambda every: every > 0 and args.total_iters // every > start // every
         check_writable(args.checkpoint_dir, '--checkpoint_dir')
         if happens(args.sample_every):
             check_writable(args.sample_dir, '--sample_dir')

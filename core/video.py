@@ -7,7 +7,7 @@ Two videos, as in the paper's project page:
 * :func:`video_latent` -- latent-guided: the style moves along a sequence of latent
   codes (for one or more target domains), truncated towards each domain's mean style.
 
-Timing (SPEC "Videos"). Every transition between two styles uses the weights
+Timing (as the official video code). Every transition between two styles uses the weights
 ``0, sigmoid(-5), sigmoid(-4.5), ..., sigmoid(4.5), 1 x 10`` (31 frames: a smooth
 S-curve, then a pause on the arrival style); the last frame of the video is held for
 10 more frames. The frames are meant for 30 fps played at half speed, i.e. each frame
@@ -53,7 +53,7 @@ __all__ = ['FPS', 'SLOWDOWN', 'HOLD_LAST', 'VideoWriter', 'interpolation_weights
            'auto_scale', 'video_ref', 'video_latent', 'ref_frames',
            'latent_frames', 'domain_mean_style']
 
-FPS = 30            # nominal frame rate of the interpolation (SPEC)
+FPS = 30            # nominal frame rate of the interpolation (official)
 SLOWDOWN = 2        # played at half speed: the file is declared FPS / SLOWDOWN = 15 fps
 HOLD_LAST = 10      # the last frame is shown this many more times
 DEFAULT_CRF = 18    # libx264 constant rate factor: visually near-lossless
@@ -177,15 +177,6 @@ class VideoWriter:
             frame = np.pad(frame, ((0, out_h - frame.shape[0]), (0, out_w - frame.shape[1]), (0, 0)), mode='edge')
         self._gen.send(np.ascontiguousarray(frame))
         self.frames += 1
-
-    def write_tensor(self, x):
-        """Appends a (3, H, W) image in [-1, 1] as one frame, or each image of a
-        (B, 3, H, W) batch as B consecutive frames."""
-        if x.dim() == 4:
-            for img in x:
-                self.write(to_uint8(img))
-        else:
-            self.write(to_uint8(x))
 
     # ------------------------------------------------------------------ closing
     def close(self):

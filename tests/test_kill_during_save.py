@@ -1,8 +1,8 @@
 """A training process killed with SIGKILL while it writes a checkpoint loses nothing.
 
 A real ``main.py --mode train`` process is paused at a chosen point of its second save
-(core.ckpt's STARGAN_SAVE_PAUSE hook: before a file, or inside one with its temporary
-copy half written) and killed there from outside. The previous set stays complete, the cut
+(tests/save_pause.py injects a hook into the save: before a file, or inside one with its
+temporary copy half written) and killed there from outside. The previous set stays complete, the cut
 one is never taken for a checkpoint, and resuming from the previous set ends with the same
 files, bit for bit, as a run that was never interrupted.
 """
@@ -15,7 +15,7 @@ import time
 import pytest
 
 import main as cli
-from core.ckpt import PAUSE_ENV, complete_steps, latest_step
+from core.ckpt import complete_steps, latest_step
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 COMMON = ['--total_iters', '6', '--print_every', '0', '--sample_every', '0', '--save_every', '2',
@@ -47,9 +47,10 @@ def kill_during_save(data, run, point, timeout=300):
     """Starts training in a subprocess, waits until its save of step CUT reaches ``point``,
     SIGKILLs it there."""
     marker = run / 'paused'
-    env = dict(os.environ, OMP_NUM_THREADS='1', **{PAUSE_ENV: f'{CUT}:{point}:{marker}'})
+    env = dict(os.environ, OMP_NUM_THREADS='1')
     with open(run / 'stderr.txt', 'w') as err:
-        proc = subprocess.Popen([sys.executable, 'main.py', *run_args(data, run, *COMMON)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, os.path.join('tests', 'save_pause.py'), str(CUT), point, str(marker),
+                                 *run_args(data, run, *COMMON)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + timeout

@@ -89,16 +89,16 @@ def test_writer_h264_yuv420p_half_speed_and_content(tmp_path):
     assert os.listdir(path.parent) == ['v.mp4']  # no temporary file left
 
 
-def test_writer_scales_pads_odd_sizes_and_takes_tensor_batches(tmp_path):
+def test_writer_scales_and_pads_odd_sizes(tmp_path):
     x = smooth_images(3, 1)[:, :, :15, :9]  # odd 9x15
     with VideoWriter(tmp_path / 'v.mp4', scale=2) as w:
-        w.write_tensor(x)          # a batch: 3 frames
-        w.write_tensor(x[0])       # one image: 1 frame
+        for img in x:
+            w.write(tensor_to_uint8(img))
     meta, frames = read_video(tmp_path / 'v.mp4')
-    assert meta['size'] == (18, 30) and len(frames) == 4      # 9x15 * 2 is already even
+    assert meta['size'] == (18, 30) and len(frames) == 3      # 9x15 * 2 is already even
     assert np.abs(frames[1].astype(float) - up(tensor_to_uint8(x[1]), 2)).mean() < 4
     with VideoWriter(tmp_path / 'odd.mp4') as w:
-        w.write_tensor(x[0])
+        w.write(tensor_to_uint8(x[0]))
     assert read_video(tmp_path / 'odd.mp4')[0]['size'] == (10, 16)   # padded to even
 
 

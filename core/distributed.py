@@ -67,9 +67,6 @@ class Single:
         (no all-reduce): for networks that the step does not update."""
         return contextlib.nullcontext()
 
-    def barrier(self) -> None:
-        pass
-
     def close(self) -> None:
         pass
 
@@ -142,9 +139,6 @@ class Distributed(Single):
         dist.all_reduce(v, op=dist.ReduceOp.MIN)
         first = int(v.item())
         return 0 if first == none else first
-
-    def barrier(self) -> None:
-        dist.barrier()
 
     def close(self) -> None:
         if dist.is_initialized():

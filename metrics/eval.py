@@ -160,7 +160,7 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
 
     ``nets``: generator, mapping_network, style_encoder (and fan when ``args.w_hpf > 0``),
     usually the EMA networks. The device is the generator's. ``cache_dir`` holds the
-    training-image statistics (default ``args.fid_cache_dir`` or ``eval_dir/fid_stats``).
+    training-image statistics (default ``eval_dir/fid_stats``).
     Returns ``(fid_values, lpips_values)``, the dicts written to the JSON files.
     """
     domains = list_domains(args.val_img_dir)
@@ -168,7 +168,7 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
     device = next(nets.generator.parameters()).device
     inception = build_inception(_arg(args, 'inception_path'), device)
     lpips_net = build_lpips(_arg(args, 'alexnet_path'), device)
-    cache_dir = cache_dir or _arg(args, 'fid_cache_dir') or os.path.join(args.eval_dir, 'fid_stats')
+    cache_dir = cache_dir or os.path.join(args.eval_dir, 'fid_stats')
 
     fid_values: dict[str, float] = {}
     lpips_values: dict[str, float] = {}

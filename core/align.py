@@ -5,11 +5,15 @@ CelebA-HQ landmarks (``celeba_lm_mean.npz``); the photo is mirror-padded (blende
 towards a blurred copy near its border) so the warp never samples outside it. Outputs keep
 the photos' file names and sub-folders under ``--out_dir``, which must lie outside ``--inp_dir``.
 """
+from __future__ import annotations
+
 import os
-from typing import Any
+from argparse import Namespace
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from munch import Munch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
@@ -25,8 +29,10 @@ EYE_RIGHT = list(range(68, 76)) + [97]
 MOUTH_CORNERS = [76, 82]
 SCALE_POINTS = [96, 97, 76, 82]
 
+FloatArray = npt.NDArray[np.float64]
 
-def load_mean_landmarks(path, output_size=256):
+
+def load_mean_landmarks(path: str | None, output_size: int = 256) -> FloatArray:
     if not path or not os.path.isfile(path):
         raise UserError(f'mean landmarks not found at {path!r}: run `bash download.sh wing` or pass --lm_path')
     try:
@@ -36,7 +42,7 @@ def load_mean_landmarks(path, output_size=256):
     return np.asarray(mean, dtype=np.float64) * (output_size // 256)
 
 
-def face_axis(lm):
+def face_axis(lm: FloatArray) -> FloatArray:
     """Unit x-axis of a face: eye-to-eye direction corrected by the eye-mouth direction."""
     eye_l, eye_r = lm[EYE_LEFT].mean(0), lm[EYE_RIGHT].mean(0)
     mouth = lm[MOUTH_CORNERS].mean(0)
@@ -45,7 +51,7 @@ def face_axis(lm):
     return axis / np.linalg.norm(axis)
 
 
-def landmarks_to_matrix(lm, ref):
+def landmarks_to_matrix(lm: FloatArray, ref: FloatArray) -> FloatArray:
     """3x3 similarity taking image points (landmarks ``lm``) to the reference frame."""
     lm_mean, ref_mean = lm.mean(0), ref.mean(0)
     a, b = face_axis(lm), face_axis(ref)
@@ -54,14 +60,14 @@ def landmarks_to_matrix(lm, ref):
     scale = np.mean(np.linalg.norm(ref[SCALE_POINTS] - ref_mean, axis=1) /
                     np.linalg.norm(lm[SCALE_POINTS] - lm_mean, axis=1))
 
-    def translate(t):
+    def translate(t: FloatArray) -> FloatArray:
         return np.array([[1, 0, t[0]], [0, 1, t[1]], [0, 0, 1]], dtype=np.float64)
 
     rotate_scale = np.array([[scale * c, -scale * s, 0], [scale * s, scale * c, 0], [0, 0, 1]])
     return translate(ref_mean) @ rotate_scale @ translate(-lm_mean)
 
 
-def pad_mirror(img, lm):
+def pad_mirror(img: FloatArray, lm: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Mirror-pads an (H, W, 3) float image by half its size on each side, blending the
     padding towards a blurred copy near the outer border; shifts the landmarks."""
     h, w = img.shape[:2]
@@ -74,7 +80,8 @@ def pad_mirror(img, lm):
     return padded * (1 - weight) + blurred * weight, lm + np.array([w // 2, h // 2])
 
 
-def align_image(img, lm, ref, output_size=256):
+def align_image(img: npt.NDArray[np.uint8], lm: FloatArray, ref: FloatArray, output_size: int = 256
+                ) -> npt.NDArray[np.uint8]:
     """img: (H, W, 3) uint8; lm: (98, 2) landmarks (x, y) in its pixels -> aligned uint8 square."""
     padded, lm = pad_mirror(img.astype(np.float64) / 255, lm)
     matrix = landmarks_to_matrix(lm, ref)
@@ -86,7 +93,7 @@ def align_image(img, lm, ref, output_size=256):
     return (np.clip(out[:output_size, :output_size], 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def plan(input_dir, output_dir):
+def plan(input_dir: str, output_dir: str) -> list[tuple[str, str]]:
     """``[(photo, output file)]``: the images under ``input_dir`` at the same relative paths under
     ``output_dir``, which must lie outside ``input_dir`` and be writable (checked, not made)."""
     if not input_dir or not os.path.isdir(input_dir):
@@ -100,13 +107,13 @@ def plan(input_dir, output_dir):
 
 
 @torch.no_grad()
-def align_faces(args, input_dir, output_dir):
+def align_faces(args: Namespace | Munch, input_dir: str, output_dir: str) -> None:
     ref = load_mean_landmarks(args.lm_path, 256)
     jobs = plan(input_dir, output_dir)  # every path checked before the FAN loads
     device = select_device(getattr(args, 'device', 'auto'))
     fan = load_fan(FAN().eval(), args.wing_path).to(device)
     for path, out in jobs:
-        img = np.array(load_rgb(path).resize((args.img_size, args.img_size), Image.BILINEAR))
+        img = np.array(load_rgb(path).resize((args.img_size, args.img_size), Image.Resampling.BILINEAR))
         x = torch.from_numpy(img).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0).to(device)
         lm = fan.get_landmark(x)[0].cpu().double().numpy()
         try:
@@ -118,6 +125,6 @@ def align_faces(args, input_dir, output_dir):
         print(f'aligned {path} -> {out}')
 
 
-def run(args: Any) -> None:
+def run(args: Namespace | Munch) -> None:
     """``--mode align``: every photo under ``--inp_dir`` aligned into ``--out`` (``--out_dir``)."""
     align_faces(args, args.inp_dir, args.out_dir)

@@ -9,7 +9,7 @@ themselves are ``core.flags``; YAML files are ``core.config_file``.
 """
 import argparse
 import os
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from munch import Munch
 
@@ -68,7 +68,7 @@ def given_on_command_line(argv: Optional[Sequence[str]] = None) -> Set[str]:
     return set(vars(known))
 
 
-def run_values(mode: str, checkpoint_dir: str, given: Set[str] = frozenset()) -> Dict[str, Any]:
+def run_values(mode: str, checkpoint_dir: str, given: AbstractSet[str] = frozenset()) -> Dict[str, Any]:
     """Source 3 of ``resolve_args``: the model keys of ``checkpoint_dir``'s config.yaml that
     ``mode`` takes (none unless it loads a run) and that the command line (``given``) does not
     set. The run's domain names are left out when the command line changes ``--num_domains``

@@ -20,7 +20,8 @@ CONFIG_FILENAME = 'config.yaml'
 def _type_name(action):
     if isinstance(action, argparse._StoreTrueAction):
         return 'true/false'
-    return {int: 'an integer', float: 'a number', str: 'a string'}.get(action.type, getattr(action.type, 'type_name', 'a value'))
+    names = {int: 'an integer', float: 'a number', str: 'a string', step_or_latest: "an integer or 'latest'"}
+    return names.get(action.type, 'a value')
 
 
 def _coerce(key, value, action, path):

@@ -30,6 +30,7 @@ import bisect
 import hashlib
 import os
 from collections import Counter
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ def check_dataset(root, num_domains=None, batch_size=None):
 
 # Last bytes of a whole file of these formats (a truncated file lacks them).
 _TRAILERS = {'PNG': b'IEND\xaeB`\x82', 'JPEG': b'\xff\xd9', 'MPO': b'\xff\xd9'}
-_checked = {}  # path -> (size, mtime) of the files found readable in this process
+_checked: Dict[str, Tuple[int, float]] = {}  # path -> (size, mtime) of the files found readable in this process
 MAX_NAMED = 5  # unreadable files named in the message (the count says how many in all)
 
 

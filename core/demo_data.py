@@ -21,17 +21,23 @@ same settings, nothing is redone.
 ``bench/shape_classifier.py`` recovers the shape and colours from an image with no learned
 model (``bench/demo_quality.py`` scores a trained demo model with it).
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from core.errors import UserError
+from core.fileio import StrPath
 
-__all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'MANIFEST']
+__all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'MANIFEST', 'DemoDataset']
 
 SHAPES = ('circle', 'square', 'triangle')
 SPLITS = ('train', 'val')
@@ -61,7 +67,8 @@ def _inside(domain, x, y, cx, cy, size):
     raise UserError(f"unknown shape '{domain}'; the demo shapes are {', '.join(SHAPES)}")
 
 
-def render_shape(domain, fg, bg, center, size, img_size):
+def render_shape(domain: str, fg: npt.ArrayLike, bg: npt.ArrayLike, center: Sequence[float], size: float,
+                 img_size: int) -> npt.NDArray[np.uint8]:
     """(img_size, img_size, 3) uint8 image: the shape ``domain`` in colour ``fg`` on ``bg``.
 
     ``center`` (x, y) and ``size`` (side of the bounding box) are in pixels, floats
@@ -78,7 +85,8 @@ def render_shape(domain, fg, bg, center, size, img_size):
     return np.clip(np.rint(cover * fg + (1 - cover) * bg), 0, 255).astype(np.uint8)
 
 
-def random_params(rng, img_size):
+def random_params(rng: np.random.Generator, img_size: int
+                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...], float]:
     """Random (fg, bg, center, size) of one image, from the numpy Generator ``rng``."""
     while True:
         fg = rng.integers(0, 256, 3)
@@ -100,6 +108,13 @@ def _image_seed(seed, split, domain, index):
 
 
 # ---------------------------------------------------------------------------- dataset
+
+class DemoDataset(TypedDict):
+    """What :func:`make_shapes_dataset` returns (a plain dict)."""
+    train: str        # the folder of the training split
+    val: str          # the folder of the validation split
+    generated: bool   # False when the complete set was already there
+
 
 def _settings(img_size, n_train, n_val, seed, domains):
     return {'format': FORMAT_VERSION, 'img_size': int(img_size), 'n_train': int(n_train),
@@ -131,7 +146,8 @@ def _complete(root, settings):
     return True
 
 
-def make_shapes_dataset(root, img_size=32, n_train=500, n_val=50, seed=0, domains=SHAPES):
+def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n_val: int = 50, seed: int = 0,
+                        domains: Iterable[str] = SHAPES) -> DemoDataset:
     """Writes ``root/{train,val}/<domain>/NNNNN.png`` (``n_train`` / ``n_val`` per domain).
 
     Returns a dict with ``train`` and ``val`` (the two folders) and ``generated``
@@ -148,7 +164,7 @@ def make_shapes_dataset(root, img_size=32, n_train=500, n_val=50, seed=0, domain
         raise UserError(f'the demo set needs at least one image per split and domain (n_train={n_train}, n_val={n_val})')
     root = os.fspath(root)
     settings = _settings(img_size, n_train, n_val, seed, domains)
-    result = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
+    result: DemoDataset = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
 
     found = _read_manifest(root)
     if found is not None:

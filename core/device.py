@@ -4,17 +4,24 @@ Every module that needs a device, a process-group backend or pinned memory asks 
 so ``--device cpu`` on a GPU machine means CPU everywhere (tensors, DataLoader pinning,
 gloo under torchrun, metrics networks).
 """
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Iterator
+from typing import TypeAlias
 
 import torch
 
 from core.errors import UserError
 
 __all__ = ['select_device', 'as_device', 'dist_backend', 'pin_memory', 'use_cuda_device', 'local_cuda_index',
-           'fused_optimizers', 'configure_training', 'exact_fp32']
+           'fused_optimizers', 'configure_training', 'exact_fp32', 'DeviceLike']
+
+# what the functions here take for a device: a torch.device, a name ('cpu', 'cuda:1', 'auto') or None ('auto')
+DeviceLike: TypeAlias = torch.device | str | None
 
 
-def select_device(name='auto'):
+def select_device(name: str | None = 'auto') -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cpu', 'cuda', 'cuda:N', 'mps' checked."""
     name = 'auto' if name is None else str(name).strip()
     if name == 'auto':
@@ -38,22 +45,22 @@ def select_device(name='auto'):
     return dev
 
 
-def as_device(device):
+def as_device(device: DeviceLike) -> torch.device:
     """A torch.device from a device, a name or None (None: the 'auto' decision)."""
     return device if isinstance(device, torch.device) else select_device(device)
 
 
-def dist_backend(device):
+def dist_backend(device: DeviceLike) -> str:
     """Process-group backend for a device: nccl for CUDA, gloo for everything else."""
     return 'nccl' if as_device(device).type == 'cuda' else 'gloo'
 
 
-def pin_memory(device):
+def pin_memory(device: DeviceLike) -> bool:
     """Pinned host memory pays only when batches are copied to a CUDA device."""
     return as_device(device).type == 'cuda'
 
 
-def local_cuda_index(local_rank, visible):
+def local_cuda_index(local_rank: int, visible: int) -> int:
     """The CUDA index of this process: LOCAL_RANK when the node's GPUs are all visible, 0 when
     the scheduler shows each process its own GPU (CUDA_VISIBLE_DEVICES of one device)."""
     if visible == 1:
@@ -64,7 +71,7 @@ def local_cuda_index(local_rank, visible):
     return local_rank
 
 
-def use_cuda_device(device):
+def use_cuda_device(device: torch.device) -> torch.device:
     """A CUDA ``device`` with its index made explicit, set as the current device; other
     devices as they are."""
     if device.type != 'cuda':
@@ -74,12 +81,12 @@ def use_cuda_device(device):
     return device
 
 
-def fused_optimizers(device):
+def fused_optimizers(device: DeviceLike) -> bool:
     """Adam as one fused kernel per step: on CUDA (equal to the default up to float rounding)."""
     return as_device(device).type == 'cuda'
 
 
-def configure_training(device):
+def configure_training(device: DeviceLike) -> None:
     """Backend settings for training on ``device``: cuDNN picks its fastest convolution
     algorithms (the official main.py sets ``cudnn.benchmark`` too; shapes are fixed)."""
     if as_device(device).type == 'cuda':
@@ -87,7 +94,7 @@ def configure_training(device):
 
 
 @contextlib.contextmanager
-def exact_fp32():
+def exact_fp32() -> Iterator[None]:
     """Float32 matrix products and convolutions in full precision (no TF32 on Ampere and
     later) inside the block, the previous settings restored after it: FID and LPIPS
     features are defined in float32 (the parity tests check those values)."""

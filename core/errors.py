@@ -1,5 +1,9 @@
 """The one exception type for user mistakes: its message is one line naming the fix."""
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar('_T')
 
 
 class UserError(Exception):
@@ -9,7 +13,7 @@ class UserError(Exception):
     """
 
 
-def exit_on_user_error(main):
+def exit_on_user_error(main: Callable[[], _T]) -> _T:
     """Run a script's ``main()``; a UserError prints ``error: <message>`` and exits with 2."""
     try:
         return main()

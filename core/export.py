@@ -14,47 +14,57 @@ writes into ``--result_dir``:
 Images are RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1) resized to S x S, as translate mode
 feeds them. Every file is written atomically.
 """
+from __future__ import annotations
+
 import json
 import os
-from typing import Any
 import warnings
+from argparse import Namespace
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
+from munch import Munch
 from torch import nn
 
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
 from core.networks import ModelConfig
 
+if TYPE_CHECKING:
+    from core.fan import FAN
+
 __all__ = ['run', 'export_onnx', 'graph_specs', 'META_FILENAME']
 
 META_FILENAME = 'onnx_export.json'
 EXAMPLE_BATCH = 2  # torch.export specialises a batch of 1; any other size stays symbolic
 
+# (name, module, example inputs, input names, output names) of one graph
+GraphSpec: TypeAlias = tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]
+
 
 class _MaskedGenerator(nn.Module):
     """The generator with its two FAN masks as plain inputs (ONNX has no list inputs)."""
 
-    def __init__(self, generator):
+    def __init__(self, generator: nn.Module) -> None:
         super().__init__()
         self.generator = generator
 
-    def forward(self, x, s, masks0, masks1):
+    def forward(self, x: torch.Tensor, s: torch.Tensor, masks0: torch.Tensor, masks1: torch.Tensor) -> torch.Tensor:
         return self.generator(x, s, masks=[masks0, masks1])
 
 
 class _FanMasks(nn.Module):
     """Images in [-1, 1] -> the generator's two masks, as ``FAN.get_heatmap``."""
 
-    def __init__(self, fan):
+    def __init__(self, fan: FAN) -> None:
         super().__init__()
         self.fan = fan
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fan.get_heatmap(x)
 
 
-def graph_specs(nets, cfg: ModelConfig):
+def graph_specs(nets: Munch, cfg: ModelConfig) -> list[GraphSpec]:
     """``[(name, module, example inputs, input names, output names)]`` of the graphs to export."""
     device = next(nets.generator.parameters()).device
     n, size = EXAMPLE_BATCH, cfg.img_size
@@ -62,8 +72,8 @@ def graph_specs(nets, cfg: ModelConfig):
     s = torch.zeros(n, cfg.style_dim, device=device)
     y = torch.zeros(n, dtype=torch.long, device=device)
     z = torch.zeros(n, cfg.latent_dim, device=device)
-    specs = [('mapping_network', nets.mapping_network, (z, y), ['z', 'y'], ['s']),
-             ('style_encoder', nets.style_encoder, (x, y), ['x', 'y'], ['s'])]
+    specs: list[GraphSpec] = [('mapping_network', nets.mapping_network, (z, y), ['z', 'y'], ['s']),
+                              ('style_encoder', nets.style_encoder, (x, y), ['x', 'y'], ['s'])]
     if cfg.w_hpf > 0:
         masks = tuple(torch.zeros(n, 1, 256, 256, device=device) for _ in range(2))
         specs += [('generator', _MaskedGenerator(nets.generator), (x, s) + masks,
@@ -90,7 +100,8 @@ def _shapes(names, tensors):
 
 
 @torch.no_grad()
-def export_onnx(nets, cfg: ModelConfig, out_dir, step=None, opset=None):
+def export_onnx(nets: Munch, cfg: ModelConfig, out_dir: str, step: int | None = None,
+                opset: int | None = None) -> dict[str, Any]:
     """Writes the ONNX graphs of ``nets`` and ``onnx_export.json`` into ``out_dir``; returns the
     metadata (also what the JSON holds)."""
     graphs = {}
@@ -112,7 +123,7 @@ def export_onnx(nets, cfg: ModelConfig, out_dir, step=None, opset=None):
     return meta
 
 
-def run(args: Any) -> None:
+def run(args: Namespace | Munch) -> None:
     """``--mode export``: the ONNX graphs of the run's EMA networks into ``--out`` (``--result_dir``)."""
     if args.format != 'onnx':
         raise UserError(f"--format {args.format} is not supported; use --format onnx")

@@ -6,7 +6,7 @@ State-dict keys equal the official ones, so ``wing.ckpt`` loads as it is.
 gives the landmarks the align mode needs.
 """
 import os
-from typing import Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -193,7 +193,7 @@ def load_fan(fan, path):
 Masks = Optional[Tuple[torch.Tensor, torch.Tensor]]  # the generator's two masks, or None (w_hpf 0)
 
 
-def fan_masks(nets: Mapping[str, nn.Module], w_hpf: float, x: torch.Tensor) -> Masks:
+def fan_masks(nets: Mapping[str, Any], w_hpf: float, x: torch.Tensor) -> Masks:
     """The generator's two masks of ``x`` from ``nets['fan']`` when ``w_hpf > 0``, else None
     (the one place that decides whether a model uses FAN masks). Always in float32, also
     inside ``--amp`` autocast: the heat-maps are thresholded and raised to powers, so
@@ -203,8 +203,9 @@ def fan_masks(nets: Mapping[str, nn.Module], w_hpf: float, x: torch.Tensor) -> M
     if nets.get('fan') is None:
         raise UserError('w_hpf > 0 needs the FAN network (nets.fan); build the networks with w_hpf > 0 '
                         'and load wing.ckpt (--wing_path)')
+    fan: FAN = nets['fan']
     with torch.autocast(x.device.type, enabled=False):
-        return nets['fan'].get_heatmap(x.float())
+        return fan.get_heatmap(x.float())
 
 
 # Landmark index ranges [start, end) of the 98-point layout.

@@ -4,17 +4,25 @@ A written file gets the permissions ``open()`` would give it (``0o666`` less the
 umask), not the ``0o600`` of a temporary file, so a group sharing a folder can read it.
 Also: checks that an output folder can be made, before any work starts.
 """
+from __future__ import annotations
+
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, TypeAlias, TypeVar
 
 from core.errors import UserError
+
+# a file system path as the functions here take it (``os.fspath`` gives the str)
+StrPath: TypeAlias = str | os.PathLike[str]
+_P = TypeVar('_P', str, os.PathLike[str])  # a function that returns its path argument returns it as given
 
 _umask_lock = threading.Lock()
 
 
-def current_umask():
+def current_umask() -> int:
     """The process's umask, read without changing it where Linux shows it (/proc/self/status);
     elsewhere set and restored at once under a lock."""
     try:
@@ -30,19 +38,19 @@ def current_umask():
     return mask
 
 
-def file_mode():
+def file_mode() -> int:
     """The mode ``open(path, 'w')`` gives a new file: 0o666 less the umask."""
     return 0o666 & ~current_umask()
 
 
-def atomic_write(path, write, binary=True):
+def atomic_write(path: _P, write: Callable[[IO[Any]], object], binary: bool = True) -> _P:
     """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``
     (with the permissions of a file that ``open()`` creates, see :func:`file_mode`)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb' if binary else 'w', **({} if binary else {'encoding': 'utf-8'})) as f:
+        with os.fdopen(fd, 'wb' if binary else 'w', encoding=None if binary else 'utf-8') as f:
             write(f)
             f.flush()
             os.fchmod(f.fileno(), file_mode())
@@ -55,13 +63,13 @@ def atomic_write(path, write, binary=True):
     return path
 
 
-def write_json(values, path):
+def write_json(values: Mapping[str, Any], path: _P) -> _P:
     """Writes the dict ``values`` to ``path`` as indented JSON, atomically; returns ``path``."""
     text = json.dumps(values, indent=4, sort_keys=False)
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
-def check_output_dir(path, flag):
+def check_output_dir(path: _P | None, flag: str) -> _P:
     """UserError (one line, naming ``flag``) unless ``path`` is a writable folder or one that can be
     made: its nearest existing ancestor is a folder this process may write in. Creates nothing."""
     if not path:
@@ -78,11 +86,11 @@ def check_output_dir(path, flag):
     return path
 
 
-def _inside(path, folder):
+def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def check_outside(out, folder, out_flag, in_flag):
+def check_outside(out: StrPath, folder: StrPath, out_flag: str, in_flag: str) -> None:
     """UserError unless the output ``out`` lies outside the input folder ``folder`` (real paths:
     links count), so that outputs can never mix with or overwrite the inputs."""
     if _inside(os.path.realpath(out), os.path.realpath(folder)):
@@ -91,7 +99,8 @@ def check_outside(out, folder, out_flag, in_flag):
                         f"with or overwrite the inputs; choose an {out_flag} outside it")
 
 
-def mirror_paths(paths, in_root, out_root, out_flag, inputs=()):
+def mirror_paths(paths: Iterable[_P], in_root: StrPath, out_root: StrPath, out_flag: str,
+                 inputs: Iterable[StrPath | None] = ()) -> list[tuple[_P, str]]:
     """``[(path, output path)]``: each file of ``paths`` (under ``in_root``) at the same relative
     path under ``out_root``, so two files of one name in two sub-folders never collide. UserError
     when an output would be one of the inputs (``paths`` and ``inputs``)."""
@@ -100,7 +109,7 @@ def mirror_paths(paths, in_root, out_root, out_flag, inputs=()):
     return jobs
 
 
-def check_no_overwrite(jobs, out_flag, inputs=()):
+def check_no_overwrite(jobs: Sequence[tuple[StrPath, StrPath]], out_flag: str, inputs: Iterable[StrPath | None] = ()) -> None:
     """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (real paths)."""
     real_inputs = {os.path.realpath(p) for p, _ in jobs} | {os.path.realpath(p) for p in inputs if p}
     for _, out in jobs:

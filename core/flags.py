@@ -175,8 +175,6 @@ def step_or_latest(text):
         raise argparse.ArgumentTypeError(f"expected an iteration number or 'latest', not {text!r}") from None
 
 
-step_or_latest.type_name = "an integer or 'latest'"
-
 
 def flag_actions(parser: argparse.ArgumentParser) -> Dict[str, Any]:
     """{dest: action} of every flag but --help."""

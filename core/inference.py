@@ -6,6 +6,8 @@ Returns the EMA networks of ``{step}_nets_ema.ckpt`` (or the online G, F, E of
 ``{step}_nets.ckpt`` with ``which='online'``) on ``device`` in eval mode, with the FAN
 (w_hpf > 0) from the checkpoint when it holds one, else from ``wing_path``.
 """
+from typing import Optional
+
 from munch import Munch
 
 from core import ckpt as ckpt
@@ -37,7 +39,7 @@ def resolve_step(checkpoint_dir, step, which='ema'):
 
 
 def load_networks(cfg: ModelConfig, checkpoint_dir: str, step: int, device=None, which: str = 'ema',
-                  wing_path: str = None) -> Munch:
+                  wing_path: Optional[str] = None) -> Munch:
     """Networks of ``cfg`` loaded from ``checkpoint_dir`` at ``step`` (0: the newest) for inference."""
     if which not in ('ema', 'online'):
         raise UserError(f"which must be 'ema' or 'online', not {which!r}")

@@ -280,7 +280,8 @@ class ModelConfig:
         """From parsed arguments (a Namespace or Munch; scripts written for the official
         ``main.py`` may lack our keys, which then take their defaults); ``domain_names`` (a
         list or a comma-separated string) overrides ``args.domain_names``."""
-        known = {f.name: getattr(args, f.name, f.default) for f in dataclasses.fields(cls)}
+        default = cls()
+        known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls)}
         names = split_names(domain_names if domain_names is not None else known['domain_names'])
         known.update(max_conv_dim=known['max_conv_dim'] or cls.max_conv_dim, to_rgb_norm=bool(known['to_rgb_norm']),
                      domain_names=tuple(names) if names else None)

@@ -16,9 +16,13 @@ Parameters, state-dict keys and module types are untouched: the blocks' ``forwar
 replaced on the training instances (checkpoints and DDP see the same modules; the EMA copies,
 which never run backward, are left as they are).
 """
+from __future__ import annotations
+
 import functools
+from collections.abc import Iterable, Mapping
 
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from core.networks import AdainResBlk, ResBlk
@@ -32,21 +36,22 @@ def _recomputed(forward, *args, **kwargs):
     return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
 
 
-def recompute_blocks(net):
+def recompute_blocks(net: nn.Module) -> int:
     """Checkpoint every ResBlk / AdainResBlk of ``net`` (in place); returns how many. Calling it
     again changes nothing."""
     n = 0
     for module in net.modules():
         if isinstance(module, (ResBlk, AdainResBlk)) and 'forward' not in module.__dict__:
-            module.forward = functools.partial(_recomputed, type(module).forward.__get__(module))
+            # replaced on the instance, on purpose (see the module's docstring)
+            module.forward = functools.partial(_recomputed, type(module).forward.__get__(module))  # type: ignore[method-assign]
             n += 1
     return n
 
 
-def is_recomputed(net):
+def is_recomputed(net: nn.Module) -> bool:
     return any('forward' in m.__dict__ for m in net.modules() if isinstance(m, (ResBlk, AdainResBlk)))
 
 
-def recompute_nets(nets, names=RECOMPUTED):
+def recompute_nets(nets: Mapping[str, nn.Module], names: Iterable[str] = RECOMPUTED) -> int:
     """``recompute_blocks`` on the named networks of ``nets`` that are there."""
     return sum(recompute_blocks(nets[name]) for name in names if name in nets)

@@ -2,6 +2,8 @@
 one writer at a time (a lock that dies with its process), the checks made before the
 first iteration, and the free space a checkpoint set needs.
 """
+from __future__ import annotations
+
 import datetime
 import errno
 import fcntl
@@ -9,8 +11,10 @@ import json
 import os
 import shutil
 import socket
+from typing import Self
 
 from core.errors import UserError
+from core.fileio import StrPath
 
 LOCK_NAME = '.lock'
 
@@ -22,11 +26,11 @@ class RunLock:
     message a second run prints. (On a network file system without ``flock`` support the lock
     is not taken, with a warning.)"""
 
-    def __init__(self, folder):
+    def __init__(self, folder: StrPath) -> None:
         self.path = os.path.join(folder, LOCK_NAME)
-        self.fd = None
+        self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -46,13 +50,13 @@ class RunLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock (the file stays: it names the last holder)
             self.fd = None
 
 
-def _read_holder(fd):
+def _read_holder(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         info = json.loads(os.read(fd, 4096).decode() or '{}')
@@ -61,7 +65,7 @@ def _read_holder(fd):
         return 'holder unknown'
 
 
-def nearest_existing(path):
+def nearest_existing(path: StrPath) -> str:
     """``path`` or its nearest ancestor that exists."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
@@ -69,7 +73,7 @@ def nearest_existing(path):
     return path
 
 
-def check_writable(path, flag):
+def check_writable(path: StrPath, flag: str) -> None:
     """UserError naming ``flag`` unless ``path`` is (or can be created as) a writable folder.
     Nothing is created."""
     existing = nearest_existing(path)
@@ -80,11 +84,11 @@ def check_writable(path, flag):
         raise UserError(f'{flag} {path}: cannot write to this {what}; choose a writable {flag}')
 
 
-def gib(n):
+def gib(n: float) -> str:
     return f'{n / 2 ** 30:.2f} GiB'
 
 
-def check_free_space(folder, needed, what):
+def check_free_space(folder: StrPath, needed: int, what: str) -> None:
     """UserError unless the file system of ``folder`` has ``needed`` bytes free."""
     free = shutil.disk_usage(nearest_existing(folder)).free
     if free < needed:

@@ -47,7 +47,8 @@ class TrainConfig:
     @classmethod
     def from_args(cls, args: Any) -> 'TrainConfig':
         """From parsed arguments; keys that official-style args lack take the defaults."""
-        known = {f.name: getattr(args, f.name, f.default) for f in dataclasses.fields(cls) if f.name != 'model'}
+        default = cls()
+        known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls) if f.name != 'model'}
         return cls(model=ModelConfig.from_args(args), **known)
 
     @property

@@ -4,15 +4,27 @@ and the paper's evaluation protocol (``metrics.eval``).
 This module holds what both backbones share: the error types and the loading of
 torchvision ImageNet weights from a local file or torchvision's cache.
 """
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import io
 import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 import torch
+from torch import nn
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+_M = TypeVar('_M', bound=nn.Module)
+# (the package is at the bottom of the layers: core.fileio's StrPath and core.device's DeviceLike, spelled out)
+_StrPath: TypeAlias = str | os.PathLike[str]
 
 
 class MetricsError(UserError):
@@ -23,11 +35,11 @@ class MissingWeightsError(MetricsError):
     """Backbone weights are missing or unusable; the message names the file and where to put it."""
 
 
-def _hub_checkpoint_dir():
+def _hub_checkpoint_dir() -> str:
     return os.path.join(torch.hub.get_dir(), 'checkpoints')
 
 
-def weights_file(weights, path=None):
+def weights_file(weights: WeightsEnum, path: _StrPath | None = None) -> str:
     """Path of the state_dict file for torchvision ``weights`` (a ``WeightsEnum`` member).
 
     ``path`` (a user flag) wins; otherwise the file in torchvision's cache
@@ -48,7 +60,7 @@ def weights_file(weights, path=None):
     return cached
 
 
-def resolve_weights(weights, path=None, flag='--weights_path'):
+def resolve_weights(weights: WeightsEnum, path: _StrPath | None = None, flag: str = '--weights_path') -> str:
     """Existing state_dict file for torchvision ``weights``; ``MissingWeightsError`` when unavailable."""
     file = weights_file(weights, path)
     if not os.path.isfile(file):
@@ -61,7 +73,7 @@ def resolve_weights(weights, path=None, flag='--weights_path'):
     return file
 
 
-def read_state_dict(file, weights):
+def read_state_dict(file: str, weights: WeightsEnum) -> dict[str, torch.Tensor]:
     """The state_dict stored in ``file``; ``MissingWeightsError`` when it cannot be read."""
     filename = os.path.basename(weights.url)
     try:
@@ -76,7 +88,7 @@ def read_state_dict(file, weights):
     return state
 
 
-def load_into(module, state, file, what, flag):
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], file: str, what: str, flag: str) -> None:
     """``module.load_state_dict(state)``, a one-line ``MissingWeightsError`` on a key/shape mismatch."""
     try:
         module.load_state_dict(state, strict=True)
@@ -92,7 +104,7 @@ def load_into(module, state, file, what, flag):
             f'pass the right file with {flag}') from None
 
 
-def file_fingerprint(file):
+def file_fingerprint(file: _StrPath) -> str:
     """sha1 of a file's bytes (identifies the weights in cache keys)."""
     h = hashlib.sha1()
     with open(file, 'rb') as f:
@@ -101,17 +113,18 @@ def file_fingerprint(file):
     return h.hexdigest()
 
 
-_BUILT = {}
+_BUILT: dict[tuple[str, str, int, int, str], nn.Module] = {}  # (kind, file, size, mtime, device) -> network
 
 
-def build_cached(kind, weights, path, flag, device, make, cache=True):
+def build_cached(kind: str, weights: WeightsEnum, path: _StrPath | None, flag: str, device: torch.device | str | None,
+                 make: Callable[[dict[str, torch.Tensor], str], _M], cache: bool = True) -> _M:
     """A backbone built once per (kind, weights file, device) and reused:
     ``make(state_dict, file)`` builds it; ``cache=False`` forces a fresh build."""
     file = resolve_weights(weights, path, flag)
     st = os.stat(file)
     key = (kind, file, st.st_size, st.st_mtime_ns, str(device))
     if cache and key in _BUILT:
-        return _BUILT[key]
+        return cast(_M, _BUILT[key])
     net = make(read_state_dict(file, weights), file)
     if cache:
         _BUILT[key] = net

@@ -15,40 +15,43 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 import shutil
 from argparse import Namespace
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from munch import Munch
 from PIL import Image
 
 from core.data import derive_seed, get_eval_loader, list_domains
+from core.device import DeviceLike
 from core.fan import fan_masks
 from core.fileio import write_json
 from core.images import to_uint8
 from metrics import MetricsError, resolve_weights
-from metrics.fid import activations_from_uint8, build_inception, frechet_distance, statistics, \
-    stats_from_folder
-from metrics.lpips import build_lpips, calculate_lpips_given_images
+from metrics.fid import Features, InceptionPool3, activations_from_uint8, build_inception, frechet_distance, \
+    statistics, stats_from_folder
+from metrics.lpips import LPIPS, build_lpips, calculate_lpips_given_images
 
 MODES = ('latent', 'reference')
 
 
-def _arg(args, name, default=None):
+def _arg(args: Namespace | Munch, name: str, default: Any = None) -> Any:
     return getattr(args, name, default)
 
 
-def _cycle(loader):
-    """Batches of ``loader`` forever, a new shuffle each pass."""
+def _cycle(loader: Any) -> Iterator[torch.Tensor]:
+    """Batches of ``loader`` (a DataLoader of ``core.data.get_eval_loader``) forever, a new shuffle each pass."""
     if len(loader) == 0:
         raise MetricsError(f"reference folder '{loader.dataset.root}' holds {len(loader.dataset)} "
                            f"images, fewer than val_batch_size {loader.batch_size}; "
                            f"add images or lower --val_batch_size")
 
-    def batches():
+    def batches() -> Iterator[torch.Tensor]:
         epoch = 0
         while True:
             loader.sampler.set_epoch(epoch)
@@ -60,7 +63,8 @@ def _cycle(loader):
 class Task:
     """One translation task ``{src}2{trg}``: its loaders and random codes, seeded by the task alone."""
 
-    def __init__(self, args, mode, src, trg, trg_idx, device=None):
+    def __init__(self, args: Namespace | Munch, mode: str, src: str, trg: str, trg_idx: int,
+                 device: DeviceLike = None) -> None:
         self.name = f'{src}2{trg}'
         self.trg_idx = trg_idx
         seed = derive_seed(args.seed, 'eval', mode, self.name)
@@ -68,7 +72,7 @@ class Task:
         self.sources = get_eval_loader(os.path.join(args.val_img_dir, src), args.img_size,
                                        args.val_batch_size, imagenet_normalize=False, shuffle=True,
                                        num_workers=workers, seed=derive_seed(seed, 'source'), device=device)
-        self.refs = None
+        self.refs: Iterator[torch.Tensor] | None = None
         if mode == 'reference':
             self.refs = _cycle(get_eval_loader(
                 os.path.join(args.val_img_dir, trg), args.img_size, args.val_batch_size,
@@ -78,7 +82,7 @@ class Task:
 
 
 @torch.no_grad()
-def translate_batch(nets, args, task, x_src):
+def translate_batch(nets: Munch, args: Namespace | Munch, task: Task, x_src: torch.Tensor) -> list[torch.Tensor]:
     """``num_outs_per_domain`` translations (each (N, 3, H, W)) of one source batch."""
     n = x_src.size(0)
     y_trg = torch.full((n,), task.trg_idx, dtype=torch.long, device=x_src.device)
@@ -95,7 +99,7 @@ def translate_batch(nets, args, task, x_src):
     return outs
 
 
-def _save_pngs(folder, first, images):
+def _save_pngs(folder: str, first: int, images: npt.NDArray[np.uint8]) -> None:
     """images (K, N, H, W, 3): output j of source first + k as ``{first+k+1:04d}_{j+1:02d}.png``."""
     for j, outs in enumerate(images):
         for k, img in enumerate(outs):
@@ -103,7 +107,8 @@ def _save_pngs(folder, first, images):
 
 
 @torch.no_grad()
-def evaluate_task(nets, args, task, inception, lpips_net, device):
+def evaluate_task(nets: Munch, args: Namespace | Munch, task: Task, inception: InceptionPool3, lpips_net: LPIPS,
+                  device: torch.device) -> tuple[Features, float]:
     """(Inception activations of all outputs, mean LPIPS over source batches) of one task."""
     folder = None
     if _arg(args, 'save_eval_images', False):
@@ -123,7 +128,7 @@ def evaluate_task(nets, args, task, inception, lpips_net, device):
     return np.concatenate(actvs), float(np.mean(lpips_values))
 
 
-def _check(nets, args, mode, domains):
+def _check(nets: Munch, args: Namespace | Munch, mode: str, domains: Sequence[str]) -> None:
     if mode not in MODES:
         raise MetricsError(f"unknown eval mode {mode!r}; use 'latent' or 'reference'")
     if len(domains) != args.num_domains:
@@ -138,7 +143,8 @@ def _check(nets, args, mode, domains):
                            f'(--wing_path) or set --w_hpf 0')
 
 
-def _write(args, step, mode, fid_values, lpips_values):
+def _write(args: Namespace | Munch, step: int, mode: str, fid_values: dict[str, float],
+           lpips_values: dict[str, float]) -> None:
     os.makedirs(args.eval_dir, exist_ok=True)
     for kind, values in (('FID', fid_values), ('LPIPS', lpips_values)):
         write_json(values, os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'))  # atomic
@@ -154,7 +160,7 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
 
     ``nets``: generator, mapping_network, style_encoder (and fan when ``args.w_hpf > 0``),
     usually the EMA networks. The device is the generator's. ``cache_dir`` holds the
-    training-image statistics (default ``args.fid_cache_dir`` or ``eval_dir/fid_stats``).
+    training-image statistics (default ``eval_dir/fid_stats``).
     Returns ``(fid_values, lpips_values)``, the dicts written to the JSON files.
     """
     domains = list_domains(args.val_img_dir)
@@ -162,9 +168,11 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
     device = next(nets.generator.parameters()).device
     inception = build_inception(_arg(args, 'inception_path'), device)
     lpips_net = build_lpips(_arg(args, 'alexnet_path'), device)
-    cache_dir = cache_dir or _arg(args, 'fid_cache_dir') or os.path.join(args.eval_dir, 'fid_stats')
+    cache_dir = cache_dir or os.path.join(args.eval_dir, 'fid_stats')
 
-    fid_values, lpips_values, pending = {}, {}, {}
+    fid_values: dict[str, float] = {}
+    lpips_values: dict[str, float] = {}
+    pending: dict[str, Future[float]] = {}
     # the Frechet distance (scipy, CPU) of a task runs in a thread while the next task is generated
     with ThreadPoolExecutor(max_workers=1) as pool:
         for trg_idx, trg in enumerate(domains):
@@ -190,7 +198,7 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
     return fid_values, lpips_values
 
 
-def check_weights(args):
+def check_weights(args: Namespace | Munch) -> None:
     """MissingWeightsError now, not at the first evaluation of a long run, when the Inception
     (FID) or AlexNet (LPIPS) weights cannot be had (fetched into torchvision's cache when
     possible, as the evaluation would)."""
@@ -200,17 +208,18 @@ def check_weights(args):
     resolve_weights(ALEXNET_WEIGHTS, _arg(args, 'alexnet_path'), '--alexnet_path')
 
 
-def evaluate_networks(nets, args, step):
+def evaluate_networks(nets: Munch, args: Namespace | Munch, step: int
+                      ) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """The paper's protocol: ``calculate_metrics`` in latent then reference mode."""
     return {mode: calculate_metrics(nets, args, step, mode) for mode in ('latent', 'reference')}
 
 
-def calculate_fid_for_all_tasks(args, domains, step, mode):
+def calculate_fid_for_all_tasks(args: Namespace | Munch, domains: Sequence[str], step: int, mode: str) -> dict[str, float]:
     """FID of every task from images already written to ``{eval_dir}/{src}2{trg}`` (as
     ``calculate_metrics`` writes them with ``save_eval_images``) against the target's
     training images; writes ``FID_{step:05d}_{mode}.json`` and returns the values."""
     from metrics.fid import calculate_fid_given_paths
-    fid_values = {}
+    fid_values: dict[str, float] = {}
     for trg in domains:
         for src in domains:
             if src == trg:
@@ -227,7 +236,7 @@ def calculate_fid_for_all_tasks(args, domains, step, mode):
     return fid_values
 
 
-def run(args: Any) -> None:
+def run(args: Namespace | Munch) -> None:
     """``--mode eval``: FID and LPIPS of the run's checkpoint ``--resume_iter`` (0: the newest)."""
     from core.inference import load_run_networks
     nets, step = load_run_networks(args)

@@ -9,14 +9,19 @@ float64 of the float32 features. Distance:
 
     python -m metrics.fid --paths REAL FAKE [--img_size 256] [--batch_size 50]
 """
+from __future__ import annotations
+
 import argparse
 import hashlib
 import json
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -24,19 +29,24 @@ from scipy import linalg
 from torchvision import models
 
 from core.data import load_rgb, plain_transform
-from core.device import as_device, exact_fp32
+from core.device import DeviceLike, as_device, exact_fp32
 from core.errors import UserError
-from core.fileio import atomic_write
+from core.fileio import StrPath, atomic_write
 from metrics import MetricsError, build_cached, file_fingerprint, load_into, read_state_dict, resolve_weights
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
+
+Features: TypeAlias = npt.NDArray[np.float32]  # (N, 2048) Inception activations
+Stats: TypeAlias = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (mu, cov)
+# an image source of calculate_fid_given_paths: a folder, uint8 images (N, H, W, 3) or precomputed (mu, cov)
+Source: TypeAlias = StrPath | npt.NDArray[np.uint8] | Stats
 
 
 # ---------------------------------------------------------------- network
 class InceptionPool3(nn.Module):
     """Inception v3 up to the pooled 2048-d features, in the four official blocks."""
 
-    def __init__(self, net):
+    def __init__(self, net: models.Inception3) -> None:
         super().__init__()
         self.block1 = nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3,
                                     nn.MaxPool2d(kernel_size=3, stride=2))
@@ -46,10 +56,10 @@ class InceptionPool3(nn.Module):
                                     net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e)
         self.block4 = nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c,
                                     nn.AdaptiveAvgPool2d(output_size=(1, 1)))
-        self.fingerprint = None   # identity of the weights, set by build_inception
+        self.fingerprint: str | None = None   # identity of the weights, set by build_inception
 
     @exact_fp32()  # features in float32, not TF32 (Ampere and later)
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block4(self.block3(self.block2(self.block1(x))))
         return x.flatten(1)
 
@@ -57,7 +67,7 @@ class InceptionPool3(nn.Module):
 INCEPTION_WEIGHTS = models.Inception_V3_Weights.IMAGENET1K_V1
 
 
-def _inception_v3(state, file):
+def _inception_v3(state: dict[str, torch.Tensor], file: str) -> models.Inception3:
     net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     load_into(net, state, file, 'inception_v3', '--inception_path')
     return net
@@ -67,20 +77,20 @@ class InceptionV3(InceptionPool3):
     """The official name: pool3 features with ImageNet weights from ``inception_path`` or
     torchvision's cache (no download flag needed; a missing file is a one-line error)."""
 
-    def __init__(self, inception_path=None):
+    def __init__(self, inception_path: StrPath | None = None) -> None:
         file = resolve_weights(INCEPTION_WEIGHTS, inception_path, '--inception_path')
         super().__init__(_inception_v3(read_state_dict(file, INCEPTION_WEIGHTS), file))
         self.fingerprint = file_fingerprint(file)
 
 
-def build_inception(path=None, device=None, cache=True):
+def build_inception(path: StrPath | None = None, device: DeviceLike = None, cache: bool = True) -> InceptionPool3:
     """Inception features in eval mode, with ImageNet weights from ``path`` or torchvision's cache.
 
     Built once per (weights file, device) and reused (``cache=False`` forces a fresh build).
     """
     device = as_device(device)  # None: the project's one device decision
 
-    def make(state, file):
+    def make(state: dict[str, torch.Tensor], file: str) -> InceptionPool3:
         inception = InceptionPool3(_inception_v3(state, file)).eval().requires_grad_(False).to(device)
         inception.fingerprint = file_fingerprint(file)
         return inception
@@ -89,12 +99,12 @@ def build_inception(path=None, device=None, cache=True):
 
 
 # ---------------------------------------------------------------- images -> features
-def image_transform(img_size):
+def image_transform(img_size: int) -> Callable[[Image.Image], torch.Tensor]:
     """The official FID pre-processing of a PIL image (resize to img_size, then 299, ImageNet mean/std)."""
     return plain_transform(img_size, imagenet_normalize=True)
 
 
-def _open_rgb(path):
+def _open_rgb(path: str) -> Image.Image:
     """An image file as every mode reads it (``core.data.load_rgb``: upright by its EXIF
     orientation, transparency on white)."""
     try:
@@ -103,7 +113,7 @@ def _open_rgb(path):
         raise MetricsError(str(e)) from None
 
 
-def _uint8_to_pil(image):
+def _uint8_to_pil(image: npt.ArrayLike) -> Image.Image:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise MetricsError(f'expected uint8 images of shape (H, W, 3), got {image.dtype} '
@@ -126,12 +136,13 @@ def _activations(items, to_pil, img_size, batch_size, inception):
     return torch.cat(out).numpy()
 
 
-def activations_from_paths(paths, img_size, batch_size, inception):
+def activations_from_paths(paths: Iterable[str], img_size: int, batch_size: int, inception: nn.Module) -> Features:
     """(N, 2048) float32 features of the image files ``paths``."""
     return _activations(list(paths), _open_rgb, img_size, batch_size, inception)
 
 
-def activations_from_uint8(images, img_size, batch_size, inception):
+def activations_from_uint8(images: Iterable[npt.NDArray[np.uint8]], img_size: int, batch_size: int,
+                           inception: nn.Module) -> Features:
     """(N, 2048) float32 features of in-memory uint8 images (N, H, W, 3).
 
     Same PIL pipeline as for files: a PNG written from these arrays gives the same numbers.
@@ -140,7 +151,7 @@ def activations_from_uint8(images, img_size, batch_size, inception):
 
 
 # ---------------------------------------------------------------- statistics
-def statistics(actvs):
+def statistics(actvs: npt.ArrayLike) -> Stats:
     """(mu, cov) in float64 of (N, D) activations."""
     actvs = np.asarray(actvs)
     if actvs.ndim != 2 or actvs.shape[0] < 2:
@@ -149,7 +160,7 @@ def statistics(actvs):
     return actvs.astype(np.float64).mean(axis=0), np.cov(actvs, rowvar=False)
 
 
-def list_image_files(folder):
+def list_image_files(folder: StrPath) -> list[str]:
     from core.data import list_images   # the project's one definition of "an image"
     if not os.path.isdir(folder):
         raise MetricsError(f"image folder '{folder}' does not exist; check the path")
@@ -159,7 +170,7 @@ def list_image_files(folder):
     return files
 
 
-def stats_cache_key(folder, files, img_size, fingerprint):
+def stats_cache_key(folder: StrPath, files: Iterable[str], img_size: int, fingerprint: str | None) -> str:
     """Hash of what the statistics depend on: files (names, sizes, mtimes), img_size, weights."""
     entries = []
     for f in files:
@@ -170,7 +181,8 @@ def stats_cache_key(folder, files, img_size, fingerprint):
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
-def stats_from_folder(folder, img_size, batch_size, inception, cache_dir=None):
+def stats_from_folder(folder: StrPath, img_size: int, batch_size: int, inception: InceptionPool3,
+                      cache_dir: StrPath | None = None) -> Stats:
     """(mu, cov) of the images under ``folder``, cached on disk in ``cache_dir`` when given.
 
     The cache entry is keyed by the sorted file list with sizes and mtimes, ``img_size``
@@ -194,7 +206,7 @@ def stats_from_folder(folder, img_size, batch_size, inception, cache_dir=None):
 
 
 # ---------------------------------------------------------------- distance
-def frechet_distance(mu, cov, mu2, cov2):
+def frechet_distance(mu: npt.ArrayLike, cov: npt.ArrayLike, mu2: npt.ArrayLike, cov2: npt.ArrayLike) -> float:
     """Frechet distance between N(mu, cov) and N(mu2, cov2) (the official formula and argument names)."""
     mu1, mu2 = np.atleast_1d(mu), np.atleast_1d(mu2)
     cov1, cov2 = np.atleast_2d(cov), np.atleast_2d(cov2)
@@ -208,7 +220,8 @@ def frechet_distance(mu, cov, mu2, cov2):
     return float(np.real(dist))
 
 
-def _stats_of(source, img_size, batch_size, inception, cache_dir):
+def _stats_of(source: Source, img_size: int, batch_size: int, inception: InceptionPool3,
+              cache_dir: StrPath | None) -> Stats:
     if isinstance(source, (str, os.PathLike)):
         return stats_from_folder(source, img_size, batch_size, inception, cache_dir)
     if isinstance(source, tuple) and len(source) == 2:   # precomputed (mu, cov)
@@ -216,8 +229,9 @@ def _stats_of(source, img_size, batch_size, inception, cache_dir):
     return statistics(activations_from_uint8(source, img_size, batch_size, inception))
 
 
-def calculate_fid_given_paths(paths, img_size=256, batch_size=50, inception_path=None,
-                              device=None, cache_dir=None):
+def calculate_fid_given_paths(paths: Sequence[Source], img_size: int = 256, batch_size: int = 50,
+                              inception_path: StrPath | None = None, device: DeviceLike = None,
+                              cache_dir: StrPath | None = None) -> float:
     """FID between two image sources.
 
     Each of ``paths`` is a folder, a uint8 array (N, H, W, 3) or a precomputed (mu, cov);
@@ -230,7 +244,7 @@ def calculate_fid_given_paths(paths, img_size=256, batch_size=50, inception_path
     return frechet_distance(*stats[0], *stats[1])
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description='FID between two image folders (official StarGAN v2 way).')
     p.add_argument('--paths', type=str, nargs=2, required=True, metavar=('REAL', 'FAKE'))
     p.add_argument('--img_size', type=int, default=256)

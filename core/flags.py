@@ -14,7 +14,7 @@ __all__ = ['build_parser', 'flag_actions', 'step_or_latest', 'LATEST', 'SAMPLE_O
 SAMPLE_OUTPUTS = ('reference', 'video_ref', 'latent', 'video_latent')
 # The official sample mode writes only reference.jpg and video_ref.mp4, so that is the default
 # (the official command costs what it costs upstream); the latent grids (minutes at 256 px on a
-# CPU) and video_latent (tens of minutes) are opt-in. Times: docs/sample_cost.md.
+# CPU) and video_latent (tens of minutes) are opt-in. Times: docs/usage.md, "Sample mode".
 DEFAULT_SAMPLE_OUTPUTS = ('reference', 'video_ref')
 # keys that a YAML file may not set (they only make sense on the command line)
 CLI_ONLY = ('config',)
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     # ours: speed switches (off by default: fp32 eager reproduces the official numbers bit for bit)
     add('--amp', type=str, default='none', choices=['none', 'bf16', 'fp16'],
         help='training: mixed precision for the network forward passes (losses and R1 stay float32); '
-             'fp16 adds a gradient scaler; changes numbers within rounding (README "Speed")')
+             'fp16 adds a gradient scaler; changes numbers within rounding (docs/speed.md)')
     add('--channels_last', action='store_true', help='training: networks and image batches in channels-last memory format')
     add('--compile', action='store_true',
         help='torch.compile G, F, E, D for training (the R1 pass stays eager: it needs a double backward)')

@@ -4,7 +4,7 @@ against the official repository.
 Each is this project's own function (``core.sampling``, ``core.images``, ``core.video``,
 ``core.trainer``, ``core.fileio``)
 under the official name and argument names; the files written are those of our sample
-mode and training grids. Differences that remain (see README, "Official names"):
+mode and training grids. Differences that remain (see docs/official_dropin.md):
 ``video_ref`` / ``video_latent`` write this project's layout and interpolate across
 domains too; ``save_video`` supports libx264 without extra ffmpeg filters only.
 """

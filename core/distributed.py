@@ -25,10 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.device import DeviceLike, dist_backend, local_cuda_index, use_cuda_device
 from core.errors import UserError
-from core.networks import unused_parameter_names
-
-WRAPPED = ('generator', 'mapping_network', 'style_encoder', 'discriminator')
-
+from core.networks import TRAINED, unused_parameter_names
 
 # buffers are not broadcast before each forward (torch 2.14 renamed the option)
 _NO_BUFFER_SYNC: dict[str, Any] = (dict(forward_sync_buffers=False)
@@ -97,7 +94,7 @@ class Distributed(Single):
         buffers are constants (the high-pass kernel), so none is broadcast per forward."""
         ids = [device.index] if device.type == 'cuda' else None
         wrapped = Munch(nets)
-        for name in WRAPPED:
+        for name in TRAINED:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 nets[name], unused_parameter_names(nets[name]))
             wrapped[name] = DistributedDataParallel(nets[name], device_ids=ids, **_NO_BUFFER_SYNC)

@@ -2,8 +2,10 @@
 type, plus ours (marked). ``build_parser()`` is the one table of flags; ``core.config`` turns a
 command line into arguments (``parse_args``), ``core.config_file`` reads and writes them as YAML.
 """
+from __future__ import annotations
+
 import argparse
-from typing import Any, Dict
+from typing import Any, Dict, NoReturn
 
 from core.errors import UserError
 from core.modes import MODES, OUTPUT_FLAG
@@ -23,7 +25,7 @@ CLI_ONLY = ('config',)
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose mistakes become UserError (main.py prints them, exit 2)."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UserError(f'{message} (see --help)')
 
 
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 LATEST = 'latest'
 
 
-def step_or_latest(text):
+def step_or_latest(text: str | int) -> int | str:
     """--resume_iter: an iteration number, or 'latest'."""
     if isinstance(text, str) and text.strip().lower() == LATEST:
         return LATEST

@@ -5,7 +5,7 @@ command line into arguments (``parse_args``), ``core.config_file`` reads and wri
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, NoReturn
+from typing import Any, Dict, Final, Literal, NoReturn, TypeAlias
 
 from core.errors import UserError
 from core.modes import MODES, OUTPUT_FLAG
@@ -164,10 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LATEST = 'latest'
+LATEST: Final = 'latest'
+# --resume_iter: an iteration number or 'latest'
+StepOrLatest: TypeAlias = int | Literal['latest']
 
 
-def step_or_latest(text: str | int) -> int | str:
+def step_or_latest(text: str | int) -> StepOrLatest:
     """--resume_iter: an iteration number, or 'latest'."""
     if isinstance(text, str) and text.strip().lower() == LATEST:
         return LATEST

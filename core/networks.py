@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import math
 from argparse import Namespace
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,9 +23,7 @@ import torch.nn.functional as F
 from munch import Munch
 
 from core.device import DeviceLike
-
-if TYPE_CHECKING:
-    from core.fan import Masks
+from core.fan import Masks
 
 
 def _base_dim(img_size: int, dim_in: Optional[int]) -> int:

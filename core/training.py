@@ -30,8 +30,8 @@ from core.config_file import save_config
 from core.data import ImageReadError, InputFetcher, get_test_loader, get_train_loader, list_domains
 from core.device import configure_training, fused_optimizers, select_device
 from core.errors import UserError
-from core.fileio import StrPath
 from core.fan import load_fan
+from core.fileio import StrPath
 from core.flags import StepOrLatest
 from core.networks import TRAINED, ModelConfig, build_networks, ema_copies
 from core.runfolder import RunLock, check_free_space, check_writable

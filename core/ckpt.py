@@ -13,30 +13,44 @@ previous sets complete and the cut one without its state file; ``complete_steps`
 only complete sets, a resume of a cut one names the newest complete step, and no
 temporary file is ever read (the next save removes them).
 """
+from __future__ import annotations
+
+import functools
 import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Dict, List, Optional, Set, TypeAlias, TypeVar, cast
 
 import torch
+from torch import nn
 
 from core.errors import UserError
-from core.fileio import atomic_write
+from core.fileio import StrPath, atomic_write
 from core.runfolder import gib, nearest_existing
 
 NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
 
+# a module's or an optimiser's state_dict; a checkpoint file holds {name: StateDict}
+StateDict: TypeAlias = Dict[str, Any]
+# {name: module} / {name: optimiser}, as the official nets Munch holds them
+Modules: TypeAlias = Mapping[str, nn.Module]
+Optimizers: TypeAlias = Mapping[str, torch.optim.Optimizer]
+_T = TypeVar('_T')
+_P = TypeVar('_P', str, os.PathLike[str])  # atomic_save returns its path as given
 
-def ckpt_path(ckpt_dir, step, kind):
+
+def ckpt_path(ckpt_dir: StrPath, step: int, kind: str) -> str:
     return os.path.join(ckpt_dir, f'{step:06d}_{kind}.ckpt')
 
 
-def atomic_save(obj, path, then=None):
+def atomic_save(obj: object, path: _P, then: Optional[Callable[[], object]] = None) -> _P:
     """torch.save through a temporary file and a rename (see ``core.fileio``); ``then()``
     runs after the data went out, before the file is closed and renamed (a test hook).
     A write error (a full disk, a quota) leaves no temporary file and becomes one line
     naming the path and the space the file needs."""
-    def write(f):
+    def write(f: IO[Any]) -> None:
         torch.save(obj, f)
         if then is not None:
             then()
@@ -48,7 +62,7 @@ def atomic_save(obj, path, then=None):
                         f'(the earlier checkpoints are complete)') from None
 
 
-def tensor_bytes(obj):
+def tensor_bytes(obj: object) -> int:
     """Bytes of the tensors in a nested dict/list ``obj`` (what torch.save writes, near enough)."""
     if torch.is_tensor(obj):
         return obj.numel() * obj.element_size()
@@ -59,18 +73,18 @@ def tensor_bytes(obj):
     return 0
 
 
-def free_bytes(path):
+def free_bytes(path: StrPath) -> int:
     return shutil.disk_usage(nearest_existing(os.path.dirname(os.path.abspath(path)))).free
 
 
-def set_bytes(nets, nets_ema, trained):
+def set_bytes(nets: Modules, nets_ema: Modules, trained: Iterable[str]) -> int:
     """About the size of one checkpoint set: the networks, their EMA copies and two Adam
     moments per parameter of the ``trained`` networks."""
     moments = sum(2 * p.numel() * p.element_size() for name in trained for p in unwrap(nets[name]).parameters())
     return tensor_bytes(state_dicts(nets)) + tensor_bytes(state_dicts(nets_ema)) + moments
 
 
-def prune(ckpt_dir, keep_last):
+def prune(ckpt_dir: StrPath, keep_last: int) -> List[int]:
     """--keep_last N: removes the complete sets older than the newest N (each set's state
     file last, so a set cut short here is never taken as complete); 0 keeps everything."""
     if keep_last <= 0:
@@ -83,31 +97,32 @@ def prune(ckpt_dir, keep_last):
     return old
 
 
-def unwrap(module):
+def unwrap(module: nn.Module) -> nn.Module:
     """The plain module under a DataParallel / DistributedDataParallel wrapper."""
     return getattr(module, 'module', module)
 
 
-def to_host(obj):
+def to_host(obj: _T) -> _T:
     """``obj`` with every tensor copied to the CPU (nested dicts, lists and tuples): files
     written on a GPU load with a plain ``torch.load`` on a machine without one."""
     if torch.is_tensor(obj):
-        return obj.detach().cpu()
+        return cast(_T, obj.detach().cpu())
     if isinstance(obj, dict):
         out = type(obj)((k, to_host(v)) for k, v in obj.items())
         if hasattr(obj, '_metadata'):  # a state_dict's module versions
-            out._metadata = obj._metadata
+            setattr(out, '_metadata', getattr(obj, '_metadata'))  # not a declared attribute of dict
         return out
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_host(v) for v in obj)
     return obj
 
 
-def state_dicts(modules):
+def state_dicts(modules: Modules) -> Dict[str, StateDict]:
     return {name: unwrap(m).state_dict() for name, m in modules.items()}
 
 
-def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None, hook=None):
+def save_checkpoint(ckpt_dir: StrPath, step: int, nets: Modules, nets_ema: Modules, optims: Optional[Optimizers] = None,
+                    state: Optional[StateDict] = None, hook: Optional[Callable[[str], object]] = None) -> None:
     """Writes the official files of ``step`` (and our state file when given).
 
     Each file is atomic; the state file goes last (after the step's old one was removed),
@@ -126,7 +141,7 @@ def save_checkpoint(ckpt_dir, step, nets, nets_ema, optims=None, state=None, hoo
         files.append((STATE, state))
     for kind, obj in files:
         hook(f'before_{kind}')
-        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=lambda kind=kind: hook(f'in_{kind}'))
+        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=functools.partial(hook, f'in_{kind}'))
 
 
 # ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
@@ -134,7 +149,7 @@ _TEMP = re.compile(r'\.\d+_(?:nets|nets_ema|optims|state)\.ckpt.*\.tmp')
 _FILE = re.compile(r'(\d+)_(nets|nets_ema|optims|state)\.ckpt')
 
 
-def remove_stray_temps(ckpt_dir):
+def remove_stray_temps(ckpt_dir: StrPath) -> None:
     """Deletes the temporary files of saves that were killed (never read as checkpoints)."""
     if os.path.isdir(ckpt_dir):
         for name in os.listdir(ckpt_dir):
@@ -142,9 +157,9 @@ def remove_stray_temps(ckpt_dir):
                 os.remove(os.path.join(ckpt_dir, name))
 
 
-def saved_files(ckpt_dir):
+def saved_files(ckpt_dir: StrPath) -> Dict[int, Set[str]]:
     """{step: set of kinds} of the checkpoint files in ``ckpt_dir`` (temporary files excluded)."""
-    found = {}
+    found: Dict[int, Set[str]] = {}
     if os.path.isdir(ckpt_dir):
         for name in os.listdir(ckpt_dir):
             m = _FILE.fullmatch(name)
@@ -153,7 +168,7 @@ def saved_files(ckpt_dir):
     return found
 
 
-def complete_steps(ckpt_dir):
+def complete_steps(ckpt_dir: StrPath) -> List[int]:
     """Ascending steps of the complete checkpoint sets in ``ckpt_dir``.
 
     Our sets are complete when their state file (written last) is there. Official
@@ -168,13 +183,13 @@ def complete_steps(ckpt_dir):
     return sorted(ours + official)
 
 
-def latest_step(ckpt_dir):
+def latest_step(ckpt_dir: StrPath) -> Optional[int]:
     """The newest complete step in ``ckpt_dir``, or None when there is none."""
     steps = complete_steps(ckpt_dir)
     return steps[-1] if steps else None
 
 
-def check_complete(ckpt_dir, step, needed=(NETS, NETS_EMA, OPTIMS)):
+def check_complete(ckpt_dir: StrPath, step: int, needed: Sequence[str] = (NETS, NETS_EMA, OPTIMS)) -> None:
     """UserError, one line naming the newest usable step, unless ``step`` is a complete
     set holding the files ``needed`` (default: what a training resume reads)."""
     files = saved_files(ckpt_dir)
@@ -194,7 +209,7 @@ def check_complete(ckpt_dir, step, needed=(NETS, NETS_EMA, OPTIMS)):
     raise UserError(f'{problem}; {fix}')
 
 
-def read(path):
+def read(path: StrPath) -> Any:
     if not os.path.isfile(path):
         raise UserError(f'checkpoint not found: {path} (check --checkpoint_dir and --resume_iter, '
                         f'or run `bash download.sh` for the released models)')
@@ -204,20 +219,20 @@ def read(path):
         raise UserError(f'cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}') from None
 
 
-def strip_prefix(state):
+def strip_prefix(state: StateDict) -> StateDict:
     """Drops the ``module.`` prefix that DataParallel-wrapped saves carry."""
     if state and all(k.startswith('module.') for k in state):
         return {k[len('module.'):]: v for k, v in state.items()}
     return state
 
 
-def _count(state, prefix, suffix):
+def _count(state: StateDict, prefix: str, suffix: str) -> int:
     return len({k.split('.')[1] for k in state if k.startswith(prefix) and k.endswith(suffix)})
 
 
-def describe(states):
+def describe(states: Mapping[str, StateDict]) -> Dict[str, int | str]:
     """Best-effort configuration of a dict name -> state_dict of StarGAN v2 networks."""
-    info = {}
+    info: Dict[str, int | str] = {}
     mapping = states.get('mapping_network') or {}
     if mapping:
         info['num_domains'] = _count(mapping, 'unshared.', '.0.weight')
@@ -226,8 +241,9 @@ def describe(states):
     trunk_prefix = 'shared.'
     if not trunk:
         trunk, trunk_prefix = states.get('discriminator') or {}, 'main.'
+    img_size = None
     if trunk:
-        info['img_size'] = 2 ** (_count(trunk, trunk_prefix, '.conv1.weight') + 2)
+        info['img_size'] = img_size = 2 ** (_count(trunk, trunk_prefix, '.conv1.weight') + 2)
     gen = states.get('generator') or {}
     if gen:
         info['style_dim'] = gen['decode.0.norm1.fc.weight'].shape[1]
@@ -235,17 +251,17 @@ def describe(states):
             info['to_rgb_norm'] = 0  # named only when it is not the official generator
         if 'hpf.filter' in gen:
             info['w_hpf'] = round(-1 / float(gen['hpf.filter'][0, 0]))
-        elif 'img_size' in info:
-            extra = _count(gen, 'encode.', '.conv1.weight') - 2 - (int(math.log2(info['img_size'])) - 4)
+        elif img_size is not None:
+            extra = _count(gen, 'encode.', '.conv1.weight') - 2 - (int(math.log2(img_size)) - 4)
             info['w_hpf'] = 0 if extra == 0 else '>0'
     return info
 
 
-def _fmt(info):
+def _fmt(info: Mapping[str, object]) -> str:
     return ', '.join(f'{k}={v}' for k, v in info.items()) or 'unknown'
 
 
-def load_modules(path, modules, strict_names=None):
+def load_modules(path: StrPath, modules: Modules, strict_names: Optional[Sequence[str]] = None) -> Dict[str, StateDict]:
     """Loads a file of name -> state_dict into ``modules`` (a dict name -> nn.Module).
 
     Accepts ``module.`` prefixes and a generator without ``hpf.filter`` (the released
@@ -284,7 +300,7 @@ def load_modules(path, modules, strict_names=None):
 IMPLEMENTATION_KEYS = ('fused', 'foreach', 'capturable', 'differentiable')
 
 
-def load_optimizers(path, optims):
+def load_optimizers(path: StrPath, optims: Optimizers) -> None:
     saved = read(path)
     for name, optim in optims.items():
         if name not in saved:
@@ -298,7 +314,8 @@ def load_optimizers(path, optims):
             group.update(settings)
 
 
-def load_checkpoint(ckpt_dir, step, nets=None, nets_ema=None, optims=None):
+def load_checkpoint(ckpt_dir: StrPath, step: int, nets: Optional[Modules] = None, nets_ema: Optional[Modules] = None,
+                    optims: Optional[Optimizers] = None) -> Optional[StateDict]:
     """Restores what is given from the files of ``step``; returns our state dict or None
     (official runs have no state file)."""
     if nets is not None:

@@ -26,11 +26,14 @@ A training loader is a pure function of ``(seed, epoch, position)``:
 its latent codes come from; ``state_dict()`` / ``load_state_dict()`` save and restore
 them, which is all a checkpoint needs for a bitwise-identical data stream.
 """
+from __future__ import annotations
+
 import bisect
 import hashlib
 import os
 from collections import Counter
-from typing import Dict, Tuple
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Dict, List, Optional, Set, Tuple, TypeAlias
 
 import numpy as np
 import torch
@@ -40,8 +43,9 @@ from torch.utils import data
 from torch.utils.data.sampler import WeightedRandomSampler
 from torchvision import transforms
 
-from core.device import pin_memory, select_device
+from core.device import DeviceLike, pin_memory, select_device
 from core.errors import UserError
+from core.fileio import StrPath
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
 _EXT_SET = frozenset('.' + e.lower() for e in IMG_EXTENSIONS)
@@ -49,6 +53,8 @@ _EXT_TEXT = '/'.join(sorted({e.lower() for e in IMG_EXTENSIONS}))
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 _SEED_MAX = 2 ** 63 - 1
+# what a dataset applies to each PIL image (a tensor in [-1, 1] here; the official datasets' default: the image)
+Transform: TypeAlias = Callable[[Image.Image], Any]
 
 
 class ImageReadError(UserError):
@@ -58,7 +64,7 @@ class ImageReadError(UserError):
     constructor keeps only the original one-line message in that case.
     """
 
-    def __init__(self, message=''):
+    def __init__(self, message: object = '') -> None:
         lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
         if len(lines) > 1:
             last = lines[-1]
@@ -69,30 +75,30 @@ class ImageReadError(UserError):
 
 # --------------------------------------------------------------------------- files
 
-def is_image_file(path):
+def is_image_file(path: StrPath) -> bool:
     return os.path.splitext(path)[1].lower() in _EXT_SET
 
 
-def _require_dir(root, what='data folder'):
+def _require_dir(root: Optional[StrPath], what: str = 'data folder') -> None:
     if root is None or not os.path.exists(root):
         raise UserError(f"{what} '{root}' does not exist; check the path")
     if not os.path.isdir(root):
         raise UserError(f"{what} '{root}' is not a folder; give a folder")
 
 
-def list_domains(root):
+def list_domains(root: StrPath) -> List[str]:
     """Sorted names of the sub-folders of ``root`` (one per domain; hidden ones skipped)."""
     _require_dir(root)
     return sorted(d.name for d in os.scandir(root)
                   if d.is_dir() and not d.name.startswith('.'))
 
 
-def _inside(path, folder):
+def _inside(path: str, folder: str) -> bool:
     """``path`` is ``folder`` or lies below it (both real paths)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def list_images(folder, exclude=()):
+def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
     """Sorted paths of the image files under ``folder`` (recursive, hidden ones skipped).
 
     Symbolic links (to files or folders) are followed, without loops: each real folder is
@@ -103,14 +109,16 @@ def list_images(folder, exclude=()):
     names it)."""
     _require_dir(folder, 'image folder')
     top = os.path.realpath(folder)
-    walked, files, links = set(), {}, []
+    walked: Set[str] = set()
+    files: Dict[str, str] = {}  # real path -> listed path
+    links: List[str] = []
 
-    def allowed(real):
+    def allowed(real: str) -> bool:
         if _inside(top, real) and real != top:  # a folder above: every file of it would be listed
             return False
         return _inside(real, top) or not any(_inside(real, e) for e in exclude)
 
-    def walk(start):
+    def walk(start: StrPath) -> None:
         for dirpath, dirnames, filenames in os.walk(start):
             real = os.path.realpath(dirpath)
             if real in walked:  # reached twice (a loop, or two links to one folder)
@@ -143,13 +151,13 @@ def list_images(folder, exclude=()):
     return sorted(files.values())
 
 
-def list_domain_images(root, domains=None):
+def list_domain_images(root: StrPath, domains: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     """``{domain: list_images(root/domain)}`` for the domain folders of ``root``, where no
     domain's listing enters another domain's folder, the root or a folder above it. UserError
     when two domain names lead to one folder (a link)."""
     domains = list_domains(root) if domains is None else domains
     real = {d: os.path.realpath(os.path.join(root, d)) for d in domains}
-    seen = {}
+    seen: Dict[str, str] = {}
     for d in domains:
         if real[d] in seen:
             raise UserError(f"domain folders '{seen[real[d]]}' and '{d}' in '{root}' are one folder "
@@ -160,7 +168,7 @@ def list_domain_images(root, domains=None):
             for d in domains}
 
 
-def check_dataset(root, num_domains=None, batch_size=None):
+def check_dataset(root: StrPath, num_domains: Optional[int] = None, batch_size: Optional[int] = None) -> List[str]:
     """Check a domain-folder dataset before any work; return its sorted domain names.
 
     UserError (one line, naming the fix) when: the folder is missing; it has no domain
@@ -176,7 +184,7 @@ def check_dataset(root, num_domains=None, batch_size=None):
         raise UserError(f"'{root}' has {len(domains)} domain sub-folders ({', '.join(domains)}) "
                         f"but --num_domains is {num_domains}; set --num_domains {len(domains)} "
                         f"or fix the folder")
-    paths = []
+    paths: List[str] = []
     for d, found in list_domain_images(root, domains).items():
         if not found:
             raise UserError(f"domain '{d}' ({os.path.join(root, d)}) holds no images "
@@ -195,7 +203,7 @@ _checked: Dict[str, Tuple[int, float]] = {}  # path -> (size, mtime) of the file
 MAX_NAMED = 5  # unreadable files named in the message (the count says how many in all)
 
 
-def _looks_whole(f, img):
+def _looks_whole(f: BinaryIO, img: Image.Image) -> bool:
     """From the header and the last bytes: False when the file may be cut short."""
     size = f.seek(0, os.SEEK_END)
     f.seek(max(size - 16, 0))
@@ -211,7 +219,7 @@ def _looks_whole(f, img):
     return False
 
 
-def unreadable_reason(path):
+def unreadable_reason(path: StrPath) -> Optional[str]:
     """None when the image file at ``path`` can be read, else why not (a short text).
 
     Fast: PIL reads the header only (it opens lazily) and the file's last bytes show
@@ -232,12 +240,12 @@ def unreadable_reason(path):
     return None
 
 
-def check_images(root, paths):
+def check_images(root: StrPath, paths: Iterable[str]) -> None:
     """UserError naming the unreadable files among ``paths`` (all of them are checked, the
     first few are named, with the count), before any training starts. Files found readable
     are remembered (by size and modification time), so the source and reference loaders of
     one dataset check it once."""
-    bad = []
+    bad: List[Tuple[str, str]] = []
     for path in paths:
         try:
             st = os.stat(path)
@@ -262,7 +270,7 @@ def check_images(root, paths):
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _reason(error):
+def _reason(error: BaseException) -> str:
     return ' '.join(str(error).split()) or type(error).__name__
 
 
@@ -274,10 +282,10 @@ _ALPHA_MODES = frozenset({'RGBA', 'LA', 'PA', 'RGBa', 'La'})
 class ImageTooLargeError(ImageReadError):
     """An image with more pixels than a reader allows (``load_rgb(max_pixels=...)``); ``size``:
     its (width, height)."""
-    size = None
+    size: Optional[Tuple[int, int]] = None
 
 
-def _upright(img):
+def _upright(img: Image.Image) -> Image.Image:
     """``img`` turned as its EXIF orientation says (viewers and browsers do the same)."""
     try:
         orientation = img.getexif().get(_ORIENTATION, 1)
@@ -286,7 +294,7 @@ def _upright(img):
     return ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
 
 
-def _flatten(img):
+def _flatten(img: Image.Image) -> Image.Image:
     """A transparent image composited on ``ALPHA_BACKGROUND``; others as they are."""
     if img.mode not in _ALPHA_MODES and 'transparency' not in img.info:
         return img
@@ -295,7 +303,7 @@ def _flatten(img):
     return Image.alpha_composite(background, rgba).convert('RGB')
 
 
-def _open(path, max_pixels):
+def _open(path: StrPath, max_pixels: Optional[int]) -> Image.Image:
     try:
         return Image.open(path)
     except Image.DecompressionBombError:  # PIL's own limit, far above a reader's max_pixels
@@ -304,7 +312,7 @@ def _open(path, max_pixels):
         raise ImageTooLargeError(f"image '{path}' has more than {max_pixels:,} pixels; use a smaller image") from None
 
 
-def _decode_rgb(path, max_pixels=None):
+def _decode_rgb(path: StrPath, max_pixels: Optional[int] = None) -> Image.Image:
     with _open(path, max_pixels) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
             error = ImageTooLargeError(f"image '{path}' is {img.width} x {img.height} pixels, more than "
@@ -328,7 +336,7 @@ def _decode_rgb(path, max_pixels=None):
         return img.convert('RGB')
 
 
-def load_rgb(path, max_pixels=None):
+def load_rgb(path: StrPath, max_pixels: Optional[int] = None) -> Image.Image:
     """Open an image file as an RGB PIL image (grayscale, palette, RGBA, CMYK, 16-bit...) as a
     viewer shows it: upright by its EXIF orientation, transparency composited on white
     (``ALPHA_BACKGROUND``). The one reader of image files of every mode. ``max_pixels``:
@@ -344,13 +352,13 @@ def load_rgb(path, max_pixels=None):
 
 # --------------------------------------------------------------------------- seeds
 
-def derive_seed(*parts):
+def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any ints/strings; the same parts give the same seed everywhere."""
     h = hashlib.blake2b(repr(tuple(parts)).encode(), digest_size=8).digest()
     return int.from_bytes(h, 'little') & _SEED_MAX
 
 
-def _resolve_seed(seed, generator, tag):
+def _resolve_seed(seed: Optional[int], generator: Optional[torch.Generator], tag: str) -> int:
     """Seed of a loader: explicit seed, else drawn from ``generator``, else torch.initial_seed().
 
     ``torch.initial_seed()`` is the value given to ``torch.manual_seed`` (``--seed``), so the
@@ -370,15 +378,20 @@ def _resolve_seed(seed, generator, tag):
 class _Resumable:
     """Mixin: epoch-wise plans that depend only on (seed, epoch); start anywhere."""
 
-    def set_epoch(self, epoch, start=0):
+    seed: int
+    num_samples: int
+    epoch: int
+    start: int
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Next iteration yields epoch ``epoch`` from its ``start``-th sample."""
         self.epoch = int(epoch)
         self.start = int(start)
 
-    def _epoch_generator(self, epoch):
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.seed, 'epoch', epoch))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
 
 
@@ -389,7 +402,7 @@ class BalancedSampler(_Resumable, WeightedRandomSampler):
     transform from ``sample_seed`` alone.
     """
 
-    def __init__(self, labels, seed, epoch=0, start=0):
+    def __init__(self, labels: Iterable[int], seed: int, epoch: int = 0, start: int = 0) -> None:
         labels = [int(v) for v in labels]
         counts = Counter(labels)
         weights = [1.0 / counts[v] for v in labels]
@@ -397,14 +410,15 @@ class BalancedSampler(_Resumable, WeightedRandomSampler):
         self.seed = int(seed)
         self.set_epoch(epoch, start)
 
-    def plan(self, epoch):
+    def plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(indices, per-sample seeds) of a whole epoch."""
         g = self._epoch_generator(epoch)
         idx = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
         seeds = torch.randint(0, _SEED_MAX, (self.num_samples,), generator=g)
         return idx, seeds
 
-    def __iter__(self):
+    # keys (index, sample_seed): not the plain indices of the Sampler[int] base
+    def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
         idx, seeds = self.plan(self.epoch)
         for k in range(self.start, self.num_samples):
             yield int(idx[k]), int(seeds[k])
@@ -413,18 +427,18 @@ class BalancedSampler(_Resumable, WeightedRandomSampler):
 class ShuffleSampler(_Resumable, data.Sampler):
     """A permutation per epoch (or the natural order), resumable; yields plain indices."""
 
-    def __init__(self, n, seed, shuffle=True, epoch=0, start=0):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, epoch: int = 0, start: int = 0) -> None:
         self.num_samples = int(n)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.set_epoch(epoch, start)
 
-    def plan(self, epoch):
+    def plan(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_samples)
         return torch.randperm(self.num_samples, generator=self._epoch_generator(epoch))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         order = self.plan(self.epoch)
         for k in range(self.start, self.num_samples):
             yield int(order[k])
@@ -435,11 +449,11 @@ class ShuffleSampler(_Resumable, data.Sampler):
 class _MaybeCrop:
     """RandomResizedCrop(img_size, scale=(0.8, 1), ratio=(0.9, 1.1)) when U[0, 1) < prob."""
 
-    def __init__(self, img_size, prob):
+    def __init__(self, img_size: int, prob: float) -> None:
         self.prob = float(prob)
         self.crop = transforms.RandomResizedCrop(img_size, scale=(0.8, 1.0), ratio=(0.9, 1.1))
 
-    def __call__(self, img):
+    def __call__(self, img: Image.Image) -> Image.Image:
         return self.crop(img) if float(torch.rand(1)) < self.prob else img
 
 
@@ -452,7 +466,7 @@ class TrainTransform:
     caller's random state (CPU and CUDA) is left exactly as it was.
     """
 
-    def __init__(self, img_size, prob):
+    def __init__(self, img_size: int, prob: float) -> None:
         self.transform = transforms.Compose([
             _MaybeCrop(img_size, prob),
             transforms.Resize([img_size, img_size]),
@@ -461,7 +475,7 @@ class TrainTransform:
             transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
         ])
 
-    def __call__(self, img, seed=None):
+    def __call__(self, img: Image.Image, seed: Optional[int] = None) -> torch.Tensor:
         if seed is None:
             return self.transform(img)
         with torch.random.fork_rng(devices=[]):
@@ -472,7 +486,7 @@ class TrainTransform:
 INCEPTION_SIZE = 299
 
 
-def plain_transform(img_size, imagenet_normalize=False):
+def plain_transform(img_size: int, imagenet_normalize: bool = False) -> Callable[[Image.Image], torch.Tensor]:
     """Test/eval transform: Resize, then [-1, 1]; with ``imagenet_normalize`` the official FID
     pre-processing instead (then 299 px, ImageNet mean/std), used by metrics/fid.py."""
     steps = [transforms.Resize([img_size, img_size])]
@@ -494,29 +508,29 @@ class DomainDataset(data.Dataset):
     seed, every random choice comes from it (see ``BalancedSampler``).
     """
 
-    def __init__(self, root, transform, pair=False):
+    def __init__(self, root: StrPath, transform: Transform, pair: bool = False) -> None:
         self.root = root
         self.domains = list_domains(root)
-        self.samples = []
+        self.samples: List[Tuple[str, int]] = []
         for label, found in enumerate(list_domain_images(root, self.domains).values()):
             self.samples += [(p, label) for p in found]
         self.targets = [y for _, y in self.samples]
         self.transform = transform
         self.pair = pair
-        self._by_domain = {}
+        self._by_domain: Dict[int, List[int]] = {}
         for i, y in enumerate(self.targets):
             self._by_domain.setdefault(y, []).append(i)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, i, seed):
+    def _load(self, i: int, seed: Optional[int]) -> Any:
         img = load_rgb(self.samples[i][0])
         if isinstance(self.transform, TrainTransform):
             return self.transform(img, seed)
         return self.transform(img)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: int | Tuple[int, int]) -> Tuple[Any, int] | Tuple[Any, Any, int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         index = int(index)
         y = self.samples[index][1]
@@ -537,23 +551,24 @@ class DomainDataset(data.Dataset):
 class FlatImageDataset(data.Dataset):
     """All images under ``root`` (recursive, sorted), no labels: item is ``x``."""
 
-    def __init__(self, root, transform):
+    def __init__(self, root: StrPath, transform: Transform) -> None:
         self.root = root
         self.samples = list_images(root)
         if not self.samples:
             raise UserError(f"'{root}' holds no images ({_EXT_TEXT}); check the path")
         self.transform = transform
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         return self.transform(load_rgb(self.samples[int(index)]))
 
 
 # --------------------------------------------------------------------------- loaders
 
-def _make_loader(dataset, sampler, batch_size, num_workers, drop_last, device=None):
+def _make_loader(dataset: data.Dataset, sampler: BalancedSampler | ShuffleSampler, batch_size: int, num_workers: int,
+                 drop_last: bool, device: DeviceLike = None) -> data.DataLoader:
     """Pinned memory when the batches go to a CUDA ``device`` (the one device decision;
     None: 'auto'); workers that live across epochs (``persistent_workers``)."""
     return data.DataLoader(
@@ -563,9 +578,10 @@ def _make_loader(dataset, sampler, batch_size, num_workers, drop_last, device=No
         generator=torch.Generator().manual_seed(sampler.seed))
 
 
-def get_train_loader(root, which='source', img_size=256, batch_size=8, prob=0.5,
-                     num_workers=4, generator=None, seed=None, epoch=0, start=0,
-                     num_domains=None, device=None):
+def get_train_loader(root: StrPath, which: str = 'source', img_size: int = 256, batch_size: int = 8, prob: float = 0.5,
+                     num_workers: int = 4, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                     epoch: int = 0, start: int = 0, num_domains: Optional[int] = None,
+                     device: DeviceLike = None) -> data.DataLoader:
     """Training loader: balanced over domains, augmented, reproducible and resumable.
 
     which='source' yields ``(x, y)``, which='reference' yields ``(x_ref, x_ref2, y)``.
@@ -581,8 +597,8 @@ def get_train_loader(root, which='source', img_size=256, batch_size=8, prob=0.5,
     return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=True, device=device)
 
 
-def get_test_loader(root, img_size=256, batch_size=32, shuffle=True, num_workers=4,
-                    seed=None, num_domains=None, device=None):
+def get_test_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, shuffle: bool = True, num_workers: int = 4,
+                    seed: Optional[int] = None, num_domains: Optional[int] = None, device: DeviceLike = None) -> data.DataLoader:
     """Validation/test loader over domain folders: Resize, [-1, 1]; yields ``(x, y)``."""
     check_dataset(root, num_domains)
     dataset = DomainDataset(root, plain_transform(img_size))
@@ -590,8 +606,9 @@ def get_test_loader(root, img_size=256, batch_size=32, shuffle=True, num_workers
     return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False, device=device)
 
 
-def get_eval_loader(root, img_size=256, batch_size=32, imagenet_normalize=True, shuffle=True,
-                    num_workers=4, drop_last=False, seed=None, device=None):
+def get_eval_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, imagenet_normalize: bool = True,
+                    shuffle: bool = True, num_workers: int = 4, drop_last: bool = False, seed: Optional[int] = None,
+                    device: DeviceLike = None) -> data.DataLoader:
     """Loader over all images under ``root`` (no labels) for the metrics; yields ``x``.
 
     Resize([img_size]*2); with ``imagenet_normalize`` then Resize([299, 299]) and ImageNet
@@ -678,8 +695,9 @@ class InputFetcher:
     next batch of ``loader``); 'test': x, y. A loader that ends starts its next epoch.
     """
 
-    def __init__(self, loader, loader_ref=None, latent_dim=16, mode='', device=None,
-                 generator=None, seed=None):
+    def __init__(self, loader: data.DataLoader, loader_ref: Optional[data.DataLoader] = None, latent_dim: int = 16,
+                 mode: str = '', device: DeviceLike = None, generator: Optional[torch.Generator] = None,
+                 seed: Optional[int] = None) -> None:
         if mode == 'train' and loader_ref is None:
             raise ValueError("mode 'train' needs loader_ref (a reference loader)")
         self.loader, self.loader_ref = loader, loader_ref
@@ -691,10 +709,10 @@ class InputFetcher:
         self.generator = (generator if generator is not None else
                           torch.Generator().manual_seed(_resolve_seed(seed, None, 'latent')))
 
-    def __iter__(self):
+    def __iter__(self) -> InputFetcher:
         return self
 
-    def _to_device(self, batch):
+    def _to_device(self, batch: Dict[str, torch.Tensor]) -> Munch:
         # asynchronous host-to-GPU copy from pinned memory (a plain copy elsewhere)
         return Munch({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
 
@@ -719,14 +737,14 @@ class InputFetcher:
             raise NotImplementedError(f"InputFetcher mode must be train, val or test, not {self.mode!r}")
         return self._to_device(batch)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue the exact stream: positions, seeds, z generator."""
         return {'mode': self.mode,
                 'src': self.src.state_dict(),
                 'ref': self.ref.state_dict() if self.ref is not None else None,
                 'generator': self.generator.get_state()}
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Dict[str, Any], strict: bool = True) -> None:
         """Continue exactly where ``state`` was taken. ``strict``: UserError when the loaders'
         batch size or dataset size differ from the saved ones (the stream could not match)."""
         self.src.load_state_dict(state['src'], strict)

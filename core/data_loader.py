@@ -3,20 +3,26 @@
 The data code lives in ``core.data``: the loaders and ``InputFetcher`` are its own, under
 the official names and arguments; the official datasets are thin subclasses of its datasets.
 """
-from pathlib import Path
+from __future__ import annotations
 
-from core.data import DomainDataset, FlatImageDataset, list_images
+from pathlib import Path
+from typing import List, Optional
+
+from PIL import Image
+
+from core.data import DomainDataset, FlatImageDataset, Transform, list_images
 from core.data import InputFetcher, get_eval_loader, get_test_loader, get_train_loader  # noqa: F401 (official names)
+from core.fileio import StrPath
 
 __all__ = ['listdir', 'DefaultDataset', 'ReferenceDataset', 'get_train_loader', 'get_eval_loader',
            'get_test_loader', 'InputFetcher']
 
 
-def _identity(img):
+def _identity(img: Image.Image) -> Image.Image:
     return img
 
 
-def listdir(dname):
+def listdir(dname: StrPath) -> List[Path]:
     """Image files under ``dname`` (recursive, sorted) as ``pathlib.Path`` (the official helper)."""
     return [Path(p) for p in list_images(dname)]
 
@@ -24,7 +30,7 @@ def listdir(dname):
 class DefaultDataset(FlatImageDataset):
     """The official name of :class:`core.data.FlatImageDataset` (all images under ``root``, no labels)."""
 
-    def __init__(self, root, transform=None):
+    def __init__(self, root: StrPath, transform: Optional[Transform] = None) -> None:
         super().__init__(root, transform or _identity)
         self.targets = None
 
@@ -33,5 +39,5 @@ class ReferenceDataset(DomainDataset):
     """The official name of a reference dataset: items ``(x, x2, y)``, ``x2`` another image of the
     same domain (see :class:`core.data.DomainDataset` with ``pair=True``)."""
 
-    def __init__(self, root, transform=None):
+    def __init__(self, root: StrPath, transform: Optional[Transform] = None) -> None:
         super().__init__(root, transform or _identity, pair=True)

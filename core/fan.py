@@ -5,21 +5,28 @@ State-dict keys equal the official ones, so ``wing.ckpt`` loads as it is.
 ``heatmaps_to_masks`` is the official heat-map post-processing; ``get_landmark``
 gives the landmarks the align mode needs.
 """
+from __future__ import annotations
+
 import os
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Literal, Mapping, Optional, Tuple, TypeVar, overload
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.fileio import StrPath
+
+_M = TypeVar('_M', bound=nn.Module)
 
 
 class AddCoords(nn.Module):
     """Appends coordinate planes in [-1, 1] (rows, columns, optional radius), and with
     a boundary heat-map the coordinate planes masked by boundary > 0.05."""
 
-    def __init__(self, height=64, width=64, with_r=False, with_boundary=False):
+    coords: torch.Tensor  # buffer (1, 2 or 3, height, width)
+
+    def __init__(self, height: int = 64, width: int = 64, with_r: bool = False, with_boundary: bool = False) -> None:
         super().__init__()
         self.with_r = with_r
         self.with_boundary = with_boundary
@@ -32,7 +39,7 @@ class AddCoords(nn.Module):
         # constants, not weights: non-persistent so the official keys stay unchanged
         self.register_buffer('coords', torch.stack(planes).unsqueeze(0), persistent=False)
 
-    def forward(self, x, heatmap=None):
+    def forward(self, x: torch.Tensor, heatmap: Optional[torch.Tensor] = None) -> torch.Tensor:
         coords = self.coords.expand(x.size(0), -1, -1, -1)
         planes = [x, coords]
         if self.with_boundary and heatmap is not None:
@@ -45,23 +52,24 @@ class AddCoords(nn.Module):
 class CoordConvTh(nn.Module):
     """AddCoords then a convolution; also returns the last two input planes."""
 
-    def __init__(self, height, width, with_r, with_boundary, in_channels, first_one=False, **conv):
+    def __init__(self, height: int, width: int, with_r: bool, with_boundary: bool, in_channels: int, first_one: bool = False,
+                 **conv: Any) -> None:
         super().__init__()
         self.addcoords = AddCoords(height, width, with_r, with_boundary)
         in_channels += 2 + int(with_r) + (2 if with_boundary and not first_one else 0)
         self.conv = nn.Conv2d(in_channels=in_channels, **conv)
 
-    def forward(self, x, heatmap=None):
+    def forward(self, x: torch.Tensor, heatmap: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.addcoords(x, heatmap)
         return self.conv(x), x[:, -2:]
 
 
-def _conv3x3(dim_in, dim_out):
+def _conv3x3(dim_in: int, dim_out: int) -> nn.Conv2d:
     return nn.Conv2d(dim_in, dim_out, 3, 1, 1, bias=False)
 
 
 class ConvBlock(nn.Module):
-    def __init__(self, in_planes, out_planes):  # official argument names
+    def __init__(self, in_planes: int, out_planes: int) -> None:  # official argument names
         super().__init__()
         dim_in, dim_out = in_planes, out_planes
         self.bn1 = nn.BatchNorm2d(dim_in)
@@ -70,12 +78,12 @@ class ConvBlock(nn.Module):
         self.conv2 = _conv3x3(dim_out // 2, dim_out // 4)
         self.bn3 = nn.BatchNorm2d(dim_out // 4)
         self.conv3 = _conv3x3(dim_out // 4, dim_out // 4)
-        self.downsample = None
+        self.downsample: Optional[nn.Sequential] = None
         if dim_in != dim_out:
             self.downsample = nn.Sequential(
                 nn.BatchNorm2d(dim_in), nn.ReLU(True), nn.Conv2d(dim_in, dim_out, 1, 1, bias=False))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         o1 = self.conv1(F.relu(self.bn1(x)))
         o2 = self.conv2(F.relu(self.bn2(o1)))
         o3 = self.conv3(F.relu(self.bn3(o2)))
@@ -84,14 +92,14 @@ class ConvBlock(nn.Module):
 
 
 class HourGlass(nn.Module):
-    def __init__(self, num_modules, depth, num_features, first_one=False):
+    def __init__(self, num_modules: int, depth: int, num_features: int, first_one: bool = False) -> None:
         super().__init__()
         self.depth = depth
         self.coordconv = CoordConvTh(64, 64, True, True, 256, first_one,
                                      out_channels=256, kernel_size=1, stride=1, padding=0)
         self._build(depth)
 
-    def _build(self, level):  # registration order = official key order
+    def _build(self, level: int) -> None:  # registration order = official key order
         self.add_module(f'b1_{level}', ConvBlock(256, 256))
         self.add_module(f'b2_{level}', ConvBlock(256, 256))
         if level > 1:
@@ -110,7 +118,7 @@ class HourGlass(nn.Module):
         low = self._modules[f'b3_{level}'](low)
         return up + F.interpolate(low, scale_factor=2, mode='nearest')
 
-    def forward(self, x, heatmap=None):
+    def forward(self, x: torch.Tensor, heatmap: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         x, last_channels = self.coordconv(x, heatmap)
         return self._level(self.depth, x), last_channels
 
@@ -118,7 +126,8 @@ class HourGlass(nn.Module):
 class FAN(nn.Module):
     """Input (N, 3, 256, 256) in [0, 1]; output (N, 99, 64, 64) heat-maps (last: boundary)."""
 
-    def __init__(self, num_modules=1, end_relu=False, num_landmarks=98, fname_pretrained=None):
+    def __init__(self, num_modules: int = 1, end_relu: bool = False, num_landmarks: int = 98,
+                 fname_pretrained: Optional[StrPath] = None) -> None:
         super().__init__()
         self.end_relu = end_relu
         self.conv1 = CoordConvTh(256, 256, True, False, in_channels=3, out_channels=64,
@@ -135,10 +144,10 @@ class FAN(nn.Module):
         if fname_pretrained is not None:
             load_fan(self, fname_pretrained)
 
-    def load_pretrained_weights(self, fname):
+    def load_pretrained_weights(self, fname: StrPath) -> FAN:
         return load_fan(self, fname)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self.conv1(x)
         x = F.relu(self.bn1(x))
         x = F.avg_pool2d(self.conv2(x), 2, stride=2)
@@ -149,24 +158,33 @@ class FAN(nn.Module):
         out = self.l0(x)
         return F.relu(out) if self.end_relu else out
 
-    def _heatmaps(self, x):
+    def _heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """98 landmark maps (64x64) of images x in [-1, 1]."""
         x = F.interpolate(x, size=256, mode='bilinear', align_corners=False)
         return self(x * 0.5 + 0.5)[:, :-1]
 
+    @overload
+    def get_heatmap(self, x: torch.Tensor, b_preprocess: Literal[True] = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def get_heatmap(self, x: torch.Tensor, b_preprocess: Literal[False]) -> torch.Tensor: ...
+
+    @overload
+    def get_heatmap(self, x: torch.Tensor, b_preprocess: bool) -> Tuple[torch.Tensor, torch.Tensor] | torch.Tensor: ...
+
     @torch.no_grad()
-    def get_heatmap(self, x, b_preprocess=True):
+    def get_heatmap(self, x: torch.Tensor, b_preprocess: bool = True) -> Tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         """The generator's two masks (N, 1, 256, 256) for images x in [-1, 1]."""
         heatmaps = self._heatmaps(x)
         return heatmaps_to_masks(heatmaps, drop_boundary=False) if b_preprocess else heatmaps
 
     @torch.no_grad()
-    def get_landmark(self, x):
+    def get_landmark(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 98, 2) landmarks (x, y) in the pixel units of x."""
         return landmarks_from_heatmaps(self._heatmaps(x)) * (x.size(2) // 64)
 
 
-def load_fan(fan, path):
+def load_fan(fan: _M, path: Optional[StrPath]) -> _M:
     """Loads ``wing.ckpt`` ({'state_dict': ...}); keys the model lacks are ignored."""
     if not path or not os.path.isfile(path):
         raise UserError(f'FAN weights not found at {path!r}: run `bash download.sh wing` '
@@ -226,17 +244,17 @@ PART_OPS = (
 ZEROED = list(range(0, 8)) + list(range(25, 33)) + [33, 46, 76, 82]
 
 
-def _shift(m, k):
+def _shift(m: torch.Tensor, k: int) -> torch.Tensor:
     """Cyclic row shift: k >= 0 moves content up by k, k < 0 down by |k|."""
     return torch.roll(m, shifts=-k, dims=2)
 
 
-def truncate(x, thres=0.1):
+def truncate(x: torch.Tensor, thres: float = 0.1) -> torch.Tensor:
     """Heat-map values below ``thres`` set to 0."""
     return torch.where(x < thres, torch.zeros_like(x), x)
 
 
-def normalize(x, eps=1e-6):
+def normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Min-max normalisation of each (N, C) map of x (N, C, H, W) to [0, 1]."""
     n, c, h, w = x.shape
     flat = x.reshape(n * c, -1)
@@ -245,7 +263,7 @@ def normalize(x, eps=1e-6):
     return ((flat - lo) / (hi - lo + eps)).view(n, c, h, w)
 
 
-def heatmaps_to_masks(heatmaps, drop_boundary=True):
+def heatmaps_to_masks(heatmaps: torch.Tensor, drop_boundary: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """FAN heat-maps (N, 99 or 98, 64, 64) -> the two generator masks (N, 1, 256, 256)."""
     if drop_boundary:
         heatmaps = heatmaps[:, :-1]
@@ -270,7 +288,7 @@ def heatmaps_to_masks(heatmaps, drop_boundary=True):
     return masks0.clamp(0, 1), masks1.clamp(0, 1)
 
 
-def landmarks_from_heatmaps(hm):
+def landmarks_from_heatmaps(hm: torch.Tensor) -> torch.Tensor:
     """Arg-max of each 64x64 map (1-based x, y), nudged 0.25 towards the larger
     neighbour when not on the border, minus 0.5."""
     n, c, h, w = hm.shape
@@ -280,7 +298,7 @@ def landmarks_from_heatmaps(hm):
     pxc, pyc = px.clamp(1, w - 2), py.clamp(1, h - 2)
     flat = hm.reshape(n, c, h * w)
 
-    def at(row, col):
+    def at(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         return flat.gather(2, (row * w + col).unsqueeze(2)).squeeze(2)
 
     dx = torch.sign(at(pyc, pxc + 1) - at(pyc, pxc - 1))

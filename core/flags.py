@@ -2,8 +2,10 @@
 type, plus ours (marked). ``build_parser()`` is the one table of flags; ``core.config`` turns a
 command line into arguments (``parse_args``), ``core.config_file`` reads and writes them as YAML.
 """
+from __future__ import annotations
+
 import argparse
-from typing import Any, Dict
+from typing import Any, Dict, Final, Literal, NoReturn, TypeAlias
 
 from core.errors import UserError
 from core.modes import MODES, OUTPUT_FLAG
@@ -23,7 +25,7 @@ CLI_ONLY = ('config',)
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose mistakes become UserError (main.py prints them, exit 2)."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UserError(f'{message} (see --help)')
 
 
@@ -162,10 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LATEST = 'latest'
+LATEST: Final = 'latest'
+# --resume_iter: an iteration number or 'latest'
+StepOrLatest: TypeAlias = int | Literal['latest']
 
 
-def step_or_latest(text):
+def step_or_latest(text: str | int) -> StepOrLatest:
     """--resume_iter: an iteration number, or 'latest'."""
     if isinstance(text, str) and text.strip().lower() == LATEST:
         return LATEST

@@ -14,20 +14,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, List, Optional, Tuple
+from argparse import Namespace
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from munch import Munch
 
+from core.device import DeviceLike
+from core.fan import Masks
 
-def _base_dim(img_size, dim_in):
+
+def _base_dim(img_size: int, dim_in: Optional[int]) -> int:
     return 2 ** 14 // img_size if dim_in is None else dim_in
 
 
 class ResBlk(nn.Module):
-    def __init__(self, dim_in, dim_out, actv=nn.LeakyReLU(0.2), normalize=False, downsample=False):
+    def __init__(self, dim_in: int, dim_out: int, actv: nn.Module = nn.LeakyReLU(0.2), normalize: bool = False,
+                 downsample: bool = False) -> None:
         super().__init__()
         self.actv = actv
         self.normalize = normalize
@@ -41,14 +46,14 @@ class ResBlk(nn.Module):
         if self.learned_sc:
             self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
 
-    def _shortcut(self, x):
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.learned_sc:
             x = self.conv1x1(x)
         if self.downsample:
             x = F.avg_pool2d(x, 2)
         return x
 
-    def _residual(self, x):
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             x = self.norm1(x)
         x = self.conv1(self.actv(x))
@@ -58,24 +63,25 @@ class ResBlk(nn.Module):
             x = self.norm2(x)
         return self.conv2(self.actv(x))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self._shortcut(x) + self._residual(x)) / math.sqrt(2)
 
 
 class AdaIN(nn.Module):
-    def __init__(self, style_dim, num_features):
+    def __init__(self, style_dim: int, num_features: int) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm2d(num_features, affine=False)
         self.fc = nn.Linear(style_dim, num_features * 2)
 
-    def forward(self, x, s):
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h = self.fc(s)
         gamma, beta = torch.chunk(h.view(h.size(0), h.size(1), 1, 1), chunks=2, dim=1)
         return (1 + gamma) * self.norm(x) + beta
 
 
 class AdainResBlk(nn.Module):
-    def __init__(self, dim_in, dim_out, style_dim=64, w_hpf=0, actv=nn.LeakyReLU(0.2), upsample=False):
+    def __init__(self, dim_in: int, dim_out: int, style_dim: int = 64, w_hpf: float = 0, actv: nn.Module = nn.LeakyReLU(0.2),
+                 upsample: bool = False) -> None:
         super().__init__()
         self.w_hpf = w_hpf
         self.actv = actv
@@ -88,14 +94,14 @@ class AdainResBlk(nn.Module):
         if self.learned_sc:
             self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
 
-    def _shortcut(self, x):
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode='nearest')
         if self.learned_sc:
             x = self.conv1x1(x)
         return x
 
-    def _residual(self, x, s):
+    def _residual(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         x = self.actv(self.norm1(x, s))
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode='nearest')
@@ -104,13 +110,13 @@ class AdainResBlk(nn.Module):
         return self.conv2(x)
 
     @property
-    def unused_parameters(self):
+    def unused_parameters(self) -> Tuple[str, ...]:
         """Local names of parameters ``forward`` never uses: with ``w_hpf > 0`` the shortcut is
         skipped (official), so a learned shortcut's ``conv1x1`` exists (its key is in official
         checkpoints) but never gets a gradient."""
         return ('conv1x1.weight',) if self.w_hpf != 0 and self.learned_sc else ()
 
-    def forward(self, x, s):
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         out = self._residual(x, s)
         if self.w_hpf == 0:
             out = (out + self._shortcut(x)) / math.sqrt(2)
@@ -120,12 +126,14 @@ class AdainResBlk(nn.Module):
 class HighPass(nn.Module):
     """Depthwise 3x3 Laplacian-like filter; the kernel is a buffer fixed by ``w_hpf``."""
 
-    def __init__(self, w_hpf: float, device: 'torch.device | str | None' = None):  # official signature
+    filter: torch.Tensor  # buffer (3, 3)
+
+    def __init__(self, w_hpf: float, device: DeviceLike = None) -> None:  # official signature
         super().__init__()
         kernel = torch.tensor([[-1., -1., -1.], [-1., 8., -1.], [-1., -1., -1.]], device=device)
         self.register_buffer('filter', kernel / w_hpf)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.filter.to(x.dtype).view(1, 1, 3, 3).repeat(x.size(1), 1, 1, 1)
         return F.conv2d(x, weight, padding=1, groups=x.size(1))
 
@@ -139,7 +147,8 @@ class Generator(nn.Module):
     image of flat colours can only get its colours from the style by way of small artefacts
     (configs/demo.yaml). Module names stay the official ones (``to_rgb.2`` is the convolution)."""
 
-    def __init__(self, img_size=256, style_dim=64, max_conv_dim=512, w_hpf=1, dim_in=None, to_rgb_norm=True):
+    def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512, w_hpf: float = 1,
+                 dim_in: Optional[int] = None, to_rgb_norm: bool = True) -> None:
         super().__init__()
         dim_in = _base_dim(img_size, dim_in)
         self.img_size = img_size
@@ -167,9 +176,9 @@ class Generator(nn.Module):
         if w_hpf > 0:
             self.hpf = HighPass(w_hpf)
 
-    def forward(self, x, s, masks=None):
+    def forward(self, x: torch.Tensor, s: torch.Tensor, masks: Masks = None) -> torch.Tensor:
         x = self.from_rgb(x)
-        cache = {}
+        cache: Dict[int, torch.Tensor] = {}
         for block in self.encode:
             if masks is not None and x.size(2) in MASKED_SIZES:
                 cache[x.size(2)] = x
@@ -183,7 +192,7 @@ class Generator(nn.Module):
         return self.to_rgb(x)
 
 
-def unused_parameter_names(module: nn.Module) -> list:
+def unused_parameter_names(module: nn.Module) -> List[str]:
     """Full names of the parameters of ``module`` that its forward never uses (blocks declare
     them in ``unused_parameters``): DistributedDataParallel must be told to ignore them, or
     it waits for their gradients for ever."""
@@ -191,13 +200,13 @@ def unused_parameter_names(module: nn.Module) -> list:
             for prefix, sub in module.named_modules() for name in getattr(sub, 'unused_parameters', ())]
 
 
-def _pick(out, y):
+def _pick(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Row b of ``out`` (B, K, ...) taken from branch y[b]."""
     return out[torch.arange(y.size(0), device=y.device), y]
 
 
 class MappingNetwork(nn.Module):
-    def __init__(self, latent_dim=16, style_dim=64, num_domains=2):
+    def __init__(self, latent_dim: int = 16, style_dim: int = 64, num_domains: int = 2) -> None:
         super().__init__()
         layers = [nn.Linear(latent_dim, 512), nn.ReLU()]
         for _ in range(3):
@@ -211,15 +220,15 @@ class MappingNetwork(nn.Module):
                 nn.Linear(512, 512), nn.ReLU(),
                 nn.Linear(512, style_dim)))
 
-    def forward(self, z, y):
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.shared(z)
         return _pick(torch.stack([branch(h) for branch in self.unshared], dim=1), y)
 
 
-def _conv_trunk(img_size, max_conv_dim, dim_in):
+def _conv_trunk(img_size: int, max_conv_dim: int, dim_in: Optional[int]) -> Tuple[List[nn.Module], int]:
     """Shared body of StyleEncoder and Discriminator; returns (layers, out channels)."""
     dim_in = _base_dim(img_size, dim_in)
-    blocks = [nn.Conv2d(3, dim_in, 3, 1, 1)]
+    blocks: List[nn.Module] = [nn.Conv2d(3, dim_in, 3, 1, 1)]
     dim_out = dim_in
     for _ in range(int(math.log2(img_size)) - 2):
         dim_out = min(dim_in * 2, max_conv_dim)
@@ -230,31 +239,32 @@ def _conv_trunk(img_size, max_conv_dim, dim_in):
 
 
 class StyleEncoder(nn.Module):
-    def __init__(self, img_size=256, style_dim=64, num_domains=2, max_conv_dim=512, dim_in=None):
+    def __init__(self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2, max_conv_dim: int = 512,
+                 dim_in: Optional[int] = None) -> None:
         super().__init__()
         blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
         self.shared = nn.Sequential(*blocks)
         self.unshared = nn.ModuleList([nn.Linear(dim_out, style_dim) for _ in range(num_domains)])
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.shared(x)
         h = h.view(h.size(0), -1)
         return _pick(torch.stack([head(h) for head in self.unshared], dim=1), y)
 
 
 class Discriminator(nn.Module):
-    def __init__(self, img_size=256, num_domains=2, max_conv_dim=512, dim_in=None):
+    def __init__(self, img_size: int = 256, num_domains: int = 2, max_conv_dim: int = 512, dim_in: Optional[int] = None) -> None:
         super().__init__()
         blocks, dim_out = _conv_trunk(img_size, max_conv_dim, dim_in)
         blocks.append(nn.Conv2d(dim_out, num_domains, 1, 1, 0))
         self.main = nn.Sequential(*blocks)
 
-    def forward(self, x, y):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.main(x)
         return _pick(out.view(out.size(0), -1), y)
 
 
-def split_names(names: 'str | list | tuple | None') -> Optional[List[str]]:
+def split_names(names: str | list | tuple | None) -> Optional[List[str]]:
     """Domain names from a comma-separated string (or a list), None when there are none."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(',')]
@@ -276,7 +286,7 @@ class ModelConfig:
     domain_names: Optional[Tuple[str, ...]] = None
 
     @classmethod
-    def from_args(cls, args: Any, domain_names: 'str | list | None' = None) -> 'ModelConfig':
+    def from_args(cls, args: Namespace | Munch, domain_names: str | list | None = None) -> ModelConfig:
         """From parsed arguments (a Namespace or Munch; scripts written for the official
         ``main.py`` may lack our keys, which then take their defaults); ``domain_names`` (a
         list or a comma-separated string) overrides ``args.domain_names``."""

@@ -2,20 +2,27 @@
 
 Images are tensors in [-1, 1]; every function follows the device of its inputs.
 """
+from __future__ import annotations
+
 import os
-from typing import Any
+from argparse import Namespace
+from collections.abc import Iterable, Sequence
+from typing import List, Optional
 
 import torch
+from munch import Munch
 
 from core.config import DEFAULT_SAMPLE_OUTPUTS, parse_sample_outputs, sample_outputs
 from core.fan import fan_masks
+from core.fileio import StrPath
 from core.images import save_image
 from core.styles import mean_style, shared_latents, truncated_style
 from core.video import video_latent, video_ref
 
 
 @torch.no_grad()
-def translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, filename):
+def translate_and_reconstruct(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_src: torch.Tensor,
+                              x_ref: torch.Tensor, y_ref: torch.Tensor, filename: StrPath) -> None:
     masks = fan_masks(nets, args.w_hpf, x_src)
     s_ref = nets.style_encoder(x_ref, y_ref)
     x_fake = nets.generator(x_src, s_ref, masks=masks)
@@ -25,8 +32,10 @@ def translate_and_reconstruct(nets, args, x_src, y_src, x_ref, y_ref, filename):
 
 
 @torch.no_grad()
-def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filename, generator=None,
-                           mean_styles=None):
+def translate_using_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Sequence[torch.Tensor],
+                           z_trg_list: Iterable[torch.Tensor], psi: float, filename: StrPath,
+                           generator: Optional[torch.Generator] = None,
+                           mean_styles: Optional[Sequence[torch.Tensor]] = None) -> None:
     """Rows: the sources, then per target domain one row per latent code.
     ``mean_styles``: the domains' mean styles when already known (one per ``y_trg_list`` entry)."""
     masks = fan_masks(nets, args.w_hpf, x_src)
@@ -40,7 +49,8 @@ def translate_using_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, filen
 
 
 @torch.no_grad()
-def translate_using_reference(nets, args, x_src, x_ref, y_ref, filename):
+def translate_using_reference(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor, y_ref: torch.Tensor,
+                              filename: StrPath) -> None:
     """A white top-left cell, the sources on the first row, then per reference a row of
     the reference followed by the sources translated with its style."""
     n = x_src.size(0)
@@ -54,7 +64,7 @@ def translate_using_reference(nets, args, x_src, x_ref, y_ref, filename):
 
 
 @torch.no_grad()
-def debug_image(nets, args, inputs, step):
+def debug_image(nets: Munch, args: Namespace | Munch, inputs: Munch, step: int) -> None:
     """The official training-time grids into ``args.sample_dir``. Random codes come from a
     private generator seeded by (seed, step): sampling never moves the training RNG."""
     generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -74,7 +84,8 @@ def debug_image(nets, args, inputs, step):
 # --------------------------------------------------------------------------- sample mode
 
 @torch.no_grad()
-def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
+def write_samples(nets: Munch, args: Namespace | Munch, src: Munch, ref: Munch,
+                  outputs: str | Sequence[str] = DEFAULT_SAMPLE_OUTPUTS) -> List[str]:
     """Sample mode's files into ``args.result_dir``; returns their paths in order.
 
     ``src``/``ref``: batches with ``x`` (N, 3, H, W) and ``y`` (N,) (InputFetcher 'test').
@@ -87,13 +98,14 @@ def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
     out = lambda name: os.path.join(args.result_dir, name)
     os.makedirs(args.result_dir, exist_ok=True)
     device, n = src.x.device, src.x.size(0)
-    written = []
+    written: List[str] = []
     if 'reference' in outputs:
         translate_using_reference(nets, args, src.x, ref.x, ref.y, out('reference.jpg'))
         written.append(out('reference.jpg'))
     y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(args.num_domains)]
 
-    def codes():  # the same latent codes for every output, each output's draws independent of the others
+    # the same latent codes for every output, each output's draws independent of the others
+    def codes() -> tuple[torch.Generator, torch.Tensor]:
         generator = torch.Generator().manual_seed(args.seed)
         return generator, shared_latents(args, n, generator, device)
 
@@ -115,7 +127,7 @@ def write_samples(nets, args, src, ref, outputs=DEFAULT_SAMPLE_OUTPUTS):
 
 
 @torch.no_grad()
-def run(args: Any) -> None:
+def run(args: Namespace | Munch) -> None:
     """``--mode sample``: the first ``--val_batch_size`` images of ``--src_dir`` and ``--ref_dir``
     (in file order) through the run's networks; writes ``--sample_outputs`` into ``--out``
     (``--result_dir``)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, ContextManager, Iterable, Optional
+from argparse import Namespace
+from typing import Callable, ContextManager, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -45,7 +46,7 @@ class TrainConfig:
     grad_checkpoint: bool = False
 
     @classmethod
-    def from_args(cls, args: Any) -> 'TrainConfig':
+    def from_args(cls, args: Namespace | Munch) -> TrainConfig:
         """From parsed arguments; keys that official-style args lack take the defaults."""
         default = cls()
         known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls) if f.name != 'model'}
@@ -56,7 +57,7 @@ class TrainConfig:
         return self.model.w_hpf
 
 
-def he_init(module):
+def he_init(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.kaiming_normal_(module.weight, mode='fan_in', nonlinearity='relu')
         if module.bias is not None:
@@ -87,7 +88,7 @@ def build_optimizers(nets: Munch, hp: TrainConfig, fused: bool = False) -> Munch
 
 
 @torch.no_grad()
-def moving_average(model, model_test, beta=0.999):
+def moving_average(model: nn.Module, model_test: nn.Module, beta: float = 0.999) -> None:
     """p_ema <- lerp(p, p_ema, beta) for every parameter (buffers are not averaged)."""
     for param, param_test in zip(model.parameters(), model_test.parameters()):
         param_test.copy_(torch.lerp(param, param_test, beta))
@@ -115,7 +116,7 @@ def autocast(hp: TrainConfig, device_type: str) -> ContextManager:
     return torch.autocast(device_type, dtype=AMP_DTYPES[hp.amp])
 
 
-def make_scaler(hp: TrainConfig, device: 'torch.device | str') -> Optional[torch.amp.GradScaler]:
+def make_scaler(hp: TrainConfig, device: torch.device | str) -> Optional[torch.amp.GradScaler]:
     """A GradScaler for --amp fp16 (one, shared by the four optimiser steps of an
     iteration and updated after each of them), else None."""
     if hp.amp != 'fp16':
@@ -177,7 +178,7 @@ def prepare_inputs(inputs: Munch, hp: TrainConfig) -> Munch:
 
 
 @functools.lru_cache(maxsize=16)
-def _ds_schedule(initial, ds_iter):
+def _ds_schedule(initial: float, ds_iter: int) -> Tuple[float, ...]:
     values = [initial]
     if ds_iter > 0:
         lam, delta = initial, initial / ds_iter
@@ -214,7 +215,7 @@ def set_lr(optims: Munch, hp: TrainConfig, step: int) -> None:
             group['lr'] = base_lr(name, hp) * scale
 
 
-def _step(optims, loss, names, scaler=None):
+def _step(optims: Munch, loss: torch.Tensor, names: Iterable[str], scaler: Optional[torch.amp.GradScaler] = None) -> None:
     for optim in optims.values():  # zero every optimiser before each backward (official)
         optim.zero_grad()
     if scaler is None:
@@ -228,7 +229,7 @@ def _step(optims, loss, names, scaler=None):
     scaler.update()
 
 
-def _synced(nets, names):
+def _synced(nets: Munch, names: Iterable[str]) -> ContextManager:
     return contextlib.nullcontext()
 
 

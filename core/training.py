@@ -5,6 +5,8 @@
 The official ``Solver`` (``core.solver``) is this class with the official sample/evaluate
 methods on top.
 """
+from __future__ import annotations
+
 import contextlib
 import datetime
 import functools
@@ -13,7 +15,9 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from argparse import Namespace
+from types import FrameType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from munch import Munch
@@ -27,6 +31,8 @@ from core.data import ImageReadError, InputFetcher, get_test_loader, get_train_l
 from core.device import configure_training, fused_optimizers, select_device
 from core.errors import UserError
 from core.fan import load_fan
+from core.fileio import StrPath
+from core.flags import StepOrLatest
 from core.networks import TRAINED, ModelConfig, build_networks, ema_copies
 from core.runfolder import RunLock, check_free_space, check_writable
 from core.sampling import debug_image
@@ -43,7 +49,7 @@ class TrainingDiverged(UserError):
     pass
 
 
-def resume_start(run_dir, resume_iter):
+def resume_start(run_dir: StrPath, resume_iter: StepOrLatest) -> int:
     """The iteration training starts from: ``resume_iter``, or for 'latest' the newest
     complete checkpoint set in ``run_dir`` (0, a fresh start, when there is none)."""
     if resume_iter == LATEST:
@@ -62,28 +68,28 @@ class _StopFlag:
     Ctrl-C twice (from the terminal and from torchrun), so repeats are ignored, as are
     repeated SIGTERM/SIGUSR1 (schedulers may resend them)."""
 
-    def __init__(self, launched_by_torchrun=False):
+    def __init__(self, launched_by_torchrun: bool = False) -> None:
         self.torchrun = launched_by_torchrun
-        self.signum = None  # the first stop signal received
+        self.signum: Optional[int] = None  # the first stop signal received
 
     @property
-    def requested(self):
+    def requested(self) -> bool:
         return self.signum is not None
 
-    def request(self, signum):
+    def request(self, signum: int) -> None:
         if self.signum is None:
             self.signum = signum
 
-    def __enter__(self):
+    def __enter__(self) -> _StopFlag:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.requested and signum == signal.SIGINT and not self.torchrun:
             raise KeyboardInterrupt
         self.request(signum)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -94,13 +100,13 @@ class Trainer:
     # save_hook(step, point): called inside each checkpoint save (see core.ckpt.save_checkpoint)
     save_hook: Optional[Callable[[int, str], None]] = None
 
-    def __init__(self, args: Any):
+    def __init__(self, args: Namespace | Munch) -> None:
         args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.args = args
         self.hp = hp = TrainConfig.from_args(args)
         device = select_device(args.device)  # the one device decision
         # several processes only when torchrun launched this one
-        self.stopped_by = None  # the signal that stopped training, if one did
+        self.stopped_by: Optional[int] = None  # the signal that stopped training, if one did
         self.dist = distributed.from_env(args.batch_size, device)
         self.device = self.dist.device(device)
         configure_training(self.device)
@@ -115,12 +121,12 @@ class Trainer:
             self.nets_ema.fan = self.nets.fan
 
     # ------------------------------------------------------------------ checkpoints
-    def _ensure_fan(self, saved):
+    def _ensure_fan(self, saved: Mapping[str, Any]) -> None:
         """FAN weights come from the checkpoint when it has them, else from --wing_path."""
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
 
-    def _next_batch(self, fetcher, done, last_saved, finite):
+    def _next_batch(self, fetcher: InputFetcher, done: int, last_saved: int, finite: _FiniteWatch) -> Munch:
         """The next training batch. An image that fails to decode (a file damaged after the
         up-front check) stops training with one line naming it, after saving the ``done``
         iterations with the data position before this batch, so a resume once the file is
@@ -137,18 +143,19 @@ class Trainer:
             raise ImageReadError(f'{e} ({kept} in {self.args.checkpoint_dir}; '
                                  f'then resume with --resume_iter latest)') from None
 
-    def _train_state(self, step, fetcher, position=None):
+    def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """What exact resume needs beyond the networks: data position (``position``: one
         taken earlier), RNG states, the fp16 loss scale."""
         position = fetcher.state_dict() if position is None else position
         state = {'step': step, 'fetcher': position, 'torch_rng': torch.get_rng_state()}
         if self.device.type == 'cuda':
             state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
-        if getattr(self, 'scaler', None) is not None:  # --amp fp16: the loss scale resumes too
-            state['grad_scaler'] = self.scaler.state_dict()
+        scaler = getattr(self, 'scaler', None)  # set by train()
+        if scaler is not None:  # --amp fp16: the loss scale resumes too
+            state['grad_scaler'] = scaler.state_dict()
         return state
 
-    def save(self, step, fetcher, position=None):
+    def save(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> None:
         """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
         if not self.dist.is_main:
             return
@@ -157,7 +164,7 @@ class Trainer:
                              state=self._train_state(step, fetcher, position), hook=hook)
         ckpt.prune(self.args.checkpoint_dir, self.args.keep_last)
 
-    def _resume(self, step, fetcher):
+    def _resume(self, step: int, fetcher: InputFetcher) -> None:
         args = self.args
         ckpt.check_complete(args.checkpoint_dir, step)  # a save cut short is never resumed from
         saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
@@ -175,7 +182,7 @@ class Trainer:
             torch.cuda.set_rng_state(state['cuda_rng'], self.device)
 
     # ------------------------------------------------------------------ train
-    def train(self, loaders):
+    def train(self, loaders: Munch) -> int:
         """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
         writes into a run folder at a time (``RunLock``); nothing in it changes until every
         check has passed (``_preflight``, the resume's own checks)."""
@@ -216,7 +223,7 @@ class Trainer:
                   f'resume with --resume_iter {done} (or latest)', flush=True)
         return done
 
-    def _preflight(self, start):
+    def _preflight(self, start: int) -> None:
         """What the run will need later, checked before its first iteration: writable output
         folders, room for a checkpoint set, the evaluation weights when an evaluation will
         run (the FAN weights are checked as they load, also before)."""
@@ -232,10 +239,10 @@ class Trainer:
         if args.total_iters > start:  # at least the final set is saved
             check_free_space(args.checkpoint_dir, ckpt.set_bytes(self.nets, self.nets_ema, TRAINED), 'a checkpoint set')
 
-    def _loop(self, fetcher, inputs_val, logger, start):
+    def _loop(self, fetcher: InputFetcher, inputs_val: Munch, logger: _Logger, start: int) -> Tuple[int, Optional[int]]:
         args = self.args
         last_saved = step = start
-        extra = dict(no_sync=self.dist.no_sync)
+        extra: Dict[str, Any] = dict(no_sync=self.dist.no_sync)
         if self.scaler is not None:
             extra['scaler'] = self.scaler
         finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
@@ -359,7 +366,7 @@ class _Logger:
             self.tb.close()
 
 
-def run(args: Any) -> int:
+def run(args: Namespace | Munch) -> int:
     """``--mode train``: the loaders of ``--train_img_dir`` / ``--val_img_dir`` (the demo first
     makes its dataset), then ``Trainer.train``. Returns the exit status: 0, or 128 + the signal
     that stopped training after saving, as a shell reports it (a requeue script reads it)."""

@@ -8,8 +8,18 @@ mode and training grids. Differences that remain (see docs/official_dropin.md):
 ``video_ref`` / ``video_latent`` write this project's layout and interpolate across
 domains too; ``save_video`` supports libx264 without extra ffmpeg filters only.
 """
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from collections.abc import Iterable, Mapping
+from typing import Any, List, Tuple, TypeVar
+
 import numpy as np
+import numpy.typing as npt
 import torch
+from munch import Munch
+from torch import nn
 
 from core.errors import UserError
 from core.fan import fan_masks
@@ -26,24 +36,26 @@ __all__ = ['save_json', 'print_network', 'he_init', 'denormalize', 'save_image',
            'translate_using_latent', 'translate_using_reference', 'debug_image', 'sigmoid', 'get_alphas',
            'interpolate', 'slide', 'video_ref', 'video_latent', 'save_video', 'tensor2ndarray255']
 
+_P = TypeVar('_P', str, os.PathLike[str])  # functions that write a file return its path as given
 
-def save_json(json_file, filename):
+
+def save_json(json_file: Mapping[str, Any], filename: _P) -> _P:
     """Writes the dict ``json_file`` to ``filename`` (indented JSON, written atomically)."""
     return write_json(json_file, filename)
 
 
-def print_network(network, name):
+def print_network(network: nn.Module, name: str) -> int:
     """Prints the number of parameters of ``network``; returns it."""
     count = sum(p.numel() for p in network.parameters())
     print(f'Number of parameters of {name}: {count}')
     return count
 
 
-def sigmoid(x, w=1):
+def sigmoid(x: npt.ArrayLike, w: float = 1) -> npt.NDArray[np.float64]:
     return 1.0 / (1.0 + np.exp(-w * np.asarray(x, dtype=np.float64)))
 
 
-def get_alphas(start=-5, end=5, step=0.5, len_tail=10):
+def get_alphas(start: float = -5, end: float = 5, step: float = 0.5, len_tail: int = 10) -> List[float]:
     """Style weights of one video transition; the defaults give ``core.video.interpolation_weights()``."""
     if (start, end, step, len_tail) == (-5, 5, 0.5, 10):
         return interpolation_weights()
@@ -51,7 +63,8 @@ def get_alphas(start=-5, end=5, step=0.5, len_tail=10):
 
 
 @torch.no_grad()
-def interpolate(nets, args, x_src, s_prev, s_next):
+def interpolate(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, s_prev: torch.Tensor,
+                s_next: torch.Tensor) -> torch.Tensor:
     """(T, 3, 2H, N*W) frames: the sources on top, below them translated with the style
     moving from ``s_prev`` to ``s_next`` by :func:`get_alphas` (frames on the CPU)."""
     masks = fan_masks(nets, args.w_hpf, x_src)
@@ -63,7 +76,7 @@ def interpolate(nets, args, x_src, s_prev, s_next):
     return torch.stack(frames)
 
 
-def slide(entries, margin=32):
+def slide(entries: List[torch.Tensor] | Tuple[torch.Tensor, ...], margin: int = 32) -> torch.Tensor:
     """(T, C, 2H, W + margin) frames (-1 = black) of the pair [x_prev above x_next]
     (``entries``: two (1, C, H, W) images) sliding up by H as the weights of
     :func:`get_alphas` go from 0 to 1: the lower cell shows x_prev first, x_next at the end."""
@@ -77,17 +90,19 @@ def slide(entries, margin=32):
     return canvas
 
 
-def video_ref(nets, args, x_src, x_ref, y_ref, fname):
+def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor, y_ref: torch.Tensor,
+              fname: _P) -> _P:
     """Reference-guided video, as our sample mode writes it (``core.video.video_ref``)."""
     return _video_ref(nets, args, x_src, x_ref, y_ref, fname)
 
 
-def video_latent(nets, args, x_src, y_list, z_list, psi, fname):
+def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_list: Iterable[int | torch.Tensor],
+                 z_list: Iterable[torch.Tensor], psi: float, fname: _P) -> _P:
     """Latent-guided video, as our sample mode writes it (``core.video.video_latent``)."""
     return _video_latent(nets, args, x_src, y_list, z_list, psi, fname)
 
 
-def save_video(fname, images, output_fps=30, vcodec='libx264', filters=''):
+def save_video(fname: _P, images: npt.ArrayLike, output_fps: float = 30, vcodec: str = 'libx264', filters: str = '') -> _P:
     """Writes NHWC frames (0-255) as an H.264 video played at half speed (``output_fps`` / 2
     frames per second, as the official file plays)."""
     if vcodec != 'libx264' or filters:
@@ -102,6 +117,6 @@ def save_video(fname, images, output_fps=30, vcodec='libx264', filters=''):
     return fname
 
 
-def tensor2ndarray255(images):
+def tensor2ndarray255(images: torch.Tensor) -> npt.NDArray[np.floating]:
     """(N, 3, H, W) images in [-1, 1] -> (N, H, W, 3) float array in [0, 255]."""
     return to_float255(images)

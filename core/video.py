@@ -37,15 +37,24 @@ Layouts (cells are the images, scaled up by an integer factor, see ``scale``)::
 the style has moved from a to b; ``ref``: the two references cross-faded with the same
 weight as the styles; ``out k``: source k translated with the interpolated style.
 """
+from __future__ import annotations
+
 import os
 import uuid
+from argparse import Namespace
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from types import ModuleType, TracebackType
+from typing import Any, List, Literal, Optional, Tuple, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+from munch import Munch
 
 from core.errors import UserError
 from core.fan import fan_masks
+from core.fileio import StrPath
 from core.images import to_uint8
 from core.styles import N_MEAN_STYLE, domain_mean_style
 
@@ -60,18 +69,20 @@ DEFAULT_CRF = 18    # libx264 constant rate factor: visually near-lossless
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.mov', '.m4v')
 MIN_CELL = 128      # auto scale: small images are enlarged to at least this many pixels
 
+_P = TypeVar('_P', str, os.PathLike[str])  # the video functions return their path argument as given
 
-def interpolation_weights():
+
+def interpolation_weights() -> List[float]:
     """The 31 style weights of one transition: 0, sigmoid(-5 ... 4.5 step 0.5), then 1 x 10."""
     return [0.0] + torch.sigmoid(torch.arange(-5, 5, 0.5)).tolist() + [1.0] * 10
 
 
-def auto_scale(img_size):
+def auto_scale(img_size: int) -> int:
     """Integer enlargement making a cell at least MIN_CELL pixels (1 for 128 px and up)."""
     return max(1, -(-MIN_CELL // int(img_size)))
 
 
-def _import_ffmpeg():
+def _import_ffmpeg() -> ModuleType:
     try:
         import imageio_ffmpeg
     except ImportError:
@@ -100,7 +111,8 @@ class VideoWriter:
     stopped and the partial file removed.
     """
 
-    def __init__(self, path, fps=FPS / SLOWDOWN, scale=1, crf=DEFAULT_CRF, ffmpeg_log_level='error'):
+    def __init__(self, path: StrPath, fps: float = FPS / SLOWDOWN, scale: int = 1, crf: int = DEFAULT_CRF,
+                 ffmpeg_log_level: str = 'error') -> None:
         path = os.fspath(path)
         ext = os.path.splitext(path)[1].lower()
         if ext not in VIDEO_EXTENSIONS:
@@ -115,24 +127,25 @@ class VideoWriter:
         self.scale = int(scale)
         self.crf = crf
         self.log_level = ffmpeg_log_level
-        self.size = None        # (W, H) of the frames given, before scaling and padding
+        self.size: Optional[Tuple[int, int]] = None  # (W, H) of the frames given, before scaling and padding
         self.frames = 0         # frames written so far
-        self._gen = None        # the imageio-ffmpeg generator, once started
-        self._tmp = None
+        self._gen: Optional[Generator[Any, Optional[np.ndarray], None]] = None  # the imageio-ffmpeg generator, once started
+        self._tmp: Optional[str] = None
         self._closed = False
 
     # ------------------------------------------------------------------ context manager
-    def __enter__(self):
+    def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         if exc_type is None:
             self.close()
         else:
             self.abort()
         return False
 
-    def __del__(self):  # a writer dropped without close(): stop ffmpeg, leave no partial file
+    def __del__(self) -> None:  # a writer dropped without close(): stop ffmpeg, leave no partial file
         try:
             if not self._closed:
                 self.abort()
@@ -140,7 +153,7 @@ class VideoWriter:
             pass
 
     # ------------------------------------------------------------------ writing
-    def _start(self, h, w):
+    def _start(self, h: int, w: int) -> Generator[Any, Optional[np.ndarray], None]:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         base, ext = os.path.splitext(os.path.basename(self.path))
@@ -151,14 +164,15 @@ class VideoWriter:
         out_w, out_h = w * self.scale, h * self.scale
         out_w, out_h = out_w + out_w % 2, out_h + out_h % 2
         self._out_size = (out_w, out_h)
-        self._gen = self._ffmpeg.write_frames(
+        self._gen = gen = self._ffmpeg.write_frames(
             self._tmp, (out_w, out_h), fps=self.fps, codec='libx264', pix_fmt_in='rgb24',
             pix_fmt_out='yuv420p', quality=None, macro_block_size=1,
             ffmpeg_log_level=self.log_level,
             output_params=['-crf', str(self.crf), '-movflags', '+faststart'])
-        self._gen.send(None)
+        gen.send(None)
+        return gen
 
-    def write(self, frame):
+    def write(self, frame: npt.ArrayLike) -> None:
         """Appends one (H, W, 3) uint8 RGB frame."""
         if self._closed:
             raise ValueError(f'VideoWriter for {self.path} is closed')
@@ -166,20 +180,22 @@ class VideoWriter:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f'a frame must be an (H, W, 3) uint8 array, got {frame.dtype} {frame.shape}')
         h, w = frame.shape[:2]
-        if self._gen is None:
-            self._start(h, w)
+        gen = self._gen
+        if gen is None:
+            gen = self._start(h, w)
         elif (w, h) != self.size:
+            assert self.size is not None  # set with the generator (_start)
             raise ValueError(f'frame of size {w}x{h} in a video of {self.size[0]}x{self.size[1]}')
         if self.scale > 1:
             frame = frame.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
         out_w, out_h = self._out_size
         if frame.shape[1] != out_w or frame.shape[0] != out_h:
             frame = np.pad(frame, ((0, out_h - frame.shape[0]), (0, out_w - frame.shape[1]), (0, 0)), mode='edge')
-        self._gen.send(np.ascontiguousarray(frame))
+        gen.send(np.ascontiguousarray(frame))
         self.frames += 1
 
     # ------------------------------------------------------------------ closing
-    def close(self):
+    def close(self) -> str:
         """Finishes the file and moves it to ``path``; returns ``path``."""
         if self._closed:
             return self.path
@@ -189,14 +205,14 @@ class VideoWriter:
         self._closed = True
         self._gen.close()  # closes ffmpeg's stdin and waits for it to finish the file
         self._gen = None
-        if not os.path.isfile(self._tmp) or os.path.getsize(self._tmp) == 0:
+        if self._tmp is None or not os.path.isfile(self._tmp) or os.path.getsize(self._tmp) == 0:
             self._remove_tmp()
             raise RuntimeError(f'ffmpeg failed to write {self.path}')
         os.replace(self._tmp, self.path)
         self._tmp = None
         return self.path
 
-    def abort(self):
+    def abort(self) -> None:
         """Stops ffmpeg and removes the partial file (``path`` is left untouched)."""
         self._closed = True
         gen, self._gen = self._gen, None
@@ -206,7 +222,7 @@ class VideoWriter:
         finally:
             self._remove_tmp()
 
-    def _remove_tmp(self):
+    def _remove_tmp(self) -> None:
         if self._tmp is not None and os.path.exists(self._tmp):
             os.remove(self._tmp)
         self._tmp = None
@@ -214,16 +230,16 @@ class VideoWriter:
 
 # ---------------------------------------------------------------------------- layout
 
-def _row(cells):
+def _row(cells: List[torch.Tensor]) -> torch.Tensor:
     return torch.cat(cells, dim=2)
 
 
-def _grid(rows):
+def _grid(rows: Iterable[List[torch.Tensor]]) -> torch.Tensor:
     """Rows of (3, S, S) cells -> one (3, rows*S, cols*S) image."""
     return torch.cat([_row(r) for r in rows], dim=1)
 
 
-def _pair_cell(ref_a, ref_b, alpha):
+def _pair_cell(ref_a: torch.Tensor, ref_b: torch.Tensor, alpha: float) -> torch.Tensor:
     """White cell with thumbnails of ``ref_a`` (left) and ``ref_b`` (right)
     and, along the bottom, a bar filled to ``alpha``."""
     size = ref_a.size(-1)
@@ -244,11 +260,11 @@ def _pair_cell(ref_a, ref_b, alpha):
 
 # ---------------------------------------------------------------------------- styles
 
-def _batched(fn, n, chunk):
+def _batched(fn: Callable[[slice], torch.Tensor], n: int, chunk: int) -> torch.Tensor:
     return torch.cat([fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)], dim=0)
 
 
-def _as_domain(y):
+def _as_domain(y: int | torch.Tensor) -> int:
     if torch.is_tensor(y):
         flat = y.reshape(-1)
         if flat.numel() == 0 or not bool((flat == flat[0]).all()):
@@ -257,7 +273,7 @@ def _as_domain(y):
     return int(y)
 
 
-def _check_batch(x, what):
+def _check_batch(x: object, what: str) -> None:
     if not torch.is_tensor(x) or x.dim() != 4 or x.size(1) != 3:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(f'{what} must be a (N, 3, H, W) batch, got {shape}')
@@ -266,7 +282,8 @@ def _check_batch(x, what):
 # ---------------------------------------------------------------------------- frames
 
 @torch.no_grad()
-def ref_frames(nets, args, x_src, x_ref, y_ref, loop=False, chunk=16):
+def ref_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor,
+               y_ref: torch.Tensor | Sequence[int], loop: bool = False, chunk: int = 16) -> Iterator[torch.Tensor]:
     """Yields the frames of the reference-guided video, one (3, H, W) tensor at a time.
 
     For each consecutive pair of references (a, b) -- and b = the first one after the last
@@ -303,7 +320,9 @@ def ref_frames(nets, args, x_src, x_ref, y_ref, loop=False, chunk=16):
 
 
 @torch.no_grad()
-def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_STYLE, generator=None):
+def latent_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
+                  z_trg_list: Iterable[torch.Tensor], psi: float, n_mean: int = N_MEAN_STYLE,
+                  generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
     """Yields the frames of the latent-guided video, one (3, H, W) tensor at a time.
 
     The style sequence is, for each domain y of ``y_trg_list`` and each z of ``z_trg_list``,
@@ -328,7 +347,7 @@ def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_
                         'or 2 target domains')
     masks = fan_masks(nets, args.w_hpf, x_src)  # once per video
     latent_dim = zs[0].size(1)
-    styles = []  # (N or 1, style_dim) each
+    styles: List[torch.Tensor] = []  # (N or 1, style_dim) each
     for y in domains:
         mean = domain_mean_style(nets.mapping_network, y, latent_dim, x_src.device, n=n_mean,
                                  generator=generator)
@@ -343,7 +362,7 @@ def latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=N_MEAN_
             yield _grid([list(x_src), list(out)])
 
 
-def _write(frames, fname, scale, crf):
+def _write(frames: Iterable[torch.Tensor], fname: _P, scale: int, crf: int) -> _P:
     """Streams ``frames`` to ``fname``; the last one is written HOLD_LAST more times."""
     with VideoWriter(fname, scale=scale, crf=crf) as writer:
         last = None
@@ -357,11 +376,13 @@ def _write(frames, fname, scale, crf):
     return fname
 
 
-def _scale_for(x, scale):
+def _scale_for(x: torch.Tensor, scale: Optional[int]) -> int:
     return auto_scale(x.size(-1)) if scale is None else scale
 
 
-def video_ref(nets, args, x_src, x_ref, y_ref, fname, loop=False, scale=None, crf=DEFAULT_CRF):
+def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor,
+              y_ref: torch.Tensor | Sequence[int], fname: _P, loop: bool = False, scale: Optional[int] = None,
+              crf: int = DEFAULT_CRF) -> _P:
     """Writes the reference-guided interpolation video to ``fname`` (.mp4); returns ``fname``.
 
     ``x_src`` (N, 3, H, W) and ``x_ref`` (R >= 2, 3, H, W) in [-1, 1], ``y_ref`` (R,) the
@@ -377,8 +398,9 @@ def video_ref(nets, args, x_src, x_ref, y_ref, fname, loop=False, scale=None, cr
     return _write(frames, fname, _scale_for(x_src, scale), crf)
 
 
-def video_latent(nets, args, x_src, y_trg_list, z_trg_list, psi, fname, scale=None, crf=DEFAULT_CRF,
-                 n_mean=N_MEAN_STYLE, generator=None):
+def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
+                 z_trg_list: Iterable[torch.Tensor], psi: float, fname: _P, scale: Optional[int] = None,
+                 crf: int = DEFAULT_CRF, n_mean: int = N_MEAN_STYLE, generator: Optional[torch.Generator] = None) -> _P:
     """Writes the latent-guided interpolation video to ``fname`` (.mp4); returns ``fname``.
 
     Styles: for each target domain in ``y_trg_list`` (ints or constant label tensors),

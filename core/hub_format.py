@@ -287,8 +287,8 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value) if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', str(value)) else str(value)
 
 
-def _fmt(value: Any) -> str:
-    return f'{value:.4f}' if isinstance(value, float) and math.isfinite(value) else str(value)
+def _fmt(value: Any, digits: int = 4) -> str:
+    return f'{value:.{digits}f}' if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
@@ -298,7 +298,8 @@ def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     tasks = sorted({k.split('/', 1)[1] for k in values}, key=lambda t: (t == 'mean', t))
     lines = ['| task | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
     for task in tasks:
-        lines.append(f'| {task} | ' + ' | '.join(_fmt(values.get(f'{c}/{task}', '')) for c in columns) + ' |')
+        lines.append(f'| {task} | ' + ' | '.join(_fmt(values.get(f'{c}/{task}', ''), 2 if c.startswith('FID') else 4)
+                                                 for c in columns) + ' |')
     return lines
 
 
@@ -319,13 +320,14 @@ def model_card(meta: Mapping[str, Any]) -> str:
     body = [f"# StarGAN v2: {', '.join(names)}", '',
             f'StarGAN v2 networks ({nets}; the exponential-moving-average copies that inference uses) in the '
             f"`{FORMAT}` folder format, version {meta.get('format_version')}: `{CONFIG_NAME}` holds the model "
-            f'configuration, `{WEIGHTS_NAME}` the weights (the official state-dict keys, prefixed by the network).', '',
+            f'configuration, `{WEIGHTS_NAME}` the weights (the official state-dict keys, prefixed by the network; '
+            f'loading them runs no pickle).', '',
             '| | |', '|---|---|',
             f"| domains | {', '.join(f'{i}: {n}' for i, n in enumerate(names))} |",
             f'| image size | {size} x {size} |',
             f"| iterations | {step if step is not None else 'unknown'} |",
             f"| style / latent dimension | {meta['style_dim']} / {meta['latent_dim']} |",
-            f"| w_hpf | {_fmt(hpf)} ({'face masks from the FAN, whose weights are included' if hpf > 0 else 'no face masks'}) |",
+            f"| w_hpf | {hpf:g} ({'face masks from the FAN, whose weights are included' if hpf > 0 else 'no face masks'}) |",
             f"| source | {meta.get('source') or 'unknown'} |", '',
             '## Use', '', "With this project's code (a StarGAN v2 reimplementation), FOLDER being this folder:", '',
             '```bash',
@@ -342,8 +344,9 @@ def model_card(meta: Mapping[str, Any]) -> str:
     else:
         body += [f"No evaluation of iteration {step if step is not None else '?'} was found when this folder was "
                  f'written (run `--mode eval` on the run, then export again with `--eval_dir` set to its folder).', '']
-    body += ['## Training data and licence', '', f"Training data: {data.get('name', 'unknown')}."
-             + (f" ({data['link']})" if data.get('link') else ''), '', str(data.get('text') or _UNKNOWN['text']), '',
+    name, link = str(data.get('name') or 'unknown'), data.get('link')
+    body += ['## Training data and licence', '', f'Training data: {f"[{name}]({link})" if link else name}.',
+             '', str(data.get('text') or _UNKNOWN['text']), '',
              '## Reference', '', PAPER, '']
     return '\n'.join(front + body)
 

@@ -186,7 +186,7 @@ def test_metrics_of_the_exported_step_come_from_the_eval_folder(tmp_path):
                 step=STEP, metrics=hub.read_metrics(tmp_path / 'eval', STEP), networks=[])
     _, body = card_parts(hub.model_card(meta))
     assert '| task | FID_latent | LPIPS_latent | FID_reference | LPIPS_reference |' in body
-    assert '| cat2dog | 40.0000 | 0.2500 | 40.0000 | 0.2500 |' in body
+    assert '| cat2dog | 40.00 | 0.2500 | 40.00 | 0.2500 |' in body
     assert body.index('| cat2dog') < body.index('| mean |')
 
 

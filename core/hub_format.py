@@ -186,7 +186,7 @@ def save_hub_folder(nets: Mapping[str, nn.Module], cfg: ModelConfig, out_dir: st
     if metrics:
         meta['metrics'] = metrics
     meta.update(extra)
-    data = safetensors_bytes(_tensors(nets, names), metadata={'format': 'pt', 'stargan_v2_format': str(FORMAT_VERSION)})
+    data = safetensors_bytes(_tensors(nets, names), metadata={'format': 'pt'})
     files: list[tuple[str, bytes | str]] = [(WEIGHTS_NAME, data), (CARD_NAME, model_card(meta)),
                                             (CONFIG_NAME, json.dumps(meta, indent=2) + '\n')]
     for name, content in files:

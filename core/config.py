@@ -15,6 +15,7 @@ from munch import Munch
 
 from core.config_file import CONFIG_FILENAME, as_dict, load_config, read_yaml_defaults
 from core.errors import UserError
+from core.hub_format import is_hub_folder, model_values
 from core.flags import (CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
                         flag_actions)
 from core.modes import MODES, OUTPUT_FLAG
@@ -35,9 +36,9 @@ def resolve_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
     1. the flag's default (``core.flags.build_parser``);
     2. ``--config FILE``: a YAML file of flag values (configs/*.yaml);
-    3. the run's ``config.yaml`` in ``--checkpoint_dir``: its model keys (``MODEL_KEYS``: a run
-       remembers its architecture), in the modes that load a run only; official checkpoints
-       have none and keep 1-2 (``run_values``);
+    3. the run's ``config.yaml`` in ``--checkpoint_dir`` (or the ``config.json`` of a Hub folder
+       there): its model keys (``MODEL_KEYS``: a run remembers its architecture), in the modes
+       that load a run only; official checkpoints have none and keep 1-2 (``run_values``);
     4. the flags given on the command line.
 
     Then ``--out`` becomes the mode's output option under its official name (``--result_dir``
@@ -69,15 +70,21 @@ def given_on_command_line(argv: Optional[Sequence[str]] = None) -> Set[str]:
 
 
 def run_values(mode: str, checkpoint_dir: str, given: AbstractSet[str] = frozenset()) -> Dict[str, Any]:
-    """Source 3 of ``resolve_args``: the model keys of ``checkpoint_dir``'s config.yaml that
-    ``mode`` takes (none unless it loads a run) and that the command line (``given``) does not
-    set. The run's domain names are left out when the command line changes ``--num_domains``
-    (they belong to its number of domains); a flag that contradicts the checkpoint fails when
-    the checkpoint loads."""
-    path = os.path.join(checkpoint_dir, CONFIG_FILENAME)
-    if not MODES[mode].loads_run or not os.path.isfile(path):
+    """Source 3 of ``resolve_args``: the model keys of ``checkpoint_dir``'s config.yaml (or of
+    its config.json, when it is a Hub folder: ``core.hub_format``) that ``mode`` takes (none
+    unless it loads a run) and that the command line (``given``) does not set. The run's
+    domain names are left out when the command line changes ``--num_domains`` (they belong to
+    its number of domains); a flag that contradicts the checkpoint fails when the checkpoint
+    loads."""
+    if not MODES[mode].loads_run:
         return {}
-    stored = load_config(path)
+    path = os.path.join(checkpoint_dir, CONFIG_FILENAME)
+    if is_hub_folder(checkpoint_dir):  # its config.json (or the one line saying what is wrong with it)
+        stored: Dict[str, Any] = model_values(checkpoint_dir)
+    elif os.path.isfile(path):
+        stored = load_config(path)
+    else:
+        return {}
     skip = set(given) | ({'domain_names'} if 'num_domains' in given else set())
     return {key: stored[key] for key in MODEL_KEYS if key in stored and key not in skip}
 

@@ -1,4 +1,7 @@
-"""Export mode: the EMA networks of a checkpoint as ONNX graphs with a dynamic batch size.
+"""Export mode: the EMA networks of a checkpoint as ONNX graphs with a dynamic batch size
+(``--format onnx``, below), or as a Hugging Face Hub folder (``--format hf``: ``config.json``,
+``model.safetensors``, a model card; ``core.hub_format``, ``export_hub``), uploaded with
+``--push_to_hub REPO``.
 
     python main.py --mode export --format onnx --config configs/demo.yaml --result_dir expr/demo/onnx
 
@@ -26,16 +29,21 @@ import torch
 from munch import Munch
 from torch import nn
 
+from core.config_file import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
+from core.flags import build_parser, flag_actions
+from core.hub_format import check_repo_id, is_hub_folder, push_folder, read_hub_config, read_metrics, save_hub_folder, \
+    training_data
 from core.networks import ModelConfig
 
 if TYPE_CHECKING:
     from core.fan import FAN
 
-__all__ = ['run', 'export_onnx', 'graph_specs', 'META_FILENAME']
+__all__ = ['run', 'export_onnx', 'export_hub', 'hub_metadata', 'graph_specs', 'META_FILENAME', 'FORMATS']
 
 META_FILENAME = 'onnx_export.json'
+FORMATS = ('onnx', 'hf')
 EXAMPLE_BATCH = 2  # torch.export specialises a batch of 1; any other size stays symbolic
 
 # (name, module, example inputs, input names, output names) of one graph
@@ -124,9 +132,15 @@ def export_onnx(nets: Munch, cfg: ModelConfig, out_dir: str, step: int | None = 
 
 
 def run(args: Namespace | Munch) -> None:
-    """``--mode export``: the ONNX graphs of the run's EMA networks into ``--out`` (``--result_dir``)."""
-    if args.format != 'onnx':
-        raise UserError(f"--format {args.format} is not supported; use --format onnx")
+    """``--mode export``: the run's EMA networks into ``--out`` (``--result_dir``): ONNX graphs
+    (``--format onnx``) or a Hub folder (``--format hf``, uploaded with ``--push_to_hub``)."""
+    if args.format not in FORMATS:
+        raise UserError(f"--format {args.format} is not supported; use --format onnx or --format hf")
+    if getattr(args, 'push_to_hub', None) and args.format != 'hf':
+        raise UserError('--push_to_hub uploads a Hub folder: add --format hf')
+    if args.format == 'hf':
+        export_hub(args)
+        return
     try:
         import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
         import onnxscript  # noqa: F401
@@ -137,3 +151,67 @@ def run(args: Namespace | Munch) -> None:
     from core.inference import load_run_networks
     nets, step = load_run_networks(args, device='cpu')  # graphs are traced on the CPU
     export_onnx(nets, ModelConfig.from_args(args), args.result_dir, step=step)
+
+
+def export_hub(args: Namespace | Munch) -> dict[str, Any]:
+    """``--mode export --format hf``: the Hub folder of the run's EMA networks into ``--result_dir``
+    (``core.hub_format.save_hub_folder``; metadata from ``hub_metadata``), then, with
+    ``--push_to_hub REPO``, its upload. Paths, the repository id and the package are checked
+    before the networks load. Returns what config.json holds."""
+    out, repo = args.result_dir, getattr(args, 'push_to_hub', None)
+    check_output_dir(out, '--result_dir')
+    if os.path.realpath(out) == os.path.realpath(args.checkpoint_dir):
+        raise UserError(f"--result_dir '{out}' is --checkpoint_dir itself: the Hub folder would mix with the "
+                        f"checkpoints; choose another folder (e.g. {os.path.join(args.checkpoint_dir, 'hf')})")
+    if repo:
+        check_repo_id(repo)
+        try:
+            import huggingface_hub  # noqa: F401
+        except ImportError:
+            raise UserError('--push_to_hub needs huggingface_hub: pip install huggingface_hub') from None
+    from core.inference import load_run_networks
+    nets, step = load_run_networks(args, device='cpu')
+    meta = save_hub_folder(nets, ModelConfig.from_args(args), out, step=step, extra=hub_metadata(args, step))
+    if repo:
+        push_folder(out, repo)
+    return meta
+
+
+def _flag_default(name: str) -> Any:
+    return flag_actions(build_parser())[name].default
+
+
+def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
+    """``source``, ``training_data`` and ``metrics`` of the Hub folder exported from
+    ``--checkpoint_dir`` at ``step``.
+
+    - training data: from the ``train_img_dir`` (and ``demo_data``) that the run's config.yaml
+      records; a run without one (an official checkpoint) takes ``--train_img_dir`` (give it,
+      or the dataset's ``--config``); see ``core.hub_format.training_data``;
+    - metrics of ``step``: the first of ``--eval_dir``, the ``eval_dir`` that the run's
+      config.yaml records, and the run folder itself that holds them (FID/LPIPS JSON files or
+      ``metrics.jsonl``; ``core.hub_format.read_metrics``);
+    - a Hub folder given as ``--checkpoint_dir`` passes its own on."""
+    folder = args.checkpoint_dir
+    run_name = os.path.basename(os.path.abspath(folder))
+    if is_hub_folder(folder):
+        old = read_hub_config(folder)
+        meta = dict(source=old.get('source') or f'{run_name} (Hub folder)', training_data=old.get('training_data'))
+        if old.get('metrics') and old.get('step') == step:
+            meta['metrics'] = old['metrics']
+        return meta
+    recorded = load_config(folder) if os.path.isfile(os.path.join(folder, CONFIG_FILENAME)) else None
+    if recorded is not None:
+        data = training_data(recorded.get('train_img_dir'), recorded.get('demo_data'))
+    else:
+        data = training_data(getattr(args, 'train_img_dir', None) or _flag_default('train_img_dir'),
+                             getattr(args, 'demo_data', None))
+    candidates = [getattr(args, 'eval_dir', None), recorded.get('eval_dir') if recorded else None, folder]
+    metrics, seen = None, set()
+    for candidate in candidates:
+        if candidate and os.path.realpath(candidate) not in seen:
+            seen.add(os.path.realpath(candidate))
+            metrics = read_metrics(candidate, step)
+            if metrics:
+                break
+    return dict(source=f'{run_name}/{step:06d}_nets_ema.ckpt', training_data=data, metrics=metrics)

@@ -148,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     add('--host', type=str, default='127.0.0.1', help='serve: address to listen on (0.0.0.0: every interface)')
     add('--port', type=int, default=7860, help='serve: port to listen on')
     add('--share', action='store_true', help="serve: also open a public gradio.live link (off: nothing leaves the machine)")
-    add('--format', type=str, default='onnx', choices=['onnx'], help='export: file format of the exported networks')
+    add('--format', type=str, default='onnx', choices=['onnx', 'hf'],
+        help='export: onnx (ONNX graphs) or hf (a Hugging Face Hub folder: config.json, model.safetensors, '
+             'model card README.md; docs/hub.md)')
+    add('--push_to_hub', type=str, default=None, metavar='REPO',
+        help="export --format hf: also upload the folder to this Hub model repository ('owner/name'; created when "
+             "missing; the token of `hf auth login` or HF_TOKEN)")
 
     # ---- face alignment (official)
     add('--wing_path', type=str, default='expr/checkpoints/wing.ckpt')

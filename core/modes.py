@@ -41,7 +41,8 @@ _TABLE = (
          'core.translate:run', True, 'out',
          ('src', 'ref', 'ref_domain', 'trg_domain', 'num_outs', 'psi', 'sample_from')),
     Mode('serve', 'a web page on a run (gradio)', 'core.serve:run', True, None, ('host', 'port', 'share')),
-    Mode('export', 'ONNX graphs of the EMA networks', 'core.export:run', True, 'result_dir', ('format',)),
+    Mode('export', 'the EMA networks as ONNX graphs (--format onnx) or a Hugging Face Hub folder (--format hf)',
+         'core.export:run', True, 'result_dir', ('format', 'push_to_hub', 'eval_dir')),
 )
 
 MODES: Dict[str, Mode] = {mode.name: mode for mode in _TABLE}

@@ -42,6 +42,7 @@ OUR_DEFAULTS = {
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
+    'push_to_hub': None,  # export --format hf: no upload unless asked
     'sample_outputs': 'reference,video_ref',
     'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
     'grad_checkpoint': False,  # activation checkpointing, off by default

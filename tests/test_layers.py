@@ -17,7 +17,7 @@ LAYERS = [
     # 1. utilities: files, devices, run folders, image conversion
     ['core.fileio', 'core.device', 'core.runfolder', 'core.images', 'core.demo_data'],
     # 2. data, networks, checkpoint files
-    ['core.data', 'core.fan', 'core.networks', 'core.ckpt', 'core.recompute', 'core.flags'],
+    ['core.data', 'core.fan', 'core.networks', 'core.ckpt', 'core.recompute', 'core.flags', 'core.hub_format'],
     # 3. configuration, training pieces, inference loading, styles, alignment
     ['core.config_file', 'core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
      'core.align'],

@@ -18,6 +18,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
 
+from core.config import output_flag
 from core.device import select_device
 from core.data import list_images, load_rgb
 from core.errors import UserError
@@ -93,23 +94,25 @@ def align_image(img: npt.NDArray[np.uint8], lm: FloatArray, ref: FloatArray, out
     return (np.clip(out[:output_size, :output_size], 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def plan(input_dir: str, output_dir: str) -> list[tuple[str, str]]:
+def plan(input_dir: str, output_dir: str, out_flag: str = '--out_dir') -> list[tuple[str, str]]:
     """``[(photo, output file)]``: the images under ``input_dir`` at the same relative paths under
-    ``output_dir``, which must lie outside ``input_dir`` and be writable (checked, not made)."""
+    ``output_dir``, which must lie outside ``input_dir`` and be writable (checked, not made).
+    ``out_flag``: the option that named ``output_dir``, for messages."""
     if not input_dir or not os.path.isdir(input_dir):
         raise UserError(f"input folder '{input_dir}' does not exist; pass --inp_dir")
     paths = list_images(input_dir)
     if not paths:
         raise UserError(f"no images in '{input_dir}'; pass --inp_dir with face photos")
-    check_outside(output_dir, input_dir, '--out_dir', '--inp_dir')
-    check_output_dir(output_dir, '--out_dir')
-    return mirror_paths(paths, input_dir, output_dir, '--out_dir')
+    check_outside(output_dir, input_dir, out_flag, '--inp_dir')
+    check_output_dir(output_dir, out_flag)
+    return mirror_paths(paths, input_dir, output_dir, out_flag)
 
 
 @torch.no_grad()
 def align_faces(args: Namespace | Munch, input_dir: str, output_dir: str) -> None:
     ref = load_mean_landmarks(args.lm_path, 256)
-    jobs = plan(input_dir, output_dir)  # every path checked before the FAN loads
+    out_flag = output_flag(args) if getattr(args, 'mode', None) == 'align' else '--out_dir'
+    jobs = plan(input_dir, output_dir, out_flag)  # every path checked before the FAN loads
     device = select_device(getattr(args, 'device', 'auto'))
     fan = load_fan(FAN().eval(), args.wing_path).to(device)
     for path, out in jobs:

@@ -22,7 +22,7 @@ from core.modes import MODES, OUTPUT_FLAG
 from core.networks import MODEL_KEYS, split_names
 
 __all__ = ['parse_args', 'resolve_args', 'validate_args', 'given_on_command_line', 'run_values', 'with_defaults',
-           'domain_names', 'sample_outputs', 'parse_sample_outputs', 'LATEST', 'SAMPLE_OUTPUTS',
+           'domain_names', 'sample_outputs', 'parse_sample_outputs', 'output_flag', 'LATEST', 'SAMPLE_OUTPUTS',
            'DEFAULT_SAMPLE_OUTPUTS']
 
 
@@ -87,6 +87,15 @@ def run_values(mode: str, checkpoint_dir: str, given: AbstractSet[str] = frozens
         return {}
     skip = set(given) | ({'domain_names'} if 'num_domains' in given else set())
     return {key: stored[key] for key in MODEL_KEYS if key in stored and key not in skip}
+
+
+def output_flag(args: Any) -> str:
+    """The option that named the mode's output, for messages: ``--out`` when it was given,
+    else the official name (``--result_dir``, ``--eval_dir``, ``--out_dir``)."""
+    target = MODES[args.mode].output
+    if getattr(args, OUTPUT_FLAG, None) is not None or target is None:
+        return f'--{OUTPUT_FLAG}'
+    return f'--{target}'
 
 
 def _apply_output(args: argparse.Namespace, given: Set[str]) -> None:

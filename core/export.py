@@ -3,9 +3,9 @@
 ``model.safetensors``, a model card; ``core.hub_format``, ``export_hub``), uploaded with
 ``--push_to_hub REPO``.
 
-    python main.py --mode export --format onnx --config configs/demo.yaml --result_dir expr/demo/onnx
+    python main.py --mode export --format onnx --config configs/demo.yaml --out expr/demo/onnx
 
-writes into ``--result_dir``:
+writes into ``--out`` (official name ``--result_dir``):
 
 - ``generator.onnx``        x (N, 3, S, S), s (N, style_dim) [, masks0, masks1 (N, 1, 256, 256)] -> x_fake
 - ``mapping_network.onnx``  z (N, latent_dim) float32, y (N,) int64 -> s
@@ -29,6 +29,7 @@ import torch
 from munch import Munch
 from torch import nn
 
+from core.config import output_flag
 from core.config_file import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
@@ -147,7 +148,7 @@ def run(args: Namespace | Munch) -> None:
     except ImportError:
         raise UserError('ONNX export needs the onnx and onnxscript packages: '
                         'pip install onnx onnxscript onnxruntime') from None
-    check_output_dir(args.result_dir, '--result_dir')  # before the networks load
+    check_output_dir(args.result_dir, output_flag(args))  # before the networks load
     from core.inference import load_run_networks
     nets, step = load_run_networks(args, device='cpu')  # graphs are traced on the CPU
     export_onnx(nets, ModelConfig.from_args(args), args.result_dir, step=step)
@@ -159,9 +160,9 @@ def export_hub(args: Namespace | Munch) -> dict[str, Any]:
     ``--push_to_hub REPO``, its upload. Paths, the repository id and the package are checked
     before the networks load. Returns what config.json holds."""
     out, repo = args.result_dir, getattr(args, 'push_to_hub', None)
-    check_output_dir(out, '--result_dir')
+    check_output_dir(out, output_flag(args))
     if os.path.realpath(out) == os.path.realpath(args.checkpoint_dir):
-        raise UserError(f"--result_dir '{out}' is --checkpoint_dir itself: the Hub folder would mix with the "
+        raise UserError(f"{output_flag(args)} '{out}' is --checkpoint_dir itself: the Hub folder would mix with the "
                         f"checkpoints; choose another folder (e.g. {os.path.join(args.checkpoint_dir, 'hf')})")
     if repo:
         check_repo_id(repo)

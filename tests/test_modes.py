@@ -6,7 +6,7 @@ import os
 import pytest
 
 import main as cli
-from core.config import parse_args, run_values
+from core.config import output_flag, parse_args, run_values
 from core.config_file import save_config
 from core.errors import UserError
 from core.flags import build_parser, flag_actions
@@ -75,3 +75,11 @@ def test_out_names_the_output_of_every_mode(mode, tmp_path):
         assert getattr(parse_args(['--mode', mode, f'--{target}', out]), target) == out
         with pytest.raises(UserError, match=f'--out and --{target} name the same output'):
             parse_args(['--mode', mode, '--out', out, f'--{target}', os.path.join(out, 'x')])
+
+
+@pytest.mark.parametrize('mode', [m for m in MODE_NAMES if MODES[m].output not in (None, OUTPUT_FLAG)])
+def test_messages_name_the_output_option_the_user_gave(mode, tmp_path):
+    official = MODES[mode].output
+    assert output_flag(parse_args(['--mode', mode, '--out', str(tmp_path)])) == '--out'
+    assert output_flag(parse_args(['--mode', mode, f'--{official}', str(tmp_path)])) == f'--{official}'
+    assert output_flag(parse_args(['--mode', mode])) == f'--{official}'

@@ -177,6 +177,8 @@ def validate_args(args: Any) -> Any:
         v = getattr(args, k)
         need(v >= 0, f'--{k} must be >= 0, not {v}')
     need(0 <= args.randcrop_prob <= 1, f'--randcrop_prob must be in [0, 1], not {args.randcrop_prob}')
+    need(0 <= args.strength <= 1, f"--strength must be in [0, 1] (1: the target style, 0: the source's own), "
+                                  f"not {args.strength}")
     for k in ('beta1', 'beta2', 'ema_beta'):
         v = getattr(args, k)
         need(0 <= v < 1, f'--{k} must be in [0, 1), not {v}')

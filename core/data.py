@@ -320,20 +320,28 @@ def _decode_rgb(path: StrPath, max_pixels: Optional[int] = None) -> Image.Image:
             error.size = img.size
             raise error
         img.load()
-        img = _flatten(_upright(img))
-        if img.mode == 'RGB':
-            return img.copy()
-        if img.mode == 'P':
-            img = img.convert('RGBA')
-        elif img.mode.startswith('I;16') or img.mode == 'I':
-            arr = np.asarray(img, dtype=np.float64)
-            scale = 65535.0 if img.mode != 'I' or arr.max() > 255 else 255.0
-            img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        elif img.mode == 'F':
-            arr = np.asarray(img, dtype=np.float64)
-            arr = arr * 255.0 if arr.max() <= 1.0 else arr
-            img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-        return img.convert('RGB')
+        return as_shown_rgb(img)
+
+
+def as_shown_rgb(img):
+    """A PIL image (of any mode) as an RGB image as a viewer shows it: upright by its EXIF
+    orientation, transparency composited on ``ALPHA_BACKGROUND``, 16-bit and float images
+    scaled to 8 bits; always a new image. What ``load_rgb`` makes of a decoded file, and
+    what the Python API (``core.api``) makes of an image given in memory."""
+    img = _flatten(_upright(img))
+    if img.mode == 'RGB':
+        return img.copy()
+    if img.mode == 'P':
+        img = img.convert('RGBA')
+    elif img.mode.startswith('I;16') or img.mode == 'I':
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode != 'I' or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif img.mode == 'F':
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * 255.0 if arr.max() <= 1.0 else arr
+        img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+    return img.convert('RGB')
 
 
 def load_rgb(path: StrPath, max_pixels: Optional[int] = None) -> Image.Image:

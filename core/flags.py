@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     add('--trg_domain', type=str, default=None, help='translate: target domain (name or index) when no --ref')
     add('--num_outs', type=int, default=1, help='translate: number of outputs (latent codes)')
     add('--psi', type=float, default=1.0, help='translate: truncation of the style code (1: none)')
+    add('--strength', type=float, default=1.0,
+        help="translate: style strength in [0, 1], from the source's own style (0) to the target style (1); "
+             "below 1 it needs --src_domain")
+    add('--src_domain', type=str, default=None,
+        help='translate: domain (name or index) of the source images (for --strength below 1)')
     # ours: the output of every mode that writes one (official names: --result_dir, --eval_dir, --out_dir)
     add(f'--{OUTPUT_FLAG}', type=str, default=None,
         help="where the mode writes: sample and export a folder (alias --result_dir), eval a folder (--eval_dir), "

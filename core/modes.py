@@ -39,7 +39,7 @@ _TABLE = (
          ('inp_dir', 'wing_path', 'lm_path')),
     Mode('translate', 'one image or a folder: reference-guided, or latent styles of a domain',
          'core.translate:run', True, 'out',
-         ('src', 'ref', 'ref_domain', 'trg_domain', 'num_outs', 'psi', 'sample_from')),
+         ('src', 'ref', 'ref_domain', 'trg_domain', 'num_outs', 'psi', 'strength', 'src_domain', 'sample_from')),
     Mode('serve', 'a web page on a run (gradio)', 'core.serve:run', True, None, ('host', 'port', 'share')),
     Mode('export', 'the EMA networks as ONNX graphs (--format onnx) or a Hugging Face Hub folder (--format hf)',
          'core.export:run', True, 'result_dir', ('format', 'push_to_hub', 'eval_dir')),

@@ -4,8 +4,9 @@
 
 A source image (uploaded, or one of the validation / sample images offered as examples) is
 translated either with random styles of a target domain (seed, psi, number of outputs: a row
-of K images) or with the style of a reference image of a given domain. The images go through
-the same functions as translate mode (``core.translate``). Nothing is written to disk except
+of K images) or with the style of a reference image of a given domain; a style strength below
+1 (with the source's domain picked) stops part of the way from the source's own style. The
+images go through the Python API (``core.api.StarGANv2``), as translate mode's do. Nothing is written to disk except
 what Gradio itself caches (uploads and shown images, under its temporary folder); usage
 statistics are off and nothing leaves the machine unless ``--share`` is given.
 
@@ -17,18 +18,22 @@ cleaned: every ``CACHE_CLEAN[0]`` s the files older than ``CACHE_CLEAN[1]`` s ar
 requests: two requests at once give the results each would give alone.
 """
 import os
+from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # before gradio reads it: no telemetry
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 import torch  # noqa: E402
+from munch import Munch  # noqa: E402
 
+from core.api import StarGANv2, as_batch  # noqa: E402
 from core.data import ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.networks import ModelConfig  # noqa: E402
 from core.images import image_row  # noqa: E402
-from core.translate import latent_style, load_image, reference_style, translate_image  # noqa: E402
 
 __all__ = ['Translator', 'build_app', 'example_images', 'run']
 
@@ -42,7 +47,7 @@ CSS = ('#source img, #reference img, #output img '
        '{width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}')
 
 
-def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
+def example_images(args: Any, per_domain: int = EXAMPLES_PER_DOMAIN) -> list[str]:
     """A few images of each domain of ``--val_img_dir`` and ``--src_dir``, when they exist."""
     found = []
     for root in (args.val_img_dir, args.src_dir):
@@ -57,7 +62,7 @@ def example_images(args, per_domain=EXAMPLES_PER_DOMAIN):
     return [os.path.abspath(p) for p in found]
 
 
-def _size(n):
+def _size(n: int) -> str:
     """Bytes as a person reads them (MB and KB of 1024)."""
     for unit, factor in (('MB', 2 ** 20), ('KB', 2 ** 10)):
         if n >= factor:
@@ -70,14 +75,15 @@ class Translator:
     generator), so that requests may run at once: ``latent`` and ``reference`` return the row of
     translations as an (H, K * H, 3) uint8 array or raise ``gr.Error`` with a message for the page."""
 
-    def __init__(self, nets, cfg: ModelConfig, max_bytes=MAX_UPLOAD_MB * 2 ** 20,
-                 max_pixels=MAX_MEGAPIXELS * 10 ** 6):
+    def __init__(self, nets: Munch, cfg: ModelConfig, max_bytes: int = MAX_UPLOAD_MB * 2 ** 20,
+                 max_pixels: int = MAX_MEGAPIXELS * 10 ** 6) -> None:
         self.nets, self.cfg = nets, cfg
+        self.model = StarGANv2(nets, cfg)
         self.names = cfg.names()
-        self.device = next(nets.generator.parameters()).device
+        self.device = self.model.device
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
 
-    def read(self, upload, what):
+    def read(self, upload: Any, what: str) -> torch.Tensor:
         # events run with preprocess=False: the upload arrives as gradio's file record (already
         # checked to be in its upload cache), not opened by gradio, so that an unreadable file
         # gets this message instead of gradio's generic error
@@ -92,7 +98,7 @@ class Translator:
             raise gr.Error(f'The {what} is {_size(size)}, over the limit of {_size(self.max_bytes)}; '
                            f'upload a smaller file.')
         try:
-            return load_image(path, self.cfg.img_size, self.device, max_pixels=self.max_pixels)
+            return as_batch(path, self.cfg.img_size, self.device, max_pixels=self.max_pixels)
         except ImageTooLargeError as e:
             dims = f'{e.size[0]} x {e.size[1]} pixels' if e.size else 'larger'
             raise gr.Error(f'The {what} is {dims}, over the limit of {self.max_pixels / 1e6:g} megapixels; '
@@ -100,39 +106,61 @@ class Translator:
         except UserError:
             raise gr.Error(f'The {what} cannot be read; upload a PNG, JPEG or other image file.') from None
 
-    def index(self, domain, what):
+    def index(self, domain: Any, what: str) -> int:
         if domain not in self.names:
             raise gr.Error(f'Pick the {what} ({", ".join(self.names)}).')
         return self.names.index(domain)
 
+    def strength(self, strength: Any, src_domain: Any) -> tuple[float, int | None]:
+        """(strength, source domain index): a strength below 1 needs the source's domain."""
+        value = 1.0 if strength is None else float(strength)
+        if not 0 <= value <= 1:
+            raise gr.Error('The style strength must be from 0 to 1.')
+        if value == 1:
+            return value, None
+        if src_domain not in self.names:
+            raise gr.Error(f"A style strength below 1 starts from the source's own style: pick the source image's "
+                           f"domain ({', '.join(self.names)}).")
+        return value, self.names.index(src_domain)
+
     @torch.no_grad()
-    def latent(self, src, domain, seed, psi, num_outs):
+    def latent(self, src: Any, domain: Any, seed: Any, psi: Any, num_outs: Any, strength: Any = 1.0,
+               src_domain: Any = None) -> npt.NDArray[np.uint8]:
         x = self.read(src, 'source image')
         y_trg = self.index(domain, 'target domain')
         num_outs = min(max(int(num_outs or 1), 1), MAX_OUTS)
         if not 0 <= int(seed or 0) < 2 ** 63:
             raise gr.Error('The seed must be a whole number from 0 to 2^63 - 1.')
-        s_trg = latent_style(self.nets, self.cfg, y_trg, num_outs, int(seed or 0), float(psi))
-        return image_row(translate_image(self.nets, self.cfg, x, s_trg))
+        value, y_src = self.strength(strength, src_domain)
+        out = self.model.translate(x, y_trg, num=num_outs, psi=float(psi), seed=int(seed or 0), strength=value,
+                                   source_domain=y_src, return_tensors=True)
+        assert isinstance(out, torch.Tensor)
+        return image_row(out)
 
     @torch.no_grad()
-    def reference(self, src, ref, ref_domain):
+    def reference(self, src: Any, ref: Any, ref_domain: Any, strength: Any = 1.0,
+                  src_domain: Any = None) -> npt.NDArray[np.uint8]:
         x = self.read(src, 'source image')
         x_ref = self.read(ref, 'reference image')
-        s_ref = reference_style(self.nets, x_ref, self.index(ref_domain, "reference image's domain"))
-        return image_row(translate_image(self.nets, self.cfg, x, s_ref))
+        y_ref = self.index(ref_domain, "reference image's domain")
+        value, y_src = self.strength(strength, src_domain)
+        out = self.model.translate(x, reference=x_ref, reference_domain=y_ref, strength=value, source_domain=y_src,
+                                   return_tensors=True)
+        assert isinstance(out, torch.Tensor)
+        return image_row(out)
 
-    def limits_text(self):
+    def limits_text(self) -> str:
         age = CACHE_CLEAN[1] // 60
         return (f'Uploads up to {_size(self.max_bytes)} and {self.max_pixels / 1e6:g} megapixels; '
                 f'uploads and results are deleted from the server after about {age} minutes.')
 
 
-def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_cache=CACHE_CLEAN,
-              translator=None):
+def build_app(nets: Munch, cfg: ModelConfig, examples: Sequence[str] = (), title: str = 'StarGAN v2',
+              delete_cache: tuple[int, int] = CACHE_CLEAN, translator: Translator | None = None) -> gr.Blocks:
     """The Gradio Blocks app for ``nets`` (inference networks on any device). Its two
-    events are also an API: ``/latent`` (source, domain, seed, psi, num_outs) and
-    ``/reference`` (source, reference, reference domain) return the image. ``delete_cache``:
+    events are also an API: ``/latent`` (source, domain, seed, psi, num_outs[, strength,
+    source domain]) and ``/reference`` (source, reference, reference domain[, strength, source
+    domain]) return the image; strength 1 (the default) is the plain translation. ``delete_cache``:
     Gradio's ``(frequency, age)`` in seconds for cleaning its cache."""
     demo = translator or Translator(nets, cfg)
     names = demo.names
@@ -140,7 +168,8 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_ca
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=delete_cache) as app:
         gr.Markdown(f'## {title}\nDomains: {", ".join(names)} · {cfg.img_size}x{cfg.img_size} px. '
                     f'Upload a source image (it is resized to {cfg.img_size} px), then translate it '
-                    f'with random styles of a target domain or with the style of a reference image. '
+                    f'with random styles of a target domain or with the style of a reference image; a style '
+                    f"strength below 1 keeps part of the source's own style. "
                     f'{demo.limits_text()}', elem_id='intro')
         with gr.Row():
             with gr.Column():
@@ -148,6 +177,11 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_ca
                                elem_id='source')
                 if examples:
                     gr.Examples(examples=[[p] for p in examples], inputs=[src], label='Examples')
+                with gr.Row():
+                    strength = gr.Slider(0, 1, value=1, step=0.05, elem_id='strength',
+                                         label="Style strength: 1 = the target style, 0 = the source's own")
+                    src_domain = gr.Dropdown(names, value=None, elem_id='src_domain',
+                                             label="Source image's domain (for a strength below 1)")
                 with gr.Tab('Target domain'):
                     domain = gr.Dropdown(names, value=names[-1], label='Target domain', elem_id='domain')
                     with gr.Row():
@@ -164,8 +198,10 @@ def build_app(nets, cfg: ModelConfig, examples=(), title='StarGAN v2', delete_ca
             with gr.Column():
                 out = gr.Image(type='numpy', format='png', label='Translation', interactive=False,
                                height=IMAGE_HEIGHT, elem_id='output')
-        latent_btn.click(demo.latent, [src, domain, seed, psi, num_outs], out, api_name='latent', preprocess=False)
-        ref_btn.click(demo.reference, [src, ref, ref_domain], out, api_name='reference', preprocess=False)
+        latent_btn.click(demo.latent, [src, domain, seed, psi, num_outs, strength, src_domain], out, api_name='latent',
+                         preprocess=False)
+        ref_btn.click(demo.reference, [src, ref, ref_domain, strength, src_domain], out, api_name='reference',
+                      preprocess=False)
     return app
 
 

@@ -22,7 +22,7 @@ LAYERS = [
     ['core.config_file', 'core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
      'core.align'],
     # 4. what the modes produce: videos, sample grids, translation, metrics, export
-    ['core.video', 'core.sampling', 'core.translate', 'core.export', 'metrics.lpips', 'metrics.fid',
+    ['core.api', 'core.video', 'core.sampling', 'core.translate', 'core.export', 'metrics.lpips', 'metrics.fid',
      'metrics.eval'],
     # 5. applications: the training loop, the web demo
     ['core.training', 'core.serve'],

@@ -1,0 +1,356 @@
+"""The Python API: a trained StarGAN v2 in a notebook or a script, without argparse.
+
+    from core.api import StarGANv2
+
+    model = StarGANv2.from_run('expr/demo/checkpoints')            # the newest step, on cuda when there is one
+    images = model.translate('cat.jpg', domain='dog', num=4, psi=0.7, seed=0)   # 4 PIL images
+    images = model.translate(photo, reference='dog.jpg', reference_domain='dog')
+    images = model.translate(photo, domain='dog', strength=0.5, source_domain='cat')  # half way to a dog
+    s = model.style(dog_photos, 'dog')                             # (N, style_dim) style codes
+    x = model.generate(photos, s)                                  # (N, 3, S, S) in [-1, 1]
+
+Images are PIL images, numpy arrays (H, W[, 3 or 4]) of uint8, file paths, or float tensors
+(3, H, W) or (N, 3, H, W) in [-1, 1]; a list of them is a batch. Files, PIL images and arrays
+go through the image reader of every mode (``core.data``: upright by EXIF, transparency on
+white, resized to the model's size with PIL), tensors of another size are resized with
+torchvision (antialiased bilinear). Domains are names or indices.
+
+This is the one path of translation: translate mode (``core.translate``) and the web demo
+(``core.serve``) call it, so the API gives their pixels for the same seed and inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any, TypeAlias, cast
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from munch import Munch
+from PIL import Image
+
+from core.config import run_values
+from core.data import as_shown_rgb, load_rgb, plain_transform
+from core.device import DeviceLike, select_device
+from core.errors import UserError
+from core.fan import Masks, fan_masks
+from core.images import to_uint8
+from core.inference import load_networks, resolve_step
+from core.networks import ModelConfig
+from core.styles import domain_mean_style, truncated_style
+
+__all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'to_pil']
+
+ImageInput: TypeAlias = 'Image.Image | np.ndarray | str | os.PathLike[str] | torch.Tensor'
+Images: TypeAlias = 'ImageInput | Sequence[ImageInput]'
+Domain: TypeAlias = 'int | str'
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def domain_index(value: Domain | None, names: Sequence[str], what: str, hint: str = '') -> int:
+    """The index of domain ``value`` (a name of ``names``, or an index) of a model; ``what``
+    names the argument in the one-line UserError, ``hint`` is added to it."""
+    if value is None:
+        raise UserError(f'{what} is required: a domain name ({", ".join(names)}) or index')
+    if isinstance(value, str) and value in names:
+        return list(names).index(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= int(value) < len(names):
+        return int(value)
+    if isinstance(value, str) and value.isdigit() and int(value) < len(names):
+        return int(value)
+    raise UserError(f"{what} '{value}' is not a domain of this model; use one of {', '.join(names)} "
+                    f"(or an index){hint}")
+
+
+def _image_tensor(image: Any, img_size: int, max_pixels: int | None) -> torch.Tensor:
+    """One image (any accepted kind but a list) as a (N, 3, img_size, img_size) float tensor in [-1, 1] on the CPU
+    (or on the tensor's device)."""
+    if isinstance(image, torch.Tensor):
+        if not image.is_floating_point():
+            raise UserError(f'an image tensor must be float in [-1, 1], not {image.dtype}; '
+                            f'give uint8 pixels as a numpy (H, W, 3) array')
+        x = image.detach()
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.size(1) != 3:
+            raise UserError(f'an image tensor must be (3, H, W) or (N, 3, H, W) in [-1, 1], not {tuple(image.shape)}')
+        if tuple(x.shape[2:]) != (img_size, img_size):
+            x = TF.resize(x, [img_size, img_size], antialias=True)
+        return x.float()
+    if isinstance(image, (str, os.PathLike)):
+        pil = load_rgb(os.fspath(image), max_pixels)
+    elif isinstance(image, Image.Image):
+        pil = as_shown_rgb(image)
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise UserError(f'a numpy image must be uint8 (H, W), (H, W, 3) or (H, W, 4), not {image.dtype} '
+                            f'{image.shape}; give floats in [-1, 1] as a torch tensor (3, H, W)')
+        pil = as_shown_rgb(Image.fromarray(np.ascontiguousarray(image)))
+    else:
+        raise UserError(f'cannot read an image from a {type(image).__name__}; give a PIL image, a numpy uint8 '
+                        f'array, a file path or a tensor in [-1, 1]')
+    return plain_transform(img_size)(pil).unsqueeze(0)
+
+
+def as_batch(images: Images, img_size: int, device: DeviceLike, max_pixels: int | None = None) -> torch.Tensor:
+    """``images`` (one image of any accepted kind, or a list of them) as one (N, 3, img_size,
+    img_size) float batch in [-1, 1] on ``device``; a file is read by ``core.data.load_rgb``
+    (ImageReadError, or ImageTooLargeError above ``max_pixels`` pixels, both UserErrors)."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UserError('no images given (an empty list)')
+        parts = [_image_tensor(image, img_size, max_pixels) for image in images]
+        return torch.cat([p.to(device) for p in parts])
+    return _image_tensor(images, img_size, max_pixels).to(device)
+
+
+def to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """Images (N, 3, H, W) in [-1, 1] as PIL images, rounded as the saved files are (``to_uint8``)."""
+    return [Image.fromarray(a) for a in to_uint8(x)]
+
+
+def _run_config(checkpoint_dir: str, config: ModelConfig | None, overrides: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a run: ``config`` when given, else the model keys of the run's
+    config.yaml (none for official checkpoints: the official defaults), then ``overrides``
+    (ModelConfig keywords) on top, as command-line flags are (``core.config.run_values``)."""
+    unknown = sorted(set(overrides) - set(MODEL_KEYS))
+    if unknown:
+        raise UserError(f'{", ".join(unknown)}: not a model setting; use ModelConfig keywords '
+                        f'({", ".join(MODEL_KEYS)})')
+    if config is None:
+        values: dict[str, Any] = dict(run_values('translate', checkpoint_dir, given=frozenset(overrides)))
+    else:
+        values = dataclasses.asdict(config)
+        if 'num_domains' in overrides and 'domain_names' not in overrides:
+            values.pop('domain_names')
+    values.update(overrides)
+    cfg = ModelConfig.from_args(Munch(values))
+    if cfg.domain_names is not None and len(cfg.domain_names) != cfg.num_domains:
+        raise UserError(f'domain_names gives {len(cfg.domain_names)} names but num_domains is {cfg.num_domains}; '
+                        f'give one name per domain')
+    return cfg
+
+
+class StarGANv2:
+    """Inference networks of a trained StarGAN v2 (generator, mapping network, style encoder,
+    and the FAN when ``config.w_hpf > 0``) with the configuration they were built with.
+
+    Every method runs without gradients, keeps no state between calls (each draws its random
+    codes from its own seeded generator), and follows the networks' device."""
+
+    def __init__(self, nets: Munch, cfg: ModelConfig, step: int | None = None) -> None:
+        self.nets, self.config, self.step = nets, cfg, step
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_run(cls, checkpoint_dir: str | os.PathLike[str], step: int | None = None, device: DeviceLike = 'auto',
+                 which: str = 'ema', wing_path: str | None = None, config: ModelConfig | None = None,
+                 **overrides: Any) -> StarGANv2:
+        """The networks of a run folder (``--checkpoint_dir``) at ``step`` (None: the newest
+        complete one), ``which`` 'ema' (``*_nets_ema.ckpt``) or 'online' (``*_nets.ckpt``), on
+        ``device`` ('auto': cuda when available, as the command line decides). The
+        configuration is the run's config.yaml; official checkpoints have none: give
+        ``config`` or ModelConfig keywords (``img_size=256, num_domains=3, w_hpf=0,
+        domain_names='cat,dog,wild'``), which override the stored values. A w_hpf model's FAN
+        comes from the checkpoint when it holds one, else from ``wing_path``."""
+        folder = os.fspath(checkpoint_dir)
+        if not os.path.isdir(folder):
+            raise UserError(f"no run folder '{folder}'; give the folder that holds the *_nets_ema.ckpt files")
+        cfg = _run_config(folder, config, overrides)
+        dev = select_device(device) if not isinstance(device, torch.device) else device
+        step = resolve_step(folder, step or 0, which)
+        nets = load_networks(cfg, folder, step, dev, which=which, wing_path=wing_path)
+        return cls(nets, cfg, step)
+
+    @classmethod
+    def from_pretrained(cls, folder_or_hub_id: str | os.PathLike[str], step: int | None = None,
+                        device: DeviceLike = 'auto', which: str = 'ema', wing_path: str | None = None,
+                        config: ModelConfig | None = None, **overrides: Any) -> StarGANv2:
+        """A local folder (a run folder, see ``from_run``), or else the id of a Hugging Face Hub
+        repository ('owner/name'), fetched with ``huggingface_hub.snapshot_download`` into its
+        cache (with HF_HUB_OFFLINE=1 only from the cache), then loaded as a folder."""
+        name = os.fspath(folder_or_hub_id)
+        if not os.path.isdir(name):
+            name = _hub_snapshot(name)
+        return cls.from_run(name, step=step, device=device, which=which, wing_path=wing_path, config=config,
+                            **overrides)
+
+    # ------------------------------------------------------------------ what it is
+
+    @property
+    def domains(self) -> list[str]:
+        """The domain names (the indices as strings when the run has none)."""
+        return self.config.names()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.nets.generator.parameters()).device
+
+    def __repr__(self) -> str:
+        c = self.config
+        step = '' if self.step is None else f', step {self.step}'
+        return (f'StarGANv2(domains {self.domains}, {c.img_size} px, style_dim {c.style_dim}, '
+                f'w_hpf {c.w_hpf:g}{step}, on {self.device})')
+
+    def domain_index(self, domain: Domain | None, what: str = 'domain') -> int:
+        """The index of a domain given by name or index (UserError naming ``what`` if it is none)."""
+        return domain_index(domain, self.domains, what)
+
+    def images(self, images: Images) -> torch.Tensor:
+        """``images`` (any accepted kind, or a list) as an (N, 3, S, S) batch in [-1, 1] on the model's device."""
+        return as_batch(images, self.config.img_size, self.device)
+
+    def _labels(self, domain: Domain | Sequence[Domain] | None, n: int, what: str) -> torch.Tensor:
+        """(n,) domain indices: one domain for every image, or one per image."""
+        if isinstance(domain, (list, tuple)):
+            if len(domain) != n:
+                raise UserError(f'{what} gives {len(domain)} domains for {n} images; give one, or one per image')
+            return torch.tensor([self.domain_index(d, what) for d in domain], device=self.device)
+        return torch.full((n,), self.domain_index(cast('Domain | None', domain), what), dtype=torch.long,
+                          device=self.device)
+
+    # ------------------------------------------------------------------ styles and images
+
+    @torch.no_grad()
+    def latent_style(self, domain: Domain, num: int = 1, psi: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """``num`` style codes (num, style_dim) of ``domain`` from latent codes drawn with
+        ``seed``, truncated towards the domain's mean style by ``psi`` (1: none, 0: the mean).
+        The mean style's 10,000 codes are drawn first from the same generator, then the
+        ``num`` codes, all on the CPU, so the styles are the same on every device."""
+        y = self.domain_index(domain)
+        if int(num) < 1:
+            raise UserError(f'num must be >= 1, not {num}')
+        device = self.device
+        generator = torch.Generator().manual_seed(int(seed))
+        y_trg = torch.full((int(num),), y, device=device)
+        s_avg = domain_mean_style(self.nets.mapping_network, y, self.config.latent_dim, device, generator=generator)
+        z = torch.randn(int(num), self.config.latent_dim, generator=generator).to(device)
+        return truncated_style(self.nets, s_avg, z, y_trg, float(psi))
+
+    @torch.no_grad()
+    def style(self, image: Images, domain: Domain | Sequence[Domain]) -> torch.Tensor:
+        """Style codes (N, style_dim) of the images (any accepted kind, or a list), each read
+        by the style encoder in ``domain`` (one domain, or one per image)."""
+        x = self.images(image)
+        return self.nets.style_encoder(x, self._labels(domain, x.size(0), 'domain'))
+
+    def masks(self, x: torch.Tensor) -> Masks:
+        """The generator's FAN masks of the batch ``x`` for w_hpf > 0 models, else None."""
+        return fan_masks(self.nets, self.config.w_hpf, x)
+
+    @torch.no_grad()
+    def generate(self, x: Images, s: torch.Tensor) -> torch.Tensor:
+        """The generator on images ``x`` (N) with style codes ``s`` (M, style_dim): pairwise when
+        N == M, one image with each style when N == 1, each image with the one style when
+        M == 1; (max(N, M), 3, S, S) in [-1, 1]. A w_hpf > 0 model computes the masks of
+        ``x`` with the FAN (once per image)."""
+        x = self.images(x)
+        s = s.to(self.device)
+        if s.dim() != 2 or s.size(1) != self.config.style_dim:
+            raise UserError(f'style codes must be (M, {self.config.style_dim}), not {tuple(s.shape)}')
+        n, m = x.size(0), s.size(0)
+        if n != m and n != 1 and m != 1:
+            raise UserError(f'{n} images and {m} style codes: give as many of each, or one of either')
+        if m == 1 and n > 1:
+            s = s.expand(n, -1)
+        return self._generate(x, s, s.size(0) if n == 1 else 1)
+
+    def _generate(self, x: torch.Tensor, s: torch.Tensor, k: int) -> torch.Tensor:
+        """Each of the N images of ``x`` with its ``k`` styles of ``s`` (N * k, source-major); the
+        FAN masks are computed once per image."""
+        masks = self.masks(x)
+        if x.size(0) == 1:  # one image: expanded views, as translate mode always did
+            def repeat(t: torch.Tensor) -> torch.Tensor:
+                return t.expand(k, -1, -1, -1)
+        else:
+            def repeat(t: torch.Tensor) -> torch.Tensor:
+                return t.repeat_interleave(k, dim=0) if k > 1 else t
+        x = repeat(x)
+        masks = None if masks is None else (repeat(masks[0]), repeat(masks[1]))
+        return self.nets.generator(x, s, masks=masks)
+
+    def target_style(self, domain: Domain | None = None, num: int = 1, psi: float = 1.0, seed: int = 0,
+                     reference: Images | None = None, reference_domain: Domain | Sequence[Domain] | None = None
+                     ) -> torch.Tensor:
+        """The target styles of ``translate``: ``num`` latent styles of ``domain`` (seed, psi), or
+        the styles of the ``reference`` image(s) read in ``reference_domain``."""
+        if reference is not None:
+            if domain is not None:
+                raise UserError('give a target domain (random styles) or a reference image with reference_domain, '
+                                'not both')
+            if int(num) != 1:
+                raise UserError(f'num={num} with a reference: a reference image gives one style; '
+                                f'give several reference images for several styles')
+            if reference_domain is None:
+                raise UserError("reference_domain is required with a reference image: the domain it shows "
+                                f"({', '.join(self.domains)})")
+            return self.style(reference, reference_domain)
+        if reference_domain is not None:
+            raise UserError('reference_domain was given without a reference image; give reference= too, '
+                            'or domain= for random styles')
+        if domain is None:
+            raise UserError(f'give the target domain ({", ".join(self.domains)}) or a reference image')
+        return self.latent_style(domain, num, psi, seed)
+
+    @torch.no_grad()
+    def translate(self, image: Images, domain: Domain | None = None, num: int = 1, psi: float = 1.0, seed: int = 0,
+                  reference: Images | None = None, reference_domain: Domain | Sequence[Domain] | None = None,
+                  strength: float = 1.0, source_domain: Domain | Sequence[Domain] | None = None,
+                  return_tensors: bool = False, style: torch.Tensor | None = None
+                  ) -> list[Image.Image] | torch.Tensor:
+        """The image(s) translated into ``domain`` with ``num`` random styles (``seed``,
+        truncation ``psi``), or with the style of each ``reference`` image of
+        ``reference_domain``, or with given style codes ``style`` (k, style_dim), e.g. from
+        ``latent_style`` or ``style``, to reuse them over many images.
+
+        ``strength`` in [0, 1] moves along the straight line in style space from the source's
+        own style (the style encoder on the source in ``source_domain``, which a strength
+        below 1 needs) to the target style: 1 (default) is the plain translation, 0 the
+        source's own style. Returns the k outputs of each source, source by source: a list
+        of PIL images, or with ``return_tensors`` a tensor (N * k, 3, S, S) in [-1, 1]."""
+        strength = float(strength)
+        if not 0 <= strength <= 1:
+            raise UserError(f'strength must be in [0, 1] (1: the target style, 0: the source\'s own), not {strength}')
+        if strength < 1 and source_domain is None:
+            raise UserError(f"a strength below 1 starts from the source's own style: give source_domain, the domain "
+                            f"the source image shows ({', '.join(self.domains)})")
+        x = self.images(image)
+        if style is None:
+            s_trg = self.target_style(domain, num, psi, seed, reference, reference_domain)
+        elif domain is not None or reference is not None:
+            raise UserError('give style codes (style=) or a target (domain= or reference=), not both')
+        else:
+            s_trg = style.to(self.device)
+            if s_trg.dim() != 2 or s_trg.size(1) != self.config.style_dim:
+                raise UserError(f'style codes must be (k, {self.config.style_dim}), not {tuple(s_trg.shape)}')
+        n, k = x.size(0), s_trg.size(0)
+        s = s_trg if n == 1 else s_trg.repeat(n, 1)
+        if strength < 1:
+            s_src = self.nets.style_encoder(x, self._labels(source_domain, n, 'source_domain'))
+            s_src = s_src.expand(k, -1) if n == 1 else s_src.repeat_interleave(k, dim=0)
+            s = torch.lerp(s_src, s, strength)
+        out = self._generate(x, s, k)
+        return out if return_tensors else to_pil(out)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The local folder of Hugging Face Hub repository ``repo_id`` (downloaded into the Hub's
+    cache, or found there when offline); a one-line UserError when it cannot be had."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants
+    except ImportError:
+        raise UserError(f"'{repo_id}' is no local folder, and loading it from the Hugging Face Hub needs "
+                        f"huggingface_hub: pip install huggingface_hub") from None
+    try:
+        return snapshot_download(repo_id)
+    except Exception as e:  # invalid id, not found, offline without a cached copy, network errors
+        offline = ' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''
+        reason = ' '.join(str(e).split())[:160] or type(e).__name__
+        raise UserError(f"'{repo_id}' is no local folder and cannot be had from the Hugging Face Hub{offline}: "
+                        f"{type(e).__name__}: {reason}; check the path or the id, or fetch it once online "
+                        f"(with HF_HUB_OFFLINE=1 only repositories in the cache {constants.HF_HUB_CACHE} load)"
+                        ) from None

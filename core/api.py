@@ -340,17 +340,23 @@ def _hub_snapshot(repo_id: str) -> str:
     """The local folder of Hugging Face Hub repository ``repo_id`` (downloaded into the Hub's
     cache, or found there when offline); a one-line UserError when it cannot be had."""
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub import constants
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
     except ImportError:
         raise UserError(f"'{repo_id}' is no local folder, and loading it from the Hugging Face Hub needs "
-                        f"huggingface_hub: pip install huggingface_hub") from None
+                        f"huggingface_hub: pip install huggingface_hub (or give a local folder)") from None
     try:
         return snapshot_download(repo_id)
-    except Exception as e:  # invalid id, not found, offline without a cached copy, network errors
-        offline = ' (HF_HUB_OFFLINE is set)' if constants.HF_HUB_OFFLINE else ''
-        reason = ' '.join(str(e).split())[:160] or type(e).__name__
-        raise UserError(f"'{repo_id}' is no local folder and cannot be had from the Hugging Face Hub{offline}: "
-                        f"{type(e).__name__}: {reason}; check the path or the id, or fetch it once online "
-                        f"(with HF_HUB_OFFLINE=1 only repositories in the cache {constants.HF_HUB_CACHE} load)"
-                        ) from None
+    except HFValidationError:
+        raise UserError(f"'{repo_id}' is neither a local folder nor a Hugging Face Hub id ('owner/name'); "
+                        f"check the path") from None
+    except LocalEntryNotFoundError:
+        why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'the Hub cannot be reached'
+        raise UserError(f"'{repo_id}' is no local folder, and the Hugging Face Hub repository '{repo_id}' is not in "
+                        f"the cache ({constants.HF_HUB_CACHE}) and {why}; fetch it once online (HF_HUB_OFFLINE "
+                        f"unset), or check the path") from None
+    except Exception as e:  # not found, no access, network errors
+        reason = ' '.join(str(e).split())[:200] or type(e).__name__
+        raise UserError(f"'{repo_id}' is no local folder and the Hugging Face Hub cannot give it "
+                        f"({type(e).__name__}: {reason}); check the path, the id or the network "
+                        f"(with HF_HUB_OFFLINE=1 only repositories in the cache {constants.HF_HUB_CACHE} load)") from None

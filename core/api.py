@@ -41,7 +41,7 @@ from core.inference import load_networks, resolve_step
 from core.networks import ModelConfig
 from core.styles import domain_mean_style, truncated_style
 
-__all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'to_pil']
+__all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'model_config', 'to_pil']
 
 ImageInput: TypeAlias = 'Image.Image | np.ndarray | str | os.PathLike[str] | torch.Tensor'
 Images: TypeAlias = 'ImageInput | Sequence[ImageInput]'
@@ -111,26 +111,33 @@ def to_pil(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in to_uint8(x)]
 
 
-def _run_config(checkpoint_dir: str, config: ModelConfig | None, overrides: dict[str, Any]) -> ModelConfig:
-    """The ModelConfig of a run: ``config`` when given, else the model keys of the run's
-    config.yaml (none for official checkpoints: the official defaults), then ``overrides``
-    (ModelConfig keywords) on top, as command-line flags are (``core.config.run_values``)."""
+def model_config(base: ModelConfig | None = None, **overrides: Any) -> ModelConfig:
+    """``base`` (default: the official ``ModelConfig()``) with ModelConfig keywords replaced;
+    ``domain_names`` as a list or a comma-separated string, and a new ``num_domains`` without
+    new names drops the base's names. A one-line UserError for any other keyword, or names
+    that do not fit the number of domains."""
     unknown = sorted(set(overrides) - set(MODEL_KEYS))
     if unknown:
         raise UserError(f'{", ".join(unknown)}: not a model setting; use ModelConfig keywords '
                         f'({", ".join(MODEL_KEYS)})')
-    if config is None:
-        values: dict[str, Any] = dict(run_values('translate', checkpoint_dir, given=frozenset(overrides)))
-    else:
-        values = dataclasses.asdict(config)
-        if 'num_domains' in overrides and 'domain_names' not in overrides:
-            values.pop('domain_names')
+    values = dataclasses.asdict(base or ModelConfig())
+    if 'num_domains' in overrides and 'domain_names' not in overrides:
+        values['domain_names'] = None
     values.update(overrides)
     cfg = ModelConfig.from_args(Munch(values))
     if cfg.domain_names is not None and len(cfg.domain_names) != cfg.num_domains:
         raise UserError(f'domain_names gives {len(cfg.domain_names)} names but num_domains is {cfg.num_domains}; '
                         f'give one name per domain')
     return cfg
+
+
+def _run_config(checkpoint_dir: str, config: ModelConfig | None, overrides: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a run: ``config`` when given, else the model keys of the run's
+    config.yaml (none for official checkpoints: the official defaults), then ``overrides``
+    (ModelConfig keywords) on top, as command-line flags are (``core.config.run_values``)."""
+    if config is None:
+        config = ModelConfig.from_args(Munch(run_values('translate', checkpoint_dir, given=frozenset(overrides))))
+    return model_config(config, **overrides)
 
 
 class StarGANv2:

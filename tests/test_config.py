@@ -41,6 +41,7 @@ OUR_DEFAULTS = {
     'sample_from': 'ema', 'device': 'auto', 'inception_path': None, 'alexnet_path': None,
     'save_eval_images': False, 'domain_names': None, 'src': None, 'ref': None,
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
+    'strength': 1.0, 'src_domain': None,  # translate: the style strength (1: the plain translation)
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
     'push_to_hub': None,  # export --format hf: no upload unless asked
     'sample_outputs': 'reference,video_ref',

@@ -214,6 +214,13 @@ def test_gradio_client_latent_reference_and_bad_upload(official_server, images):
     assert np.array_equal(row, again)  # the seed fixes the styles
     path = client.predict(handle_file(str(src)), handle_file(str(ref)), 'cat', api_name='/reference')
     check_row(np.asarray(Image.open(path).convert('RGB')), 1, src)
+    # the style strength (issue 21): 1 is the row above, below 1 another row, and it needs the source's domain
+    same = client.predict(handle_file(str(src)), 'dog', 5, 0.7, 3, 1.0, None, api_name='/latent')
+    assert np.array_equal(np.asarray(Image.open(same).convert('RGB')), row)
+    half = client.predict(handle_file(str(src)), 'dog', 5, 0.7, 3, 0.5, 'cat', api_name='/latent')
+    assert not np.array_equal(np.asarray(Image.open(half).convert('RGB')), row)
+    with pytest.raises(AppError, match="pick the source image's domain"):
+        client.predict(handle_file(str(src)), 'dog', 5, 0.7, 1, 0.5, None, api_name='/latent')
     with pytest.raises(AppError, match='cannot be read'):
         client.predict(handle_file(str(bad)), 'dog', 5, 0.7, 1, api_name='/latent')
     with pytest.raises(AppError, match='Upload a source image'):

@@ -33,9 +33,10 @@ from PIL import Image
 
 from core.config import run_values
 from core.data import as_shown_rgb, load_rgb, plain_transform
-from core.device import DeviceLike, select_device
+from core.device import DeviceLike, as_device
 from core.errors import UserError
 from core.fan import Masks, fan_masks
+from core.hub_format import resolve_pretrained
 from core.images import to_uint8
 from core.inference import load_networks, resolve_step
 from core.networks import ModelConfig
@@ -158,16 +159,18 @@ class StarGANv2:
                  **overrides: Any) -> StarGANv2:
         """The networks of a run folder (``--checkpoint_dir``) at ``step`` (None: the newest
         complete one), ``which`` 'ema' (``*_nets_ema.ckpt``) or 'online' (``*_nets.ckpt``), on
-        ``device`` ('auto': cuda when available, as the command line decides). The
-        configuration is the run's config.yaml; official checkpoints have none: give
-        ``config`` or ModelConfig keywords (``img_size=256, num_domains=3, w_hpf=0,
-        domain_names='cat,dog,wild'``), which override the stored values. A w_hpf model's FAN
+        ``device`` ('auto': cuda when available, as the command line decides); or of a Hub
+        folder (``config.json`` + ``model.safetensors``: its one step, EMA networks only). The
+        configuration is the run's config.yaml (a Hub folder's config.json); official
+        checkpoints have none: give ``config`` or ModelConfig keywords (``img_size=256,
+        num_domains=3, w_hpf=0, domain_names='cat,dog,wild'``), which override the stored values. A w_hpf model's FAN
         comes from the checkpoint when it holds one, else from ``wing_path``."""
         folder = os.fspath(checkpoint_dir)
         if not os.path.isdir(folder):
-            raise UserError(f"no run folder '{folder}'; give the folder that holds the *_nets_ema.ckpt files")
+            raise UserError(f"no run folder '{folder}'; give the folder that holds the *_nets_ema.ckpt files "
+                            f"(or a Hub folder)")
         cfg = _run_config(folder, config, overrides)
-        dev = select_device(device) if not isinstance(device, torch.device) else device
+        dev = as_device(device)
         step = resolve_step(folder, step or 0, which)
         nets = load_networks(cfg, folder, step, dev, which=which, wing_path=wing_path)
         return cls(nets, cfg, step)
@@ -175,14 +178,15 @@ class StarGANv2:
     @classmethod
     def from_pretrained(cls, folder_or_hub_id: str | os.PathLike[str], step: int | None = None,
                         device: DeviceLike = 'auto', which: str = 'ema', wing_path: str | None = None,
-                        config: ModelConfig | None = None, **overrides: Any) -> StarGANv2:
-        """A local folder (a run folder, see ``from_run``), or else the id of a Hugging Face Hub
-        repository ('owner/name'), fetched with ``huggingface_hub.snapshot_download`` into its
-        cache (with HF_HUB_OFFLINE=1 only from the cache), then loaded as a folder."""
-        name = os.fspath(folder_or_hub_id)
-        if not os.path.isdir(name):
-            name = _hub_snapshot(name)
-        return cls.from_run(name, step=step, device=device, which=which, wing_path=wing_path, config=config,
+                        config: ModelConfig | None = None, revision: str | None = None,
+                        cache_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> StarGANv2:
+        """A local folder (a Hub folder written by ``--mode export --format hf``, or a run folder:
+        see ``from_run``), or else the id of a Hugging Face Hub repository ('owner/name', at
+        ``revision``) fetched with ``huggingface_hub`` into its cache (``cache_dir``), which
+        also serves it offline (``HF_HUB_OFFLINE=1``) once cached
+        (``core.hub_format.resolve_pretrained``)."""
+        folder = resolve_pretrained(folder_or_hub_id, revision=revision, cache_dir=cache_dir)
+        return cls.from_run(folder, step=step, device=device, which=which, wing_path=wing_path, config=config,
                             **overrides)
 
     # ------------------------------------------------------------------ what it is
@@ -341,29 +345,3 @@ class StarGANv2:
             s = torch.lerp(s_src, s, strength)
         out = self._generate(x, s, k)
         return out if return_tensors else to_pil(out)
-
-
-def _hub_snapshot(repo_id: str) -> str:
-    """The local folder of Hugging Face Hub repository ``repo_id`` (downloaded into the Hub's
-    cache, or found there when offline); a one-line UserError when it cannot be had."""
-    try:
-        from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-    except ImportError:
-        raise UserError(f"'{repo_id}' is no local folder, and loading it from the Hugging Face Hub needs "
-                        f"huggingface_hub: pip install huggingface_hub (or give a local folder)") from None
-    try:
-        return snapshot_download(repo_id)
-    except HFValidationError:
-        raise UserError(f"'{repo_id}' is neither a local folder nor a Hugging Face Hub id ('owner/name'); "
-                        f"check the path") from None
-    except LocalEntryNotFoundError:
-        why = 'HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else 'the Hub cannot be reached'
-        raise UserError(f"'{repo_id}' is no local folder, and the Hugging Face Hub repository '{repo_id}' is not in "
-                        f"the cache ({constants.HF_HUB_CACHE}) and {why}; fetch it once online (HF_HUB_OFFLINE "
-                        f"unset), or check the path") from None
-    except Exception as e:  # not found, no access, network errors
-        reason = ' '.join(str(e).split())[:200] or type(e).__name__
-        raise UserError(f"'{repo_id}' is no local folder and the Hugging Face Hub cannot give it "
-                        f"({type(e).__name__}: {reason}); check the path, the id or the network "
-                        f"(with HF_HUB_OFFLINE=1 only repositories in the cache {constants.HF_HUB_CACHE} load)") from None

@@ -323,7 +323,7 @@ def _decode_rgb(path: StrPath, max_pixels: Optional[int] = None) -> Image.Image:
         return as_shown_rgb(img)
 
 
-def as_shown_rgb(img):
+def as_shown_rgb(img: Image.Image) -> Image.Image:
     """A PIL image (of any mode) as an RGB image as a viewer shows it: upright by its EXIF
     orientation, transparency composited on ``ALPHA_BACKGROUND``, 16-bit and float images
     scaled to 8 bits; always a new image. What ``load_rgb`` makes of a decoded file, and

@@ -93,27 +93,35 @@ def test_an_official_checkpoint_takes_its_configuration_as_keywords(tmp_path, ru
         StarGANv2.from_run(tmp_path / 'absent', device='cpu')
 
 
-def test_from_pretrained_takes_a_local_folder_or_a_cached_hub_repository(runs, tmp_path, monkeypatch, photos):
+def test_from_pretrained_takes_a_hub_folder_or_a_cached_hub_repository(runs, tmp_path, monkeypatch, photos):
+    """A Hub folder (``--mode export --format hf``: core.hub_format) loads as the run it came
+    from, by path and, offline, by repository id from the Hub's cache; the resolver is
+    core.hub_format.resolve_pretrained (its own tests hold the other cases)."""
     from huggingface_hub import constants
-    folder = runs['hpf0'][0]
-    want = StarGANv2.from_run(folder, device='cpu').translate(photos[0], 'wild', return_tensors=True)
-    assert torch.equal(StarGANv2.from_pretrained(str(folder), device='cpu').translate(photos[0], 'wild',
-                                                                                    return_tensors=True), want)
+
+    from core.hub_format import save_hub_folder
+    run = StarGANv2.from_run(runs['hpf1'][0], device='cpu')
+    save_hub_folder(run.nets, run.config, tmp_path / 'hf', step=run.step)
+    s = run.latent_style('male', 2, seed=3)
+    want = run.translate(photos[0], style=s, return_tensors=True)
+    for model in (StarGANv2.from_run(tmp_path / 'hf', device='cpu'), StarGANv2.from_pretrained(str(tmp_path / 'hf'),
+                                                                                                device='cpu')):
+        assert model.domains == ['female', 'male'] and model.step == STEP and model.config == run.config
+        assert torch.equal(model.translate(photos[0], style=s, return_tensors=True), want)
     # a repository in the Hub's cache (its layout: refs/main names the snapshot), offline: no network
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
-    repo = tmp_path / 'hub' / 'models--someone--tiny-stargan'
+    repo = tmp_path / 'cache' / 'models--someone--tiny-stargan'
     commit = 'c0ffee' * 6 + 'c0ff'
     os.makedirs(repo / 'refs')
     (repo / 'refs' / 'main').write_text(commit)
     os.makedirs(repo / 'snapshots')
-    os.symlink(folder, repo / 'snapshots' / commit)
-    model = StarGANv2.from_pretrained('someone/tiny-stargan', device='cpu')
-    assert torch.equal(model.translate(photos[0], 'wild', return_tensors=True), want)
-    with pytest.raises(UserError, match=r"not in the cache .* HF_HUB_OFFLINE is set") as e:
-        StarGANv2.from_pretrained('someone/absent', device='cpu')
+    os.symlink(tmp_path / 'hf', repo / 'snapshots' / commit)
+    model = StarGANv2.from_pretrained('someone/tiny-stargan', device='cpu', cache_dir=tmp_path / 'cache')
+    assert torch.equal(model.translate(photos[0], style=s, return_tensors=True), want)
+    with pytest.raises(UserError, match=r"not in the Hugging Face cache .*HF_HUB_OFFLINE=1") as e:
+        StarGANv2.from_pretrained('someone/absent', device='cpu', cache_dir=tmp_path / 'cache')
     assert '\n' not in str(e.value)
-    with pytest.raises(UserError, match="neither a local folder nor a Hugging Face Hub id"):
+    with pytest.raises(UserError, match='is not a folder'):
         StarGANv2.from_pretrained('no/such/folder', device='cpu')
     monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # not installed
     with pytest.raises(UserError, match='pip install huggingface_hub'):

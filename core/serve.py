@@ -6,9 +6,10 @@ A source image (uploaded, or one of the validation / sample images offered as ex
 translated either with random styles of a target domain (seed, psi, number of outputs: a row
 of K images) or with the style of a reference image of a given domain; a style strength below
 1 (with the source's domain picked) stops part of the way from the source's own style. The
-images go through the Python API (``core.api.StarGANv2``), as translate mode's do. Nothing is written to disk except
-what Gradio itself caches (uploads and shown images, under its temporary folder); usage
-statistics are off and nothing leaves the machine unless ``--share`` is given.
+images go through the Python API (``core.api.StarGANv2``), as translate mode's do. Nothing is
+written to disk except what Gradio itself caches (uploads and shown images, under its
+temporary folder); usage statistics are off and nothing leaves the machine unless ``--share``
+is given.
 
 Limits (stated on the page): an upload larger than ``MAX_UPLOAD_MB`` is refused by Gradio
 (``max_file_size``) and by the handler; an image of more than ``MAX_MEGAPIXELS`` is refused

@@ -19,11 +19,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ('core', 'metrics')
 
-# Modules whose public functions are not all annotated yet: the check skips them. Empty it
-# module by module; the test fails when a module listed here has become complete (take it out).
-NOT_YET_TYPED = {'core.serve', 'core.translate'}
-
-
 def module_names():
     """Every module of the packages, the packages themselves included, by dotted name."""
     names = []
@@ -85,19 +80,11 @@ def unannotated(name):
 def test_every_public_function_has_hints():
     names = module_names()
     assert {'core.fileio', 'metrics.eval'} <= set(names)
-    unknown = NOT_YET_TYPED - set(names)
-    assert not unknown, f'NOT_YET_TYPED names modules that do not exist: {sorted(unknown)}'
-    missing, complete = {}, []
+    missing = {}
     for name in names:
-        found = unannotated(name)
-        if name in NOT_YET_TYPED:
-            if not found:
-                complete.append(name)
-        else:
-            missing.update(found)
+        missing.update(unannotated(name))
     lines = [f'{func}: {", ".join(params)}' for func, params in sorted(missing.items())]
     assert not missing, 'public functions without type hints (parameters / return):\n' + '\n'.join(lines)
-    assert not complete, f'fully annotated now: take {sorted(complete)} out of NOT_YET_TYPED'
 
 
 def test_the_check_sees_missing_hints():

@@ -334,8 +334,9 @@ def model_card(meta: Mapping[str, Any]) -> str:
             f'python main.py --mode translate --checkpoint_dir FOLDER --src photo.jpg --trg_domain {names[-1]} --out out.png',
             'python main.py --mode serve --checkpoint_dir FOLDER', '```', '',
             'In Python (a folder, or a Hub repository id: cached by huggingface_hub, works offline once cached):', '',
-            '```python', 'from core.hub_format import load_hub_folder, resolve_pretrained',
-            "nets, cfg, meta = load_hub_folder(resolve_pretrained('FOLDER_OR_REPO_ID'))", '```', '',
+            '```python', 'from core.api import StarGANv2',
+            "model = StarGANv2.from_pretrained('FOLDER_OR_REPO_ID')",
+            f"images = model.translate('photo.jpg', domain='{names[-1]}', num=4, seed=0)  # PIL images", '```', '',
             f'Images are {IMAGE.format(size)}.', '', '## Metrics', '']
     metrics = meta.get('metrics')
     if metrics:

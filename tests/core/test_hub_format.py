@@ -13,6 +13,7 @@ import socket
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import core.hub_format as hub
@@ -512,3 +513,17 @@ def test_cli_errors_for_a_hub_folder_are_one_line(runs, tmp_path, capsys):
                    '--out', str(tmp_path / 'out'), '--device', 'cpu'])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and 'drop --sample_from online' in err[0]
+
+
+def test_the_model_cards_python_example_runs(runs, tmp_path, one_thread):
+    """The card's Python block, with this folder for FOLDER_OR_REPO_ID and a real image, gives
+    the PIL images it says."""
+    _, folder, _, _ = runs(0, 64)
+    body = (folder / 'README.md').read_text()
+    code = body.split('```python\n', 1)[1].split('```', 1)[0]
+    photo = tmp_path / 'photo.png'
+    Image.new('RGB', (40, 30), (200, 40, 90)).save(photo)
+    scope = {}
+    exec(code.replace('FOLDER_OR_REPO_ID', str(folder)).replace('photo.jpg', str(photo)), scope)
+    assert len(scope['images']) == 4 and all(isinstance(im, Image.Image) and im.size == (64, 64)
+                                              for im in scope['images'])

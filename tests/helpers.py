@@ -1,10 +1,18 @@
-"""Helpers shared by the tests (and bench/parity_errors.py): golden cases, tiny command-line
-runs on generated data, bitwise comparison of checkpoint files, name-filled networks.
+"""Helpers shared by the tests (and bench/parity_errors.py): golden cases, tiny networks,
+tiny command-line runs on generated data, bitwise comparison of checkpoint files, name-filled
+networks, the official flags' defaults, a serve process, a download mirror's files.
 
 Importable as ``helpers`` because the pytest configuration (pyproject.toml) puts the project
 root and ``tests/`` on the path; fixtures live in ``conftest.py``.
 """
+import io
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
@@ -81,6 +89,37 @@ def loss_args(case, **extra):
                                lambda_ds=case['lambda_ds'], lambda_cyc=case['lambda_cyc'], **extra))
 
 
+# ---------------------------------------------------------------------------- tiny networks
+
+# The tiny model most tests use: 32 px, channels 8 ... 32, style 16, latent 8, two domains.
+TINY_MODEL = dict(img_size=32, dim_in=8, max_conv_dim=32, style_dim=16, latent_dim=8, num_domains=2)
+
+
+def tiny_args(w_hpf=0, **over):
+    """The arguments of a tiny model (TINY_MODEL, ``w_hpf``; ``over`` replaces any key), every
+    other flag at its default, no FAN weights file."""
+    return with_defaults(Munch({**TINY_MODEL, 'w_hpf': w_hpf, 'wing_path': None, **over}))
+
+
+def tiny_nets(w_hpf=0, seed=0, **over):
+    """``(nets, nets_ema, args)``: the training networks of ``tiny_args(w_hpf, **over)`` built
+    as training builds them (under ``torch.manual_seed(seed)``, in the official order, the EMA
+    copies taken before He init), He-initialised; with ``w_hpf > 0`` a FAN filled by name whose
+    heat-maps leave masks that vary (``tiny_run.sparse_heatmaps``)."""
+    from core.networks import ModelConfig, build_networks, ema_copies
+    from core.trainer import init_weights
+    from tiny_run import sparse_heatmaps
+    from weights_by_name import fill_by_name
+    args = tiny_args(w_hpf, **over)
+    torch.manual_seed(seed)
+    nets = build_networks(ModelConfig.from_args(args), training=True)
+    nets_ema = ema_copies(nets)
+    init_weights(nets)
+    if 'fan' in nets:
+        sparse_heatmaps(fill_by_name(nets.fan))
+    return nets, nets_ema, args
+
+
 # ---------------------------------------------------------------------------- tiny runs
 
 TINY = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',
@@ -139,3 +178,106 @@ def face_like_landmarks(seed=0):
     lm[97] = [166, 110]
     lm[76], lm[82] = [100, 190], [156, 190]
     return lm
+
+
+def random_uint8(n, size, seed):
+    """``n`` noise images (n, size, size, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def write_pngs(folder, images, start=0):
+    """``folder/{start + i:03d}.png`` for each (H, W, 3) uint8 image."""
+    os.makedirs(folder, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(os.path.join(folder, f'{start + i:03d}.png'))
+
+
+# ---------------------------------------------------------------------------- official flags
+
+# Every flag of the official StarGAN v2 main.py with its official default.
+OFFICIAL_DEFAULTS = {
+    'img_size': 256, 'num_domains': 2, 'latent_dim': 16, 'hidden_dim': 512, 'style_dim': 64,
+    'lambda_reg': 1.0, 'lambda_cyc': 1.0, 'lambda_sty': 1.0, 'lambda_ds': 1.0,
+    'ds_iter': 100000, 'w_hpf': 1.0, 'randcrop_prob': 0.5, 'total_iters': 100000,
+    'resume_iter': 0, 'batch_size': 8, 'val_batch_size': 32, 'lr': 1e-4, 'f_lr': 1e-6,
+    'beta1': 0.0, 'beta2': 0.99, 'weight_decay': 1e-4, 'num_outs_per_domain': 10,
+    'num_workers': 4, 'seed': 777,
+    'train_img_dir': 'data/celeba_hq/train', 'val_img_dir': 'data/celeba_hq/val',
+    'sample_dir': 'expr/samples', 'checkpoint_dir': 'expr/checkpoints',
+    'eval_dir': 'expr/eval', 'result_dir': 'expr/results',
+    'src_dir': 'assets/representative/celeba_hq/src',
+    'ref_dir': 'assets/representative/celeba_hq/ref',
+    'inp_dir': 'assets/representative/custom/female',
+    'out_dir': 'assets/representative/celeba_hq/src/female',
+    'wing_path': 'expr/checkpoints/wing.ckpt',
+    'lm_path': 'expr/checkpoints/celeba_lm_mean.npz',
+    'print_every': 10, 'sample_every': 5000, 'save_every': 10000, 'eval_every': 50000,
+}
+
+
+# ---------------------------------------------------------------------------- end to end: serve, download.sh
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python main.py --mode serve ...` in a subprocess, on a free loopback port."""
+
+    def __init__(self, argv, log_path):
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}/'
+        self.log_path = log_path
+        env = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False')
+        self.log = open(log_path, 'w')
+        self.proc = subprocess.Popen([sys.executable, 'main.py', '--mode', 'serve', '--device', 'cpu',
+                                      '--port', str(self.port), *argv],
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f'serve exited with {self.proc.returncode}:\n{self.output()[-3000:]}')
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail(f'serve did not answer on {self.url} in {timeout} s:\n{self.output()[-3000:]}')
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def write_zip(path, members):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, 'w') as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def loadable(name):
+    """A file of the kind ``name`` names that loads (a torch checkpoint, an .npz), distinct per name."""
+    buf = io.BytesIO()
+    values = np.frombuffer(name.encode() * 40, np.uint8).astype(np.float32)
+    if name.endswith('.npz'):
+        np.savez(buf, mean=values)
+    else:
+        torch.save({'generator': {'w': torch.from_numpy(values)}}, buf)
+    return buf.getvalue()

@@ -1,7 +1,6 @@
 """bench/gpu_report.py (its --smoke run is the CI check of the GPU report's code paths) and the
 benchmark fixes it relies on in bench/train_speed.py."""
 import json
-import os
 import subprocess
 import sys
 
@@ -11,8 +10,8 @@ from munch import Munch
 
 from bench import gpu_report, train_speed
 from core.errors import UserError
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
 

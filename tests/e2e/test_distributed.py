@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import main as cli
-from helpers import make_dataset, run_args
+from helpers import ROOT, make_dataset, run_args
 
 pytestmark = pytest.mark.slow  # two training processes
 
@@ -86,9 +86,6 @@ def assert_matches_single(single, double, rel=1e-4):
             for key in a[name]:
                 gap = (a[name][key].double() - b[name][key].double()).abs().max().item()
                 assert gap <= bound, f'{double.name}: {kind} {name}.{key}: {gap:.2e} > {bound:.2e}'
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow

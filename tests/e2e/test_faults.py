@@ -454,7 +454,7 @@ def test_a_run_writes_files_the_group_can_read(tmp_path, umask):
 def test_serve_refuses_oversized_uploads_and_answers_requests_at_once(run_dir, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from test_serve import Server
+    from helpers import Server
     src = make_image(tmp_path / 'src.png', size=40, seed=1)
     other = make_image(tmp_path / 'other.png', size=40, seed=2)
     huge = tmp_path / 'huge.png'
@@ -495,7 +495,7 @@ def test_download_refetches_a_broken_checkpoint_and_an_interrupted_unzip_leaves_
 
     import torch
 
-    from test_download import loadable, write_zip
+    from helpers import loadable, write_zip
     project, mirror = tmp_path / 'project', tmp_path / 'mirror'
     project.mkdir()
     shutil.copy(os.path.join(ROOT, 'download.sh'), project / 'download.sh')

@@ -12,8 +12,8 @@ from core.config import parse_args
 from core.errors import UserError
 from core.config_file import load_config, save_config
 from core.device import select_device
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, 'configs')
 
 # Every flag of the official StarGAN v2 main.py with its official default.

@@ -231,7 +231,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 def _peak_rss_growth_kb(n_refs, tmp_path):
     """Peak-RSS growth (kB) while writing a video_ref, one fresh process per count (run together)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from helpers import ROOT as root
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get('PYTHONPATH', ''))
     procs = [subprocess.Popen([sys.executable, '-c', _RSS_CHILD, str(n), str(tmp_path / f'{n}.mp4')],
                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,24 +1,20 @@
 """The web demo as a person uses it: `python main.py --mode serve` on a tiny checkpoint, driven
 in headless Chromium (Playwright) and through gradio_client.
 
-The browser test needs Debian's chromium and the playwright package; without them it skips
+The Translator behind the page (limits, cache, requests at once) is tested in
+tests/core/test_serve.py. The browser test needs Debian's chromium and the playwright package; without them it skips
 with the command that installs them, unless STARGAN_REQUIRE_BROWSER=1 (set by .ci/run), where
 a missing browser is a failure.
 """
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT
+from helpers import ROOT, Server
 from tiny_run import make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow
@@ -38,53 +34,6 @@ def project_files():
         dirs[:] = [d for d in dirs if d not in skip]
         found.update(os.path.join(folder, f) for f in files)
     return found
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python main.py --mode serve ...` in a subprocess, on a free loopback port."""
-
-    def __init__(self, argv, log_path):
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}/'
-        self.log_path = log_path
-        env = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False')
-        self.log = open(log_path, 'w')
-        self.proc = subprocess.Popen([sys.executable, 'main.py', '--mode', 'serve', '--device', 'cpu',
-                                      '--port', str(self.port), *argv],
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def output(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def wait(self, timeout=180):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f'serve exited with {self.proc.returncode}:\n{self.output()[-3000:]}')
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        pytest.fail(f'serve did not answer on {self.url} in {timeout} s:\n{self.output()[-3000:]}')
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope='module')
@@ -227,96 +176,3 @@ def test_gradio_client_latent_reference_and_bad_upload(official_server, images):
         client.predict(None, 'dog', 5, 0.7, 1, api_name='/latent')
     assert official_server.proc.poll() is None  # still serving
     assert project_files() == official_server.files_before  # nothing written beside the code
-
-
-# ---------------------------------------------------------------- limits, cache, requests at once (issue 19, item 11)
-
-@pytest.fixture(scope='module')
-def translator(tmp_path_factory):
-    from core.config import parse_args
-    from core.networks import ModelConfig
-    from core.serve import Translator
-    flags, nets = make_checkpoint(tmp_path_factory.mktemp('t') / 'ckpt', with_config=False, img_size=IMG_SIZE,
-                                  num_domains=2, names=None)
-    cfg = ModelConfig.from_args(parse_args(['--mode', 'serve', *flags, '--domain_names', 'cat,dog']))
-    return lambda **limits: Translator(nets, cfg, **limits)
-
-
-def big_header_png(path, width, height):
-    """A PNG whose header says ``width`` x ``height`` but whose pixel data is cut off: only a
-    reader that refuses it from the header answers without an error about the data."""
-    Image.new('L', (width, height)).save(path, compress_level=1)
-    path.write_bytes(path.read_bytes()[:200])
-    return path
-
-
-def test_two_requests_at_once_give_what_each_gives_alone(translator, images, tmp_path):
-    import threading
-    src, ref, _ = images
-    other = make_image(tmp_path / 'other.png', size=40, seed=7)
-    demo = translator()
-    calls = [lambda: demo.latent(str(src), 'dog', 5, 0.7, 3), lambda: demo.reference(str(other), str(ref), 'cat'),
-             lambda: demo.latent(str(other), 'cat', 11, 1.0, 2), lambda: demo.reference(str(src), str(other), 'dog')]
-    alone = [call() for call in calls]
-    assert len({a.tobytes() for a in alone}) == 4  # four different answers to tell apart
-    for _ in range(3):
-        got = [None] * len(calls)
-        start = threading.Barrier(len(calls))
-
-        def worker(i):
-            start.wait()
-            got[i] = calls[i]()
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        for a, g in zip(alone, got):
-            assert g is not None and np.array_equal(a, g)
-
-
-def test_uploads_over_the_limits_get_a_message(translator, images, tmp_path):
-    import gradio as gr
-    src, _, _ = images
-    with pytest.raises(gr.Error, match=r'source image is [0-9.]+ KB, over the limit of 1000 bytes'):
-        translator(max_bytes=1000).latent(str(src), 'dog', 5, 0.7, 1)
-    with pytest.raises(gr.Error, match=r'source image is 48 x 56 pixels|source image is 56 x 48 pixels'):
-        translator(max_pixels=1000).latent(str(src), 'dog', 5, 0.7, 1)
-    huge = big_header_png(tmp_path / 'huge.png', 9000, 7000)  # 63 megapixels in 200 bytes
-    with pytest.raises(gr.Error, match=r'reference image is 9000 x 7000 pixels, over the limit of 50 megapixels'):
-        translator().reference(str(src), str(huge), 'cat')
-    assert translator(max_bytes=10 ** 6, max_pixels=10 ** 4).latent(str(src), 'dog', 5, 0.7, 1).shape == (32, 32, 3)
-
-
-def test_the_page_states_the_limits(translator):
-    from core.serve import CACHE_CLEAN, MAX_MEGAPIXELS, MAX_UPLOAD_MB, build_app
-    demo = translator()
-    app = build_app(demo.nets, demo.cfg, translator=demo)
-    texts = [c.get('props', {}).get('value') for c in app.get_config_file()['components']]
-    intro = [t for t in texts if isinstance(t, str) and 'megapixels' in t]
-    assert len(intro) == 1
-    assert f'{MAX_UPLOAD_MB} MB' in intro[0] and f'{MAX_MEGAPIXELS} megapixels' in intro[0]
-    assert f'{CACHE_CLEAN[1] // 60} minutes' in intro[0]
-    assert app.delete_cache == CACHE_CLEAN
-
-
-def test_gradio_cache_is_cleaned(translator, images):
-    from gradio_client import Client, handle_file
-
-    from core.serve import build_app
-    src, _, _ = images
-    demo = translator()
-    app = build_app(demo.nets, demo.cfg, translator=demo, delete_cache=(1, 2))
-    port = free_port()
-    app.queue().launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f'http://127.0.0.1:{port}/', verbose=False)
-        client.predict(handle_file(str(src)), 'dog', 5, 0.7, 1, api_name='/latent')
-        cached = [f for s in app.temp_file_sets for f in s]
-        assert cached and all(os.path.exists(f) for f in cached)  # the upload (and the result) are in the cache
-        deadline = time.time() + 30
-        while any(os.path.exists(f) for f in cached) and time.time() < deadline:
-            time.sleep(0.5)
-        assert not any(os.path.exists(f) for f in cached), 'the cache was not cleaned'
-    finally:
-        app.close()

@@ -2,7 +2,6 @@
 out like the targets, so argument handling, exit codes, target paths, the .part files,
 resuming, the checks of broken files and interrupted unpacking are tested through the
 script's real download path."""
-import io
 import os
 import shutil
 import signal
@@ -10,13 +9,12 @@ import subprocess
 import time
 import zipfile
 
-import numpy as np
 import pytest
-import torch
+
+from helpers import ROOT, loadable, write_zip
 
 pytestmark = pytest.mark.slow  # each test runs download.sh in a subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # official argument (and our alias) -> the files it must leave, relative to the project root
 FILES = {
@@ -27,24 +25,6 @@ FILES = {
     'wing': ['expr/checkpoints/wing.ckpt', 'expr/checkpoints/celeba_lm_mean.npz'],
 }
 DATASETS = {'celeba-hq-dataset': 'celeba_hq', 'afhq-dataset': 'afhq', 'afhq-v2-dataset': 'afhq_v2'}
-
-
-def write_zip(path, members):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with zipfile.ZipFile(path, 'w') as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-
-
-def loadable(name):
-    """A file of the kind ``name`` names that loads (a torch checkpoint, an .npz), distinct per name."""
-    buf = io.BytesIO()
-    values = np.frombuffer(name.encode() * 40, np.uint8).astype(np.float32)
-    if name.endswith('.npz'):
-        np.savez(buf, mean=values)
-    else:
-        torch.save({'generator': {'w': torch.from_numpy(values)}}, buf)
-    return buf.getvalue()
 
 
 @pytest.fixture

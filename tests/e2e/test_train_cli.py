@@ -11,7 +11,7 @@ from PIL import Image
 
 import main as cli
 from core import training as training_mod
-from helpers import assert_files_equal, make_dataset, run_args
+from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 
 @pytest.fixture(scope='module')
@@ -145,7 +145,7 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case, ex
     assert not any(f.endswith('.ckpt') for _, _, files in os.walk(tmp_path) for f in files)
 
 
-REPRESENTATIVE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative')
+REPRESENTATIVE = os.path.join(ROOT, '..', 'shared', 'assets', 'representative')
 
 
 @pytest.mark.slow

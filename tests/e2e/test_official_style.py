@@ -13,10 +13,9 @@ import torch
 from PIL import Image
 
 from core.wing import FAN
-from helpers import face_like_landmarks, make_dataset
+from helpers import TESTS, face_like_landmarks, make_dataset
 from weights_by_name import fill_by_name, fill_torch_hub
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(TESTS, 'official_style_main.py')
 # official flags only; 32 px keeps the official widths (dim_in = 2**14 // img_size) affordable
 # (16 px is too small for LPIPS's AlexNet, upstream too)

@@ -9,10 +9,10 @@ from PIL import Image
 import main as cli
 from core.align import align_image, landmarks_to_matrix, pad_mirror
 from core.fan import FAN
-from helpers import face_like_landmarks
+from helpers import ROOT, face_like_landmarks
 from weights_by_name import fill_by_name
 
-CUSTOM = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'assets', 'representative', 'custom', 'female')
+CUSTOM = os.path.join(ROOT, '..', 'shared', 'assets', 'representative', 'custom', 'female')
 
 
 def similarity(angle, scale, shift):

@@ -120,6 +120,14 @@ def tiny_nets(w_hpf=0, seed=0, **over):
     return nets, nets_ema, args
 
 
+def adam_after_one_step(model):
+    """An Adam optimiser (lr 1e-2, unfused) after one step of ``model`` (a conv taking 3 channels)."""
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(torch.randn(2, 3, 8, 8)).pow(2).sum().backward()
+    optim.step()
+    return optim
+
+
 # ---------------------------------------------------------------------------- tiny runs
 
 TINY = ['--img_size', '32', '--dim_in', '8', '--max_conv_dim', '32', '--style_dim', '16', '--latent_dim', '8',

@@ -1,14 +1,13 @@
-"""bench/gpu_report.py (its --smoke run is the CI check of the GPU report's code paths) and the
-benchmark fixes it relies on in bench/train_speed.py."""
+"""bench/gpu_report.py: its --smoke run is the CI check of the GPU report's code paths (the
+benchmark fixes it relies on: tests/bench/test_train_speed.py)."""
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from munch import Munch
 
-from bench import gpu_report, train_speed
+from bench import gpu_report
 from core.errors import UserError
 from helpers import ROOT
 
@@ -19,34 +18,6 @@ def test_missing_official_checkout_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match='--official .*no core/solver.py there') as e:
         gpu_report.parse(['--smoke', '--official', str(tmp_path / 'nowhere')])
     assert '\n' not in str(e.value)
-
-
-def test_official_networks_are_taken_out_of_data_parallel():
-    nets = Munch(generator=torch.nn.DataParallel(torch.nn.Linear(2, 2)), fan=torch.nn.Linear(2, 2))
-    plain = train_speed.unwrap(nets)
-    assert plain.generator is nets.generator.module and plain.fan is nets.fan
-    assert not any(isinstance(m, torch.nn.DataParallel) for m in plain.values())
-
-
-def test_a_compiled_row_past_the_recompile_limit_fails_loudly():
-    """Past torch.compile's recompile limit dynamo would run the function eager without a word;
-    with the bench's setting it raises, and the row stops with a message naming the limit."""
-    torch._dynamo.reset()
-    fn = torch.compile(lambda x: x * 2, backend='eager', dynamic=False)
-    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
-        with pytest.raises(SystemExit, match='recompile limit'):
-            with train_speed.loud_compile('tiny row'):
-                for n in (1, 2, 3):  # a new static shape each call: a recompile each
-                    fn(torch.ones(n))
-    torch._dynamo.reset()
-
-
-def test_project_rows_ask_dynamo_to_fail_at_the_limit(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, 'fail_on_recompile_limit_hit', False)
-    opt = train_speed.parse(['--device', 'cpu', '--dim_in', '8', '--max_conv_dim', '32'])
-    train_speed.Project(train_speed.train_args(opt, 32, 2, compile_=True), torch.device('cpu'),
-                        compile_options=dict(backend='eager'))
-    assert torch._dynamo.config.fail_on_recompile_limit_hit is True
 
 
 @pytest.mark.slow
@@ -80,17 +51,3 @@ def test_smoke_report_runs_every_section(tmp_path):
         assert flags == {'cuda.matmul.allow_tf32': False, 'cudnn.allow_tf32': False}, net
     for name in names:
         assert f'| {name} |' in markdown
-
-
-def test_a_row_past_the_recompile_limit_is_reported_and_the_others_are_timed():
-    opt = train_speed.parse(['--device', 'cpu', '--dim_in', '8', '--max_conv_dim', '32', '--warmup', '1', '--iters', '1',
-                             '--rounds', '1', '--no_flops'])
-    failures, lines = [], []
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
-        rows = train_speed.measure(opt, torch.device('cpu'), 32, 2, compile_options=dict(backend='eager'),
-                                   log=lines.append, combos=[('none', 0, 0, 0), ('none', 0, 1, 0)], failures=failures)
-    torch._dynamo.reset()
-    assert [r['name'] for r in rows] == ['project fp32']
-    assert len(failures) == 1 and 'recompile limit' in failures[0]['error']
-    assert any(line.startswith('# FAILED') for line in lines)

@@ -5,11 +5,10 @@ import torch
 from munch import Munch
 
 from bench.train_memory import PHASES, MemoryCount, count_iteration
-from core.config import with_defaults
 from core.losses import adv_loss, r1_reg
-from core.model import build_model
 from core.networks import Discriminator
-from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
+from core.trainer import TrainConfig, build_optimizers, speed_nets, train_step
+from helpers import tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 
@@ -93,15 +92,8 @@ def test_counting_leaves_the_r1_double_backward_unchanged():
         assert torch.equal(a.grad, b.grad)
 
 
-TINY = dict(img_size=32, dim_in=8, max_conv_dim=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0,
-            wing_path=None)
-
-
 def tiny_training(**switches):
-    args = with_defaults(Munch(TINY, **switches))
-    torch.manual_seed(0)
-    nets, nets_ema = build_model(args)
-    init_weights(nets)
+    nets, nets_ema, args = tiny_nets(**switches)
     optims = build_optimizers(nets, TrainConfig.from_args(args))
     g = torch.Generator().manual_seed(1)
     inputs = Munch(x_src=torch.rand(2, 3, 32, 32, generator=g), y_src=torch.tensor([0, 1]),

@@ -2,7 +2,6 @@
 here under the same module path, callable with the official argument names, and does
 what the official one does (thin delegations to this project's code)."""
 import ast
-import argparse
 import importlib
 import inspect
 import os
@@ -350,28 +349,3 @@ def test_metrics_missing_weights_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match='inception') as e:
         fid.InceptionV3()
     assert '\n' not in str(e.value)
-
-
-def test_with_defaults_completes_an_official_namespace():
-    from core.config import parse_args, with_defaults
-    from core.flags import build_parser
-    official = argparse.Namespace(mode='sample', img_size=64, num_domains=3, w_hpf=0.0, seed=1)
-    args = with_defaults(official)
-    assert isinstance(args, argparse.Namespace) and args is not official
-    assert (args.img_size, args.num_domains, args.seed) == (64, 3, 1)
-    assert args.device == 'auto' and args.dim_in is None and args.ema_beta == 0.999 and args.sample_from == 'ema'
-    assert args.sample_outputs == 'reference,video_ref'
-    assert set(vars(args)) == {a.dest for a in build_parser()._actions if a.dest not in ('help', 'config')}
-    full = parse_args(['--mode', 'eval'])
-    assert with_defaults(full) is full
-    assert with_defaults(Munch(mode='eval')).latent_dim == 16
-
-
-def test_sample_outputs_flag():
-    from core.config import parse_args, sample_outputs
-    assert sample_outputs(parse_args(['--mode', 'sample'])) == ('reference', 'video_ref')
-    assert sample_outputs(parse_args(['--mode', 'sample', '--sample_outputs', 'latent,reference'])) == \
-        ('reference', 'latent')
-    assert len(sample_outputs(parse_args(['--mode', 'sample', '--sample_outputs', 'all']))) == 4
-    with pytest.raises(UserError, match='video_latent'):
-        parse_args(['--mode', 'sample', '--sample_outputs', 'reference,videos'])

@@ -1,18 +1,14 @@
-"""Align mode: the similarity transform, the warp, and the command line."""
+"""core/align.py: the similarity transform, the warp, output paths and weights checked before work
+(the mode end to end: tests/e2e/test_align_cli.py)."""
 import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import main as cli
 from core.align import align_image, landmarks_to_matrix, pad_mirror
-from core.fan import FAN
-from helpers import ROOT, face_like_landmarks
-from weights_by_name import fill_by_name
-
-CUSTOM = os.path.join(ROOT, '..', 'shared', 'assets', 'representative', 'custom', 'female')
+from helpers import face_like_landmarks
 
 
 def similarity(angle, scale, shift):
@@ -50,24 +46,6 @@ def test_align_moves_a_landmark_onto_the_reference():
     assert out.shape == (256, 256, 3)
     yy, xx = np.unravel_index(out[..., 0].argmax(), out.shape[:2])
     assert abs(xx - ref[96, 0]) <= 3 and abs(yy - ref[96, 1]) <= 3
-
-
-@pytest.mark.slow
-def test_align_mode_end_to_end(tmp_path):
-    inp = tmp_path / 'inp'
-    inp.mkdir()
-    if os.path.isdir(CUSTOM):
-        src = os.path.join(CUSTOM, sorted(os.listdir(CUSTOM))[0])
-        Image.open(src).convert('RGB').resize((128, 128)).save(inp / 'face.jpg')
-    else:  # the real photo is absent: any picture exercises the pipeline
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)).save(inp / 'face.jpg')
-    torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
-    np.savez(tmp_path / 'lm.npz', mean=face_like_landmarks())
-    rc = cli.main(['--mode', 'align', '--img_size', '64', '--inp_dir', str(inp), '--out_dir', str(tmp_path / 'out'),
-                   '--wing_path', str(tmp_path / 'wing.ckpt'), '--lm_path', str(tmp_path / 'lm.npz')])
-    assert rc == 0
-    out = np.asarray(Image.open(tmp_path / 'out' / 'face.jpg'))
-    assert out.shape == (256, 256, 3) and out.std() > 1  # a real picture, not a blank
 
 
 def test_align_missing_weights_one_line_error(tmp_path, capsys):

@@ -1,32 +1,26 @@
-"""Official-format checkpoints: round trip, released-file quirks, wrong configuration."""
+"""core/ckpt.py: official-format checkpoints: round trip, released-file quirks, wrong
+configuration, complete sets, host copies and optimiser state on resume."""
 import os
 
 import pytest
 import torch
 import torch.nn as nn
 from munch import Munch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from core.ckpt import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
-                             load_checkpoint, load_modules, save_checkpoint)
+                       load_checkpoint, load_modules, load_optimizers, save_checkpoint, to_host)
 from core.errors import UserError
-from core.model import build_model
-from core.trainer import TrainConfig, build_optimizers, init_weights
+from core.trainer import TrainConfig, build_optimizers
+from helpers import adam_after_one_step, tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
 
 
-def tiny_args(**over):
-    args = Munch(img_size=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=1, max_conv_dim=32,
-                 dim_in=8, wing_path=None, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99, weight_decay=1e-4)
-    args.update(over)
-    return args
-
-
 def built(seed=0, **over):
-    torch.manual_seed(seed)
-    args = tiny_args(**over)
-    nets, nets_ema = build_model(args)
-    init_weights(nets)
+    """``(args, nets, nets_ema)``: the tiny networks (helpers.tiny_nets), with the high-pass
+    path and its FAN (w_hpf 1) unless ``over`` says otherwise."""
+    nets, nets_ema, args = tiny_nets(seed=seed, **{'w_hpf': 1, **over})
     return args, nets, nets_ema
 
 
@@ -83,14 +77,14 @@ def test_released_file_without_hpf_filter_and_module_prefixes(tmp_path):
 def test_wrong_configuration_one_line_error(tmp_path, other):
     _, nets, nets_ema = built(0, **other)
     save_checkpoint(str(tmp_path), 1, nets, nets_ema)
-    _, _, mine = built(0)
+    args, _, mine = built(0)
     with pytest.raises(UserError) as e:
         load_modules(ckpt_path(str(tmp_path), 1, 'nets_ema'), mine)
     msg = str(e.value)
     assert '\n' not in msg
     key, value = next(iter(other.items()))
     assert f'{key}={value}' in msg  # the checkpoint's configuration
-    assert f'{key}={tiny_args()[key]}' in msg  # this run's configuration
+    assert f'{key}={args[key]}' in msg  # this run's configuration
 
 
 def test_describe_reads_the_configuration():
@@ -191,3 +185,37 @@ def test_a_save_that_fails_uncommits_the_step_and_removes_stray_temps(tmp_path):
     assert not stray.exists() and keep.exists()
     _save(tmp_path, 4)
     assert complete_steps(str(tmp_path)) == [2, 4]
+
+
+# ---------------------------------------------------------------------------- GPU paths on CPU (docs/first_gpu_run.md items 3, 9)
+
+def test_checkpoints_hold_cpu_tensors():
+    """Saved state (networks, Adam moments, RNG) is moved to the CPU first, so a plain
+    torch.load works on a machine without a GPU; a state_dict keeps its version metadata."""
+    sd = nn.Linear(2, 2).state_dict()
+    with FakeTensorMode() as mode:
+        state = {'net': {k: mode.from_tensor(v).to('cuda') for k, v in sd.items()},
+                 'rng': [torch.zeros(3, device='cuda')], 'step': 7}
+        state['net'] = type(sd)(state['net'])
+        state['net']._metadata = sd._metadata
+        host = to_host(state)
+    assert all(t.device.type == 'cpu' for t in (*host['net'].values(), *host['rng']))
+    assert host['step'] == 7 and host['net']._metadata == sd._metadata
+
+
+def test_resume_keeps_fused_adam_and_the_grad_scaler_steps(tmp_path):
+    """A checkpoint written by an unfused Adam (CPU run, official code) no longer makes the
+    fused optimiser unfused; with it, the GradScaler's step (fp16) runs."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 3)
+    atomic_save({'discriminator': adam_after_one_step(model).state_dict()}, str(tmp_path / 'optims.ckpt'))
+    fused = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+    load_optimizers(str(tmp_path / 'optims.ckpt'), {'discriminator': fused})
+    assert fused.param_groups[0]['fused'] is True
+    assert fused.param_groups[0]['lr'] == 1e-2 and fused.state[model.weight]['step'] == 1  # the file's state
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)
+    with torch.autocast('cpu', dtype=torch.float16):
+        loss = model(torch.randn(2, 3, 8, 8)).float().pow(2).sum()
+    scaler.scale(loss).backward()
+    scaler.step(fused)  # an unfused Adam asserts 'Expected grad_scale and found_inf to be None'
+    assert fused.state[model.weight]['step'] == 2

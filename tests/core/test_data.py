@@ -1,4 +1,4 @@
-"""core.data: folders, formats, balanced sampling, reproducible and resumable order."""
+"""core/data.py: folders, formats, balanced sampling, reproducible and resumable order, loaders."""
 import os
 
 import numpy as np
@@ -10,6 +10,7 @@ from core.errors import UserError
 from core.data import (IMG_EXTENSIONS, BalancedSampler, InputFetcher, check_dataset,
                        get_eval_loader, get_test_loader, get_train_loader, list_domains,
                        list_images, load_rgb)
+from helpers import make_dataset
 
 S = 16  # image size used by the tests
 
@@ -608,3 +609,13 @@ def test_a_link_loop_in_an_eval_folder_lists_each_file_once(tmp_path):
     os.symlink(tmp_path / 'imgs', tmp_path / 'imgs' / 'a' / 'up')
     os.symlink(tmp_path / 'imgs' / 'a' / '0.png', tmp_path / 'imgs' / 'same.png')
     assert list_images(str(tmp_path / 'imgs')) == [str(tmp_path / 'imgs' / 'a' / '0.png')]
+
+
+# ---------------------------------------------------------------- loaders and the device
+def test_loaders_follow_the_device_and_keep_workers(tmp_path):
+    from core.data import get_test_loader, get_train_loader
+    data = make_dataset(tmp_path / 'data', n=2)
+    cpu = get_train_loader(str(data / 'train'), img_size=32, batch_size=2, num_workers=0, seed=0, device='cpu')
+    assert not cpu.pin_memory and not cpu.persistent_workers
+    workers = get_test_loader(str(data / 'val'), img_size=32, batch_size=2, num_workers=1, seed=0, device='cpu')
+    assert workers.persistent_workers and not workers.pin_memory

@@ -1,21 +1,22 @@
 """--grad_checkpoint (core/recompute.py): activation checkpointing trains bit for bit as without it
-in fp32, on a tiny configuration and on the goldens' configurations (official widths, FAN masks)."""
+in fp32, on a tiny configuration and on the goldens' configurations (official widths, FAN masks).
+(A command-line run with it: tests/e2e/test_train_cli.py.)"""
 import copy
 
 import pytest
 import torch
 from munch import Munch
 
-from core.config import parse_args, with_defaults
-from core.model import build_model
+from core.config import parse_args
+from core.networks import ModelConfig, build_networks
 from core.recompute import is_recomputed
-from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
-from helpers import filled_nets, golden_cases, loss_args
+from core.trainer import TrainConfig, build_optimizers, speed_nets, train_step
+from helpers import filled_nets, golden_cases, loss_args, tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 TINY = dict(img_size=32, dim_in=8, max_conv_dim=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0,
-            ds_iter=10, wing_path=None)
+            ds_iter=10)
 
 
 def tiny_inputs(n, latent_dim, img_size, seed=1):
@@ -59,20 +60,16 @@ def assert_same_training(nets, nets_ema, args, batches):
 
 
 def test_tiny_training_is_bit_for_bit_the_same():
-    args = with_defaults(Munch(TINY))
-    torch.manual_seed(0)
-    nets, nets_ema = build_model(args)
-    init_weights(nets)
+    nets, nets_ema, args = tiny_nets(ds_iter=10)
     batches = [tiny_inputs(4, args.latent_dim, args.img_size, seed) for seed in (1, 2)]
     assert_same_training(nets, nets_ema, args, batches)
 
 
 def test_flag_is_off_by_default_and_leaves_the_modules_alone():
     assert parse_args(['--mode', 'train']).grad_checkpoint is False
-    args = parse_args(['--mode', 'train', '--grad_checkpoint', *sum((['--' + k, str(v)] for k, v in TINY.items()
-                                                                     if k != 'wing_path'), [])])
+    args = parse_args(['--mode', 'train', '--grad_checkpoint', *sum((['--' + k, str(v)] for k, v in TINY.items()), [])])
     assert args.grad_checkpoint is True
-    nets, _ = build_model(Munch(vars(args), wing_path=None))
+    nets = build_networks(ModelConfig.from_args(args), training=True)
     keys = {name: list(net.state_dict()) for name, net in nets.items()}
     train_nets = speed_nets(nets, TrainConfig.from_args(args))
     assert train_nets is nets  # no wrapper: the same modules, recomputing in place
@@ -94,17 +91,3 @@ def test_golden_train_cases_bit_for_bit(path):
     args = loss_args(case, ds_iter=case['ds_iter'], lr=case['lr'], f_lr=case['f_lr'], beta1=beta1, beta2=beta2,
                      weight_decay=case['weight_decay'], ema_beta=case['ema_beta'])
     assert_same_training(nets, nets_ema, args, case['batches'][:1])
-
-
-@pytest.mark.slow
-def test_command_line_run_with_grad_checkpoint_writes_the_same_checkpoints(tmp_path):
-    import main as cli
-    from helpers import assert_files_equal, make_dataset, run_args
-    data = make_dataset(tmp_path / 'data', n=4)
-    common = ['--total_iters', '2', '--print_every', '1', '--sample_every', '0', '--save_every', '2', '--device', 'cpu']
-    plain, recomputed = tmp_path / 'plain', tmp_path / 'recomputed'
-    assert cli.main(run_args(data, plain, *common)) == 0
-    assert cli.main(run_args(data, recomputed, *common, '--grad_checkpoint')) == 0
-    assert 'grad_checkpoint: true' in (recomputed / 'ckpt' / 'config.yaml').read_text()
-    for kind in ('nets', 'nets_ema', 'optims'):
-        assert_files_equal(plain / 'ckpt' / f'000002_{kind}.ckpt', recomputed / 'ckpt' / f'000002_{kind}.ckpt')

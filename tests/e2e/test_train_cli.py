@@ -1,4 +1,5 @@
-"""End-to-end command line: train on generated data, exact resume, Ctrl-C, divergence, bad input."""
+"""End-to-end command line: train on generated data, exact resume, Ctrl-C, divergence, bad input,
+the speed switches and --grad_checkpoint on whole runs."""
 import json
 import os
 import signal
@@ -182,3 +183,77 @@ def test_official_readme_celeba_command_on_real_photos(tmp_path):
     assert cli.main(sample + sizes) == 0
     results = set(os.listdir(tmp_path / 'results'))
     assert results == {'reference.jpg', 'video_ref.mp4'}  # what the official sample mode writes (the default outputs)
+
+
+# ---------------------------------------------------------------- speed switches, recomputation
+# (unit tests: tests/core/test_trainer.py, tests/core/test_recompute.py; one thread there and here)
+@pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')
+def test_short_run_with_bf16_channels_last_stays_finite(tmp_path):
+    data = make_dataset(tmp_path / 'data', n=4)
+    assert cli.main(run_args(data, tmp_path / 'run', '--total_iters', '20', '--print_every', '5',
+                             '--sample_every', '0', '--save_every', '0', '--device', 'cpu',
+                             '--amp', 'bf16', '--channels_last')) == 0
+    saved = torch.load(tmp_path / 'run' / 'ckpt' / '000020_nets.ckpt', weights_only=True)
+    for name, state in saved.items():
+        for key, value in state.items():
+            assert torch.isfinite(value).all(), f'{name}.{key}'
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')
+def test_divergence_found_on_a_later_logging_step_names_the_first_bad_iteration(tmp_path, monkeypatch, capsys):
+    """Losses are read back only every --print_every and before saving: a NaN at iteration
+    3 is seen at iteration 5 (log) yet reported as iteration 3, and no checkpoint after the
+    last good one (iteration 2) is written."""
+    real_step = training_mod.train_step
+
+    def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
+        logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
+        if step == 2:
+            logs['D/ref_fake'] = logs['D/ref_fake'] * float('inf')
+        return logs
+
+    monkeypatch.setattr(training_mod, 'train_step', diverge_at_three)
+    data = make_dataset(tmp_path / 'data', n=4)
+    rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '5', '--sample_every', '0',
+                           '--save_every', '2', '--device', 'cpu'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith('error: non-finite loss at iteration 3 (D/ref_fake=inf)'), err[-1]
+    assert 'last good checkpoint is iteration 2' in err[-1]
+    written = sorted(f for f in os.listdir(tmp_path / 'ckpt') if f.endswith('.ckpt'))
+    assert written[-1] == '000002_state.ckpt'
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')
+def test_huge_lr_diverges_without_writing_nan(tmp_path, capsys):
+    """A real divergence (lr 1e6): training stops with the one-line error and every
+    checkpoint that was written holds finite weights only."""
+    data = make_dataset(tmp_path / 'data', n=4)
+    rc = cli.main(run_args(data, tmp_path, '--total_iters', '30', '--print_every', '0', '--sample_every', '0',
+                           '--save_every', '1', '--device', 'cpu', '--lr', '1e6', '--f_lr', '1e6'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, 'lr 1e6 did not diverge in 30 iterations'
+    assert err[-1].startswith('error: non-finite loss at iteration ')
+    step = int(err[-1].split('iteration ')[1].split()[0])
+    written = sorted(f for f in os.listdir(tmp_path / 'ckpt') if f.endswith('_nets.ckpt'))
+    assert written == [f'{k:06d}_nets.ckpt' for k in range(1, step)]  # every good one, no later one
+    for f in written:
+        for name, state in torch.load(tmp_path / 'ckpt' / f, weights_only=True).items():
+            for key, value in state.items():
+                assert torch.isfinite(value).all(), f'{f} {name}.{key}'
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('one_thread')
+def test_command_line_run_with_grad_checkpoint_writes_the_same_checkpoints(tmp_path):
+    data = make_dataset(tmp_path / 'data', n=4)
+    common = ['--total_iters', '2', '--print_every', '1', '--sample_every', '0', '--save_every', '2', '--device', 'cpu']
+    plain, recomputed = tmp_path / 'plain', tmp_path / 'recomputed'
+    assert cli.main(run_args(data, plain, *common)) == 0
+    assert cli.main(run_args(data, recomputed, *common, '--grad_checkpoint')) == 0
+    assert 'grad_checkpoint: true' in (recomputed / 'ckpt' / 'config.yaml').read_text()
+    for kind in ('nets', 'nets_ema', 'optims'):
+        assert_files_equal(plain / 'ckpt' / f'000002_{kind}.ckpt', recomputed / 'ckpt' / f'000002_{kind}.ckpt')

@@ -1,0 +1,19 @@
+"""core/fan.py beyond the goldens (tests/parity/test_parity.py): the masks under autocast."""
+import pytest
+import torch
+
+from core.fan import fan_masks
+from helpers import tiny_nets
+
+
+# ------------------------------------------------------------------ FAN under autocast (docs/first_gpu_run.md item 7)
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_fan_masks_are_float32_under_autocast(dtype):
+    nets, _, args = tiny_nets(1)
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    ref = fan_masks(nets, 1, x)
+    with torch.autocast('cpu', dtype=dtype):
+        got = fan_masks(nets, 1, x)
+    for a, b in zip(ref, got):
+        assert b.dtype == torch.float32 and torch.equal(a, b)
+    assert 0 < ref[0].mean() < 1  # not a constant mask

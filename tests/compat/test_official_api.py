@@ -5,6 +5,8 @@ import ast
 import importlib
 import inspect
 import os
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from munch import Munch
 from PIL import Image
 
 from core.errors import UserError
+from helpers import ROOT, TINY_MODEL, tiny_nets
 from weights_by_name import fill_by_name, fill_torch_hub
 
 # The official modules' public names and their argument lists (clovaai/stargan-v2, read from
@@ -134,9 +137,48 @@ def ours(module, name):
     return getattr(importlib.import_module(module), name)
 
 
+def official_modules_in_the_code():
+    """The modules that carry official names, found in the code rather than in OFFICIAL: the
+    compatibility layer (core/ modules whose docstring opens with "The official ``core.X``")
+    and every module of metrics/ (which keeps the official names as its own)."""
+    found = set()
+    for path in sorted((pathlib.Path(ROOT) / 'core').glob('*.py')):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ''
+        if doc.startswith(f'The official ``core.{path.stem}``'):
+            found.add(f'core.{path.stem}')
+    found |= {f'metrics.{p.stem}' for p in (pathlib.Path(ROOT) / 'metrics').glob('*.py') if p.stem != '__init__'}
+    return found
+
+
+def official_names_in_the_docs():
+    """{module: names} from the table of official names in docs/official_dropin.md: first cells
+    like "`core.utils`: `save_image`, ..." (several modules split by ';'), or
+    "`core.checkpoint.CheckpointIO(...)`: `register`, ..." (a class and its methods)."""
+    found = {}
+    for line in (pathlib.Path(ROOT) / 'docs' / 'official_dropin.md').read_text().splitlines():
+        if not re.match(r'\| `(core|metrics)\.', line):
+            continue
+        for part in line.split('|')[1].split(';'):
+            head, *names = re.findall(r'`([^`]+)`', part)
+            module = re.match(r'(core|metrics)\.\w+', head).group(0)
+            if head != module:  # `core.checkpoint.CheckpointIO(...)`: the class (then its methods)
+                names = [re.match(r'\w+', head[len(module) + 1:]).group(0)]
+            found.setdefault(module, set()).update(names)
+    return found
+
+
 def test_the_manifest_covers_every_official_module():
-    assert len(NAMES) == 73
-    assert {m.split('.')[0] for m in OFFICIAL} == {'core', 'metrics'}
+    """OFFICIAL names exactly the modules the code has for official names, each module's
+    ``__all__`` where it declares one, and the table of docs/official_dropin.md (with its count):
+    a module or name added or removed on one side fails here until the others follow."""
+    assert set(OFFICIAL) == official_modules_in_the_code()
+    for module, names in OFFICIAL.items():
+        declared = getattr(importlib.import_module(module), '__all__', None)
+        if declared is not None and module.startswith('core.'):  # the compatibility layer: official names only
+            assert sorted(declared) == sorted(names), module
+    assert official_names_in_the_docs() == {module: set(names) for module, names in OFFICIAL.items()}
+    stated = re.search(r'\((\d+) of them\)', (pathlib.Path(ROOT) / 'docs' / 'official_dropin.md').read_text())
+    assert stated and int(stated.group(1)) == len(NAMES), 'docs/official_dropin.md states another count'
 
 
 @pytest.mark.parametrize('module,name', NAMES, ids=[f'{m}.{n}' for m, n in NAMES])
@@ -161,17 +203,17 @@ def test_official_name_binds_the_official_arguments(module, name):
 
 # ------------------------------------------------------------------ behaviour
 
-def tiny_args(**over):
-    args = Munch(img_size=32, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0, max_conv_dim=32, dim_in=8,
-                 seed=7, num_outs_per_domain=2, result_dir=None)
+def official_args(**over):
+    """What an official script's namespace holds of the tiny model (helpers.TINY_MODEL): the
+    official keys and ours of the model, none of our other flags."""
+    args = Munch(TINY_MODEL, w_hpf=0, seed=7, num_outs_per_domain=2, result_dir=None)
     args.update(over)
     return args
 
 
-def tiny_nets(args):
-    from core.model import build_model
-    torch.manual_seed(0)
-    _, nets_ema = build_model(args)
+def filled_nets(args):
+    """The EMA networks of ``args``' model (helpers.tiny_nets), filled by name."""
+    _, nets_ema, _ = tiny_nets(**{k: args[k] for k in (*TINY_MODEL, 'w_hpf')})
     for net in nets_ema.values():
         fill_by_name(net)
     return nets_ema
@@ -179,8 +221,8 @@ def tiny_nets(args):
 
 def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
     from core.checkpoint import CheckpointIO
-    args = tiny_args()
-    nets = tiny_nets(args)
+    args = official_args()
+    nets = filled_nets(args)
     optim = torch.optim.Adam(nets.generator.parameters(), lr=1e-3)
     nets.generator(torch.zeros(1, 3, 32, 32), torch.zeros(1, 16)).mean().backward()
     optim.step()
@@ -191,7 +233,7 @@ def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
     raw = torch.load(tmp_path / 'ckpt' / '000012_nets_ema.ckpt', weights_only=True)
     assert set(raw) == {'generator', 'mapping_network', 'style_encoder', 'generator_optim'}
 
-    fresh = tiny_nets(args)
+    fresh = filled_nets(args)
     for net in fresh.values():
         for p in net.parameters():
             p.data.zero_()
@@ -202,7 +244,7 @@ def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
             assert torch.equal(v, fresh[name].state_dict()[k]), f'{name}.{k}'
     assert fresh_optim.state_dict()['state'][0]['step'] == 1
 
-    other = tiny_nets(tiny_args(style_dim=32))
+    other = filled_nets(official_args(style_dim=32))
     with pytest.raises(UserError, match='another configuration'):
         CheckpointIO(str(tmp_path / 'ckpt' / '{:06d}_nets_ema.ckpt'), **other).load(12)
     with pytest.raises(UserError, match='not found'):
@@ -212,8 +254,8 @@ def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
 def test_utils_sampling_helpers_write_the_sample_mode_files(tmp_path, one_thread):
     from core import utils
     from core.sampling import write_samples
-    args = tiny_args(result_dir=str(tmp_path / 'mode'))
-    nets = tiny_nets(args)
+    args = official_args(result_dir=str(tmp_path / 'mode'))
+    nets = filled_nets(args)
     g = torch.Generator().manual_seed(3)
     src = Munch(x=torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, y=torch.tensor([0]))
     ref = Munch(x=torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, y=torch.tensor([0, 1]))
@@ -232,8 +274,8 @@ def test_utils_video_helpers(tmp_path, one_thread):
     alphas = utils.get_alphas(-2, 2, 1, 3)
     assert alphas[0] == 0 and alphas[-3:] == [1.0] * 3 and len(alphas) == 1 + 4 + 3
     assert alphas[1:5] == pytest.approx([1 / (1 + np.exp(v)) for v in (2, 1, 0, -1)])
-    args = tiny_args()
-    nets = tiny_nets(args)
+    args = official_args()
+    nets = filled_nets(args)
     x_src = torch.rand(3, 3, 32, 32) * 2 - 1
     s = nets.mapping_network(torch.randn(2, 8), torch.tensor([0, 1]))
     frames = utils.interpolate(nets, args, x_src, s[:1], s[1:])

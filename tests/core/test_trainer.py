@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (
 
 # wider than helpers.TINY_MODEL: the tolerances below were measured on these widths
 SMALL = dict(dim_in=16, max_conv_dim=64, hidden_dim=64, ds_iter=10)
+SWITCHES = ('amp', 'channels_last', 'compile', 'grad_checkpoint')
 
 
 def small_run(seed=0, **switches):
@@ -133,12 +134,48 @@ def test_two_training_steps_with_amp_stay_finite_and_close(amp):
 
 
 def test_switches_off_change_nothing():
-    """The defaults (no switches given) run the exact fp32 eager step."""
+    """The defaults (no switches given) run the exact fp32 eager step: a training iteration
+    through the switches' plumbing (speed_nets, make_scaler, prepare_inputs, as training
+    calls them) with every switch given and off equals, bit for bit, a plain train_step on
+    the bare networks and inputs: the logged losses, the networks, their EMA copies and
+    Adam's moments."""
     args = parse_args(['--mode', 'train'])
-    assert (args.amp, args.channels_last, args.compile) == ('none', False, False)
+    assert (args.amp, args.channels_last, args.compile, args.grad_checkpoint) == ('none', False, False, False)
     nets = Munch(a=torch.nn.Conv2d(1, 1, 1))
     assert speed_nets(nets, with_defaults(Munch(amp='none'))) is nets
     assert make_scaler(TrainConfig.from_args(with_defaults(Munch(amp='bf16'))), 'cpu') is None
+
+    def one_step(plain):
+        args, nets, nets_ema, optims, inputs = small_run()
+        if plain:
+            hp = TrainConfig.from_args(args)
+            logs = train_step(nets, nets_ema, optims, inputs, hp, 0)
+        else:
+            off = parse_args(['--mode', 'train', '--amp', 'none'])  # the switches' own defaults: off
+            hp = TrainConfig.from_args(Munch(args, **{k: getattr(off, k) for k in SWITCHES}))
+            assert {k: getattr(hp, k) for k in SWITCHES} == {'amp': 'none', 'channels_last': False, 'compile': False,
+                                                             'grad_checkpoint': False}
+            step_nets = speed_nets(nets, hp)
+            logs = train_step(step_nets, nets_ema, optims, prepare_inputs(inputs, hp), hp, 0, scaler=make_scaler(hp, 'cpu'))
+        return logs, nets, nets_ema, optims
+
+    plain, switched = one_step(True), one_step(False)
+    assert plain[0].keys() == switched[0].keys()
+    for key in plain[0]:
+        assert torch.equal(torch.as_tensor(plain[0][key]), torch.as_tensor(switched[0][key])), key
+    for kind, nets in (('', plain[1]), ('ema ', plain[2])):
+        other = switched[1] if not kind else switched[2]
+        for name, net in nets.items():
+            a, b = net.state_dict(), other[name].state_dict()
+            assert a.keys() == b.keys()
+            for key in a:
+                assert torch.equal(a[key], b[key]), f'{kind}{name}.{key}'
+    for name, optim in plain[3].items():
+        for p_a, p_b in zip(optim.param_groups[0]['params'], switched[3][name].param_groups[0]['params']):
+            for key, value in optim.state[p_a].items():
+                assert torch.equal(value, switched[3][name].state[p_b][key]), f'{name} Adam {key}'
+    moved = any(not torch.equal(a, b) for a, b in zip(plain[1].generator.parameters(), small_run()[1].generator.parameters()))
+    assert moved  # the step did train (the comparison is not of two untouched networks)
 
 
 @pytest.mark.slow

@@ -11,9 +11,9 @@ from munch import Munch
 
 import core.video as video
 from core.errors import UserError
-from core.networks import Generator, MappingNetwork, StyleEncoder
 from core.images import to_uint8 as tensor_to_uint8
 from core.video import VideoWriter, interpolation_weights, ref_frames, video_latent, video_ref
+from helpers import tiny_nets
 
 imageio_ffmpeg = pytest.importorskip('imageio_ffmpeg')
 
@@ -39,9 +39,8 @@ def up(img_u8, k):
 
 @pytest.fixture(scope='module')
 def nets():
-    torch.manual_seed(0)
-    n = Munch(generator=Generator(S, 8, 16, 0, dim_in=8), mapping_network=MappingNetwork(4, 8, 2),
-              style_encoder=StyleEncoder(S, 8, 2, 16, dim_in=8))
+    """Tiny networks of S px (helpers.tiny_nets' EMA copies: PyTorch's init), in eval mode."""
+    _, n, _ = tiny_nets(img_size=S, style_dim=8, latent_dim=4, max_conv_dim=16)
     for m in n.values():
         m.eval()
     return n
@@ -62,13 +61,25 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------------------- timing
 
-def test_interpolation_weights_follow_the_spec():
+def test_interpolation_weights_follow_the_spec(tmp_path):
     w = interpolation_weights()
     assert len(w) == 31
     assert w[0] == 0.0 and w[-10:] == [1.0] * 10
     assert np.allclose(w[1:21], torch.sigmoid(torch.arange(-5, 5, 0.5)).numpy())
     assert all(a < b for a, b in zip(w[:21], w[1:21]))
-    assert video.FPS / video.SLOWDOWN == 15 and video.HOLD_LAST == 10
+    # as written: a one-transition video (two references) shows the weights frame by frame,
+    # then holds its last frame 10 more times, at 15 fps (30 fps played at half speed). The
+    # stand-in generator paints the style's grey level: reference styles -1 and 1, so the
+    # output cell's grey is the frame's weight.
+    grey = Munch(style_encoder=lambda x, y: x.mean((1, 2, 3))[:, None],
+                 generator=lambda x, s, masks=None: torch.zeros_like(x) + s[:, :1, None, None])
+    refs = torch.stack([torch.full((3, S, S), -1.0), torch.full((3, S, S), 1.0)])
+    path = video_ref(grey, ARGS, smooth_images(1, 0), refs, [0, 1], str(tmp_path / 'one.mp4'), scale=1)
+    meta, frames = read_video(path)
+    assert meta['fps'] == 15.0
+    assert len(frames) == len(w) + 10
+    shown = [cell(frame, 1, 1, S)[4:-4, 4:-4].mean() / 255 for frame in frames]
+    np.testing.assert_allclose(shown, w + [1.0] * 10, atol=0.02)  # 8-bit grey, lossy codec: measured 0.007 off
 
 
 # ---------------------------------------------------------------------------- writer

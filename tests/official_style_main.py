@@ -2,7 +2,7 @@
 ``main.py`` flags (names, types, defaults) and the calls it makes into ``core`` and
 ``metrics`` (``Solver(args)``, ``get_train_loader(root=..., which=..., ...)``,
 ``get_test_loader(...)``, ``solver.train/sample/evaluate``, ``core.wing.align_faces``).
-It knows nothing of this project's extra flags; tests/test_official_style.py runs it to
+It knows nothing of this project's extra flags; tests/e2e/test_official_style.py runs it to
 show that code written for the official repository runs here unchanged.
 
     python tests/official_style_main.py --mode train --num_domains 2 --w_hpf 0 ...

@@ -1,6 +1,6 @@
 """``python tests/save_pause.py STEP POINT MARKER MAIN_ARGS...``: ``main.py`` whose checkpoint
 save of STEP stops at POINT (see core.ckpt.save_checkpoint's hook: 'before_<kind>' or
-'in_<kind>'), creates the file MARKER and waits there to be killed (tests/test_kill_during_save.py)."""
+'in_<kind>'), creates the file MARKER and waits there to be killed (tests/e2e/test_kill_during_save.py)."""
 import os
 import sys
 import time

@@ -39,7 +39,7 @@ def _runs_worker(rank, world_size, runs):
 
 def aot_eager():
     """--compile through dynamo and AOT autograd without inductor's code generation (which
-    takes many minutes on a 2-core CPU), as in tests/test_speed_switches.py."""
+    takes many minutes on a 2-core CPU), as in tests/core/test_trainer.py."""
     real_compile = torch.compile
     torch.compile = lambda model: real_compile(model, backend='aot_eager')
 
@@ -155,7 +155,7 @@ def test_ddp_matrix_matches_one_process(tmp_path):
     channels_last and --compile, here through aot_eager), 2 iterations each: every run
     finishes (w_hpf 1 stopped in its second iteration before the generator's unused shortcuts
     were ignored) and equals the single-process run. In bf16 the first losses are compared
-    at 3 %, as bf16 against fp32 in tests/test_speed_switches.py (the per-process batch
+    at 3 %, as bf16 against fp32 in tests/core/test_trainer.py (the per-process batch
     changes how oneDNN blocks its bf16 sums); fp32 at 1e-4."""
     cases = _matrix_cases(tmp_path)
     for name, argv in cases:

@@ -191,6 +191,7 @@ def test_the_release_urls_are_download_shs():
         assert line.group(2).endswith(f'/{name}/{release.filename}')
 
 
+@pytest.mark.slow  # seconds: whole translations at the tested sizes
 def test_afhq_at_the_official_size(tmp_path, photo, one_thread):
     """230 MB of name-filled weights at the official size, written and read back (5 s here)."""
     cfg = hubconf.RELEASES['afhq'].config

@@ -156,6 +156,7 @@ def test_images_are_rounded_as_saved_files(model0, photos, tmp_path):
                           np.asarray(Image.open(tmp_path / 'row.png')))
 
 
+@pytest.mark.slow  # seconds: whole translations at the tested sizes
 def test_every_kind_of_image_gives_the_same_output(model1, photos):
     path = photos[2]
     pil = Image.open(path)
@@ -231,6 +232,7 @@ def test_style_codes_and_generate_are_the_pieces_of_translate(model1, photos):
                        model1.translate(photos[0], reference=photos[1], reference_domain='female', return_tensors=True))
 
 
+@pytest.mark.slow  # seconds: whole translations at the tested sizes
 def test_batches_give_what_each_image_gives_alone(model1, photos):
     s = model1.style(photos, ['female', 'male', 'female'])  # one domain per image
     alone = torch.cat([model1.style(p, d) for p, d in zip(photos, ['female', 'male', 'female'])])
@@ -258,6 +260,7 @@ def test_the_same_seed_gives_the_same_styles_and_another_seed_others(model0):
 # ---------------------------------------------------------------- style strength (item 4)
 
 
+@pytest.mark.slow  # seconds: whole translations at the tested sizes
 @pytest.mark.parametrize('which', ['hpf0', 'hpf1'])
 def test_strength_moves_from_the_source_style_to_the_target_style(model0, model1, photos, which):
     model = model0 if which == 'hpf0' else model1
@@ -332,6 +335,7 @@ def test_translate_mode_writes_the_apis_pixels(runs, model1, photos, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / 'ref.png')), np.asarray(want))
 
 
+@pytest.mark.slow  # seconds: whole translations at the tested sizes
 def test_the_web_demo_translates_with_the_api_and_a_strength(model0, photos):
     import gradio as gr
 

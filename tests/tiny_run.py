@@ -54,3 +54,12 @@ def make_image(path, size=48, seed=0):
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size, size + 8, 3), dtype=np.uint8)).save(path)
     return path
+
+
+def upload_images(root):
+    """The web demo tests' uploads: a PNG source, a JPEG reference and a file that is no image."""
+    src = make_image(root / 'source.png', size=48, seed=1)
+    ref = make_image(root / 'reference.jpg', size=40, seed=2)
+    bad = root / 'broken.png'
+    bad.write_bytes(b'this is not an image')
+    return src, ref, bad

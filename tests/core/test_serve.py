@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers import free_port
-from tiny_run import make_checkpoint, make_image
+from tiny_run import make_checkpoint, make_image, upload_images
 
 pytestmark = pytest.mark.slow  # gradio and served apps
 
@@ -17,12 +17,7 @@ IMG_SIZE = 32
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('images')
-    src = make_image(root / 'source.png', size=48, seed=1)
-    ref = make_image(root / 'reference.jpg', size=40, seed=2)
-    bad = root / 'broken.png'
-    bad.write_bytes(b'this is not an image')
-    return src, ref, bad
+    return upload_images(tmp_path_factory.mktemp('images'))
 
 
 # ---------------------------------------------------------------- limits, cache, requests at once (issue 19, item 11)

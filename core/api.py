@@ -39,7 +39,7 @@ from core.fan import Masks, fan_masks
 from core.hub_format import resolve_pretrained
 from core.images import to_uint8
 from core.inference import load_networks, resolve_step
-from core.networks import ModelConfig
+from core.networks import MODEL_KEYS, ModelConfig
 from core.styles import domain_mean_style, truncated_style
 
 __all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'model_config', 'to_pil']
@@ -47,7 +47,6 @@ __all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_in
 ImageInput: TypeAlias = 'Image.Image | np.ndarray | str | os.PathLike[str] | torch.Tensor'
 Images: TypeAlias = 'ImageInput | Sequence[ImageInput]'
 Domain: TypeAlias = 'int | str'
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def domain_index(value: Domain | None, names: Sequence[str], what: str, hint: str = '') -> int:

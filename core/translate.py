@@ -16,16 +16,14 @@ import os
 from typing import Any
 
 import torch
-from munch import Munch
 
-from core.api import StarGANv2, as_batch, domain_index as api_domain_index
+from core.api import StarGANv2, domain_index as api_domain_index
 from core.data import IMG_EXTENSIONS, is_image_file, list_images
 from core.errors import UserError
 from core.fileio import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.inference import load_run_networks
 from core.networks import ModelConfig
 from core.images import save_image
-from core.device import DeviceLike
 
 
 OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}
@@ -40,22 +38,6 @@ def known_domains(args: Any) -> list[str]:
 def domain_index(value: str | int | None, names: list[str], flag: str) -> int:
     """The index of the domain ``value`` (a name or an index) given with ``flag``."""
     return api_domain_index(value, names, flag, hint=', or give names with --domain_names')
-
-
-def load_image(path: str, img_size: int, device: DeviceLike, max_pixels: int | None = None) -> torch.Tensor:
-    """One image file (any size and format PIL reads) as a (1, 3, img_size, img_size) batch
-    in [-1, 1]; ImageReadError (a UserError) when it cannot be read, ImageTooLargeError when
-    it has more than ``max_pixels`` pixels (checked before decoding)."""
-    return as_batch(path, img_size, device, max_pixels=max_pixels)
-
-
-def translate_image(nets: Munch, args: Any, x: torch.Tensor, s_trg: torch.Tensor) -> torch.Tensor:
-    """The source ``x`` (1, 3, H, W) translated with each style of ``s_trg`` (n, style_dim):
-    (n, 3, H, W); w_hpf > 0 models compute the source's masks with the FAN
-    (``StarGANv2.generate``). ``args``: anything with ``w_hpf`` (the parsed arguments, or the
-    run's ModelConfig)."""
-    cfg = ModelConfig(img_size=x.size(-1), style_dim=s_trg.size(1), w_hpf=args.w_hpf)
-    return StarGANv2(nets, cfg).generate(x, s_trg)
 
 
 def plan(args: Any) -> list[tuple[str, str]]:

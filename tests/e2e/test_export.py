@@ -14,13 +14,13 @@ import onnxscript  # noqa: F401 (the exporter needs it)
 import pytest
 import torch
 import torch.nn.functional as F
-from munch import Munch
 from PIL import Image
 
 import main as cli
 from helpers import ROOT
-from core.translate import load_image, translate_image
+from core.api import StarGANv2, as_batch
 from core.fan import PART_OPS
+from core.networks import ModelConfig
 from tiny_run import STEP, make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,13 @@ def real_images(img_size, n=2):
     paths += sorted(glob.glob(os.path.join(PHOTOS, 'afhq', 'src', '*', '*.jpg')))[:n - len(paths)]
     if len(paths) < n:
         return None
-    return torch.cat([load_image(p, img_size, 'cpu') for p in paths])
+    return as_batch(paths, img_size, 'cpu')
+
+
+def translated(nets, w_hpf, x, s):
+    """Translate mode's path: the source (1, 3, S, S) with each style of ``s`` through the API."""
+    cfg = ModelConfig(img_size=x.size(-1), style_dim=s.size(1), latent_dim=8, w_hpf=w_hpf)
+    return StarGANv2(nets, cfg).generate(x, s)
 
 
 @pytest.fixture(scope='module')
@@ -122,11 +128,10 @@ def test_onnx_matches_pytorch(exported, num_domains, w_hpf, img_size, with_confi
             if w_hpf and all(np.abs(a[:1] - b[:1].numpy()).max() <= TOL for a, b in zip(ort_masks, masks)):
                 # all in onnxruntime (FAN masks -> generator) against translate mode's path, when no
                 # mask pixel of the first image fell on the other side of the threshold
-                opts = Munch(w_hpf=w_hpf, latent_dim=8)
                 m0, m1 = sess['fan_masks'].run(None, {'x': x[:1].numpy()})
                 got = sess['generator'].run(None, {'x': x[:1].numpy(), 's': s_map[:1].numpy(), 'masks0': m0,
                                                    'masks1': m1})[0]
-                errors[f'fan_masks+generator/{kind}'] = err(got, translate_image(nets, opts, x[:1], s_map[:1]))
+                errors[f'fan_masks+generator/{kind}'] = err(got, translated(nets, w_hpf, x[:1], s_map[:1]))
     if w_hpf:
         print(f'mask pixels fed by heat-map values at the 0.1 threshold: {unstable}; '
               f'mask values (of both masks) differing by > {TOL}: {flipped}')
@@ -178,9 +183,9 @@ def test_readme_onnxruntime_example_translates_one_image(exported, tmp_path, num
     # the same translation in PyTorch: the example's latent code, translate mode's image path
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 8), np.float32))
     with torch.no_grad():
-        x = load_image(src, img_size, 'cpu')
+        x = as_batch(src, img_size, 'cpu')
         s = nets.mapping_network(z, torch.tensor([1]))
-        x_fake = translate_image(nets, Munch(w_hpf=w_hpf, latent_dim=8), x, s)
+        x_fake = translated(nets, w_hpf, x, s)
     want = ((x_fake[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255)
     # rounding only (but for the rare mask pixels at the FAN's 0.1 threshold, see threshold_stable)
     assert (np.abs(got - want) > 1.0).mean() < 1e-3

@@ -34,7 +34,7 @@ from core.config_file import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
 from core.flags import build_parser, flag_actions
-from core.hub_format import check_repo_id, is_hub_folder, push_folder, read_hub_config, read_metrics, save_hub_folder, \
+from core.hub_format import check_repo_id, is_hub_folder, push_folder, read_hub_config, save_hub_folder, \
     training_data
 from core.networks import ModelConfig
 
@@ -191,7 +191,7 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
       or the dataset's ``--config``); see ``core.hub_format.training_data``;
     - metrics of ``step``: the first of ``--eval_dir``, the ``eval_dir`` that the run's
       config.yaml records, and the run folder itself that holds them (FID/LPIPS JSON files or
-      ``metrics.jsonl``; ``core.hub_format.read_metrics``);
+      ``metrics.jsonl``; ``metrics.eval.read_results``);
     - a Hub folder given as ``--checkpoint_dir`` passes its own on."""
     folder = args.checkpoint_dir
     run_name = os.path.basename(os.path.abspath(folder))
@@ -208,11 +208,12 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
         data = training_data(getattr(args, 'train_img_dir', None) or _flag_default('train_img_dir'),
                              getattr(args, 'demo_data', None))
     candidates = [getattr(args, 'eval_dir', None), recorded.get('eval_dir') if recorded else None, folder]
+    from metrics.eval import read_results  # the metrics stack is loaded only when used
     metrics, seen = None, set()
     for candidate in candidates:
         if candidate and os.path.realpath(candidate) not in seen:
             seen.add(os.path.realpath(candidate))
-            metrics = read_metrics(candidate, step)
+            metrics = read_results(candidate, step)
             if metrics:
                 break
     return dict(source=f'{run_name}/{step:06d}_nets_ema.ckpt', training_data=data, metrics=metrics)

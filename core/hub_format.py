@@ -41,7 +41,7 @@ from core.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'is_hub_folder', 'read_hub_config',
            'config_from_hub', 'model_values', 'hub_step', 'save_hub_folder', 'load_hub_weights', 'load_hub_folder',
-           'model_card', 'training_data', 'read_metrics', 'resolve_pretrained', 'push_folder', 'check_repo_id']
+           'model_card', 'training_data', 'resolve_pretrained', 'push_folder', 'check_repo_id']
 
 FORMAT = 'stargan-v2'
 FORMAT_VERSION = 1
@@ -167,7 +167,7 @@ def save_hub_folder(nets: Mapping[str, nn.Module], cfg: ModelConfig, out_dir: st
 
     ``extra``: more metadata for ``config.json`` and the card: ``source`` (a string: where the
     networks came from), ``training_data`` (see :func:`training_data`; default: unknown) and
-    ``metrics`` (see :func:`read_metrics`); other keys go into ``config.json`` as they are."""
+    ``metrics`` (see ``metrics.eval.read_results``); other keys go into ``config.json`` as they are."""
     from safetensors.torch import save as safetensors_bytes
     names = _network_names(cfg)
     missing = [n for n in names if n not in nets]
@@ -350,47 +350,6 @@ def model_card(meta: Mapping[str, Any]) -> str:
              '', str(data.get('text') or _UNKNOWN['text']), '',
              '## Reference', '', PAPER, '']
     return '\n'.join(front + body)
-
-
-def read_metrics(folder: str | os.PathLike[str] | None, step: int | None) -> dict[str, Any] | None:
-    """The FID and LPIPS values of iteration ``step`` that ``--mode eval`` (or training's
-    evaluations) wrote into ``folder``: its ``FID_{step:05d}_{mode}.json`` and
-    ``LPIPS_{step:05d}_{mode}.json`` files, else the lines of that step in ``metrics.jsonl``
-    (the last line per mode); None when there are none. The dict says ``from`` where."""
-    if folder is None or step is None or not os.path.isdir(folder):
-        return None
-    found: dict[str, Any] = {}
-    for kind in ('FID', 'LPIPS'):
-        for mode in ('latent', 'reference'):
-            path = os.path.join(folder, f'{kind}_{step:05d}_{mode}.json')
-            try:
-                with open(path, encoding='utf-8') as f:
-                    values = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if isinstance(values, dict):
-                found.update({k: v for k, v in values.items() if isinstance(v, (int, float))})
-    where = f'{{FID,LPIPS}}_{step:05d}_*.json' if found else None
-    if not found:
-        by_mode: dict[str, dict[str, Any]] = {}
-        try:
-            with open(os.path.join(folder, 'metrics.jsonl'), encoding='utf-8') as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short
-                    if isinstance(row, dict) and row.get('step') == step:
-                        by_mode[str(row.get('mode'))] = {k: v for k, v in row.items()
-                                                         if k not in ('step', 'mode') and isinstance(v, (int, float))}
-        except OSError:
-            return None
-        for values in by_mode.values():
-            found.update(values)
-        where = 'metrics.jsonl'
-    if not found:
-        return None
-    return {**found, 'from': f'{os.path.basename(os.path.abspath(folder))}/{where}'}
 
 
 # ---------------------------------------------------------------------------- the Hugging Face Hub

@@ -143,13 +143,62 @@ def _check(nets: Munch, args: Namespace | Munch, mode: str, domains: Sequence[st
                            f'(--wing_path) or set --w_hpf 0')
 
 
+RESULTS_LOG = 'metrics.jsonl'  # one line per evaluation, beside the JSON files
+
+
+def result_file(eval_dir: str | os.PathLike[str], kind: str, step: int, mode: str) -> str:
+    """The JSON file of ``kind`` ('FID' or 'LPIPS') values of one evaluation."""
+    return os.path.join(eval_dir, f'{kind}_{step:05d}_{mode}.json')
+
+
 def _write(args: Namespace | Munch, step: int, mode: str, fid_values: dict[str, float],
            lpips_values: dict[str, float]) -> None:
     os.makedirs(args.eval_dir, exist_ok=True)
     for kind, values in (('FID', fid_values), ('LPIPS', lpips_values)):
-        write_json(values, os.path.join(args.eval_dir, f'{kind}_{step:05d}_{mode}.json'))  # atomic
-    with open(os.path.join(args.eval_dir, 'metrics.jsonl'), 'a') as f:
+        write_json(values, result_file(args.eval_dir, kind, step, mode))  # atomic
+    with open(os.path.join(args.eval_dir, RESULTS_LOG), 'a') as f:
         f.write(json.dumps({'step': step, 'mode': mode, **fid_values, **lpips_values}) + '\n')
+
+
+def read_results(folder: str | os.PathLike[str] | None, step: int | None) -> dict[str, Any] | None:
+    """The FID and LPIPS values of iteration ``step`` that ``_write`` (``--mode eval``, or training's
+    evaluations) put into ``folder``: its ``FID_{step:05d}_{mode}.json`` and
+    ``LPIPS_{step:05d}_{mode}.json`` files, else the lines of that step in ``metrics.jsonl``
+    (the last line per mode); None when there are none. The dict says ``from`` where."""
+    if folder is None or step is None or not os.path.isdir(folder):
+        return None
+    found: dict[str, Any] = {}
+    for kind in ('FID', 'LPIPS'):
+        for mode in MODES:
+            path = result_file(folder, kind, step, mode)
+            try:
+                with open(path, encoding='utf-8') as f:
+                    values = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(values, dict):
+                found.update({k: v for k, v in values.items() if isinstance(v, (int, float))})
+    where = f'{{FID,LPIPS}}_{step:05d}_*.json' if found else None
+    if not found:
+        by_mode: dict[str, dict[str, Any]] = {}
+        try:
+            with open(os.path.join(folder, RESULTS_LOG), encoding='utf-8') as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short
+                    if isinstance(row, dict) and row.get('step') == step:
+                        by_mode[str(row.get('mode'))] = {k: v for k, v in row.items()
+                                                         if k not in ('step', 'mode') and isinstance(v, (int, float))}
+        except OSError:
+            return None
+        for values in by_mode.values():
+            found.update(values)
+        where = RESULTS_LOG
+    if not found:
+        return None
+    return {**found, 'from': f'{os.path.basename(os.path.abspath(folder))}/{where}'}
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import core.hub_format as hub
+from metrics.eval import read_results
 import main as cli
 from core.config import parse_args
 from core.errors import UserError
@@ -173,18 +174,18 @@ def write_eval(folder, step, seed=0):
 def test_metrics_of_the_exported_step_come_from_the_eval_folder(tmp_path):
     write_eval(tmp_path / 'eval', STEP)
     write_eval(tmp_path / 'eval', STEP + 1, seed=9)
-    metrics = hub.read_metrics(tmp_path / 'eval', STEP)
+    metrics = read_results(tmp_path / 'eval', STEP)
     assert metrics['FID_latent/mean'] == 45.0 and metrics['LPIPS_reference/dog2cat'] == 0.35
     assert metrics['from'] == 'eval/{FID,LPIPS}_00003_*.json'
-    assert hub.read_metrics(tmp_path / 'eval', 99) is None and hub.read_metrics(tmp_path / 'none', STEP) is None
+    assert read_results(tmp_path / 'eval', 99) is None and read_results(tmp_path / 'none', STEP) is None
     for f in (tmp_path / 'eval').glob('*.json'):  # metrics.jsonl alone (the last line of a mode wins)
         f.unlink()
     with open(tmp_path / 'eval' / 'metrics.jsonl', 'a') as f:
         f.write('{"step": 3, "mode": "lat')  # a line cut short is skipped
-    assert hub.read_metrics(tmp_path / 'eval', STEP + 1)['FID_latent/mean'] == 49.5
-    assert hub.read_metrics(tmp_path / 'eval', STEP)['from'] == 'eval/metrics.jsonl'
+    assert read_results(tmp_path / 'eval', STEP + 1)['FID_latent/mean'] == 49.5
+    assert read_results(tmp_path / 'eval', STEP)['from'] == 'eval/metrics.jsonl'
     meta = dict(format_version=1, img_size=32, num_domains=2, style_dim=16, latent_dim=8, w_hpf=0, domain_names=NAMES,
-                step=STEP, metrics=hub.read_metrics(tmp_path / 'eval', STEP), networks=[])
+                step=STEP, metrics=read_results(tmp_path / 'eval', STEP), networks=[])
     _, body = card_parts(hub.model_card(meta))
     assert '| task | FID_latent | LPIPS_latent | FID_reference | LPIPS_reference |' in body
     assert '| cat2dog | 40.00 | 0.2500 | 40.00 | 0.2500 |' in body

@@ -5,6 +5,7 @@ networks, the official flags' defaults, a serve process, a download mirror's fil
 Importable as ``helpers`` because the pytest configuration (pyproject.toml) puts the project
 root and ``tests/`` on the path; fixtures live in ``conftest.py``.
 """
+import contextlib
 import io
 import os
 import socket
@@ -289,3 +290,19 @@ def loadable(name):
     else:
         torch.save({'generator': {'w': torch.from_numpy(values)}}, buf)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def switched(obj, **values):
+    """``obj``'s attributes set to ``values`` inside the block, their earlier values back after.
+    For torch's switch modules (``torch.backends.cudnn``, ``torch.backends.cuda.matmul``,
+    ``torch._dynamo.config``), whose attributes are properties or module-level ``__getattr__``
+    values: pytest's monkeypatch (9.2) records those as absent and deletes them on undo."""
+    before = {name: getattr(obj, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(obj, name, value)
+        yield obj
+    finally:
+        for name, value in before.items():
+            setattr(obj, name, value)

@@ -30,12 +30,12 @@ def test_a_compiled_row_past_the_recompile_limit_fails_loudly():
     torch._dynamo.reset()
 
 
-def test_project_rows_ask_dynamo_to_fail_at_the_limit(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, 'fail_on_recompile_limit_hit', False)
-    opt = train_speed.parse(['--device', 'cpu', '--dim_in', '8', '--max_conv_dim', '32'])
-    train_speed.Project(train_speed.train_args(opt, 32, 2, compile_=True), torch.device('cpu'),
-                        compile_options=dict(backend='eager'))
-    assert torch._dynamo.config.fail_on_recompile_limit_hit is True
+def test_project_rows_ask_dynamo_to_fail_at_the_limit():
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=False):
+        opt = train_speed.parse(['--device', 'cpu', '--dim_in', '8', '--max_conv_dim', '32'])
+        train_speed.Project(train_speed.train_args(opt, 32, 2, compile_=True), torch.device('cpu'),
+                            compile_options=dict(backend='eager'))
+        assert torch._dynamo.config.fail_on_recompile_limit_hit is True
 
 
 def test_a_row_past_the_recompile_limit_is_reported_and_the_others_are_timed():

@@ -6,6 +6,7 @@ import torch
 from core import device as device_mod
 from core.device import select_device
 from core.errors import UserError
+from helpers import switched
 
 
 def test_select_device(monkeypatch):
@@ -32,9 +33,9 @@ def test_local_rank_maps_to_a_visible_gpu():
         device_mod.local_cuda_index(2, 2)
 
 
-def test_cudnn_benchmark_for_cuda_training_only(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
-    device_mod.configure_training(torch.device('cpu'))
-    assert torch.backends.cudnn.benchmark is False
-    device_mod.configure_training(torch.device('cuda', 0))
-    assert torch.backends.cudnn.benchmark is True
+def test_cudnn_benchmark_for_cuda_training_only():
+    with switched(torch.backends.cudnn, benchmark=False):
+        device_mod.configure_training(torch.device('cpu'))
+        assert torch.backends.cudnn.benchmark is False
+        device_mod.configure_training(torch.device('cuda', 0))
+        assert torch.backends.cudnn.benchmark is True

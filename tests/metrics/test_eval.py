@@ -11,7 +11,7 @@ from munch import Munch
 from PIL import Image
 
 import metrics as metrics_pkg
-from helpers import random_uint8, tiny_nets, write_pngs
+from helpers import random_uint8, switched, tiny_nets, write_pngs
 from metrics import eval as meval
 from metrics import fid
 
@@ -169,13 +169,16 @@ def test_calculate_metrics_rejects_bad_setups(offline_home, tmp_path):
 
 
 # ------------------------------------------------------------------ TF32 in evaluation (docs/first_gpu_run.md item 8)
-def test_fid_and_lpips_features_run_without_tf32(monkeypatch):
+def test_fid_and_lpips_features_run_without_tf32():
+    with switched(torch.backends.cudnn, allow_tf32=True), switched(torch.backends.cuda.matmul, allow_tf32=True):
+        features_run_without_tf32()
+
+
+def features_run_without_tf32():
     from torchvision import models
 
     from metrics.fid import InceptionPool3
     from metrics.lpips import LPIPS
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', True)
     seen = []
     record = lambda module, inputs: seen.append((torch.backends.cudnn.allow_tf32,
                                                  torch.backends.cuda.matmul.allow_tf32))

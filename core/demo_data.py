@@ -16,19 +16,21 @@ reference-guided translation must take the reference's colours.
 Each image comes from its own random stream, derived from (seed, split, domain, index):
 the set is the same on every machine for a seed, and a larger set starts with the
 images of a smaller one. ``manifest.json`` is written last; when it is there with the
-same settings, nothing is redone.
+same settings, nothing is redone. Runs started together on one folder (several seeds) take
+turns: the first writes the set, the others find it complete.
 
 ``bench/shape_classifier.py`` recovers the shape and colours from an image with no learned
 model (``bench/demo_quality.py`` scores a trained demo model with it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import TypedDict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -146,6 +148,22 @@ def _complete(root, settings):
     return True
 
 
+@contextlib.contextmanager
+def _exclusive(root: str) -> Iterator[None]:
+    """Holds a lock on ``root`` (POSIX): runs started together wait for the one writing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; one run at a time
+        yield
+        return
+    with open(os.path.join(root, '.lock'), 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n_val: int = 50, seed: int = 0,
                         domains: Iterable[str] = SHAPES) -> DemoDataset:
     """Writes ``root/{train,val}/<domain>/NNNNN.png`` (``n_train`` / ``n_val`` per domain).
@@ -166,6 +184,14 @@ def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n
     settings = _settings(img_size, n_train, n_val, seed, domains)
     result: DemoDataset = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
 
+    os.makedirs(root, exist_ok=True)
+    with _exclusive(root):
+        return _make(root, settings, result)
+
+
+def _make(root: str, settings: dict[str, Any], result: DemoDataset) -> DemoDataset:
+    """make_shapes_dataset's work, under the folder's lock."""
+    domains, seed, img_size = settings['domains'], settings['seed'], settings['img_size']
     found = _read_manifest(root)
     if found is not None:
         if found == settings and _complete(root, settings):
@@ -181,7 +207,6 @@ def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n
             raise UserError(f"'{path}' exists but '{root}' has no complete demo dataset "
                             f"({MANIFEST} missing or incomplete); delete '{root}' or choose another folder")
 
-    os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, f'.partial-{uuid.uuid4().hex[:12]}')
     try:
         for split in SPLITS:

@@ -1,6 +1,7 @@
 """core/demo_data.py: the demo's generated shapes dataset (how the demo scores it: tests/bench/)."""
 import hashlib
 import json
+import multiprocessing
 import os
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_counts_layout_and_image_format(tmp_path):
             img = Image.open(tmp_path / 'd' / split / d / names[0])
             assert img.mode == 'RGB' and img.size == (24, 24)
     assert json.loads((tmp_path / 'd' / MANIFEST).read_text())['n_train'] == 7
-    assert not [f for f in os.listdir(tmp_path / 'd') if f.startswith('.')]  # no temp folder left
+    assert [f for f in os.listdir(tmp_path / 'd') if f.startswith('.')] == ['.lock']  # no temp folder left
 
 
 def test_subset_of_domains(tmp_path):
@@ -70,6 +71,32 @@ def test_second_call_skips_complete_dataset(tmp_path):
     info = make_shapes_dataset(tmp_path, img_size=16, n_train=3, n_val=2)
     assert info['generated'] is False
     assert marker.stat().st_mtime_ns == before
+
+
+def _make_after(barrier, root, results):
+    barrier.wait()
+    try:
+        results.put(make_shapes_dataset(root, img_size=16, n_train=40, n_val=5)['generated'])
+    except BaseException as e:  # reported to the test, which fails naming it
+        results.put(repr(e))
+
+
+def test_runs_started_together_share_one_dataset(tmp_path):
+    # several seeds launched at once on one folder: one run writes the set, the others wait
+    # for it and use it (before the lock, a second run's move failed: "Directory not empty")
+    ctx = multiprocessing.get_context('fork')
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_make_after, args=(barrier, tmp_path / 'd', results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = sorted(str(results.get(timeout=60)) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes == ['False', 'False', 'True']
+    alone = make_shapes_dataset(tmp_path / 'alone', img_size=16, n_train=40, n_val=5)
+    assert alone['generated'] is True
+    assert _tree_digest(tmp_path / 'd' / 'train') == _tree_digest(tmp_path / 'alone' / 'train')
+    assert not [f for f in os.listdir(tmp_path / 'd') if f.startswith('.partial')]
 
 
 def test_refuses_other_settings_and_foreign_folders(tmp_path):

@@ -156,7 +156,12 @@ def _exclusive(root: str) -> Iterator[None]:
     except ImportError:  # Windows: no lock; one run at a time
         yield
         return
-    with open(os.path.join(root, '.lock'), 'a') as f:
+    try:
+        f = open(os.path.join(root, '.lock'), 'a')
+    except OSError:  # a read-only folder: a complete set is read, nothing written
+        yield
+        return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -99,6 +99,15 @@ def test_runs_started_together_share_one_dataset(tmp_path):
     assert not [f for f in os.listdir(tmp_path / 'd') if f.startswith('.partial')]
 
 
+def test_a_folder_where_the_lock_cannot_be_made_is_still_read(tmp_path):
+    # a complete set in a folder nobody may write (a shared, read-only copy) is used as it is;
+    # the lock file's place taken by a folder makes open() fail for root too
+    make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=3, n_val=2)
+    os.remove(tmp_path / 'd' / '.lock')
+    (tmp_path / 'd' / '.lock').mkdir()
+    assert make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=3, n_val=2)['generated'] is False
+
+
 def test_refuses_other_settings_and_foreign_folders(tmp_path):
     make_shapes_dataset(tmp_path / 'd', img_size=16, n_train=3, n_val=2)
     with pytest.raises(UserError, match='other settings.*n_train=3'):

@@ -187,16 +187,15 @@ def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n
         raise UserError(f'the demo set needs at least one image per split and domain (n_train={n_train}, n_val={n_val})')
     root = os.fspath(root)
     settings = _settings(img_size, n_train, n_val, seed, domains)
-    result: DemoDataset = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
-
     os.makedirs(root, exist_ok=True)
     with _exclusive(root):
-        return _make(root, settings, result)
+        return _make(root, settings)
 
 
-def _make(root: str, settings: dict[str, Any], result: DemoDataset) -> DemoDataset:
+def _make(root: str, settings: dict[str, Any]) -> DemoDataset:
     """make_shapes_dataset's work, under the folder's lock."""
     domains, seed, img_size = settings['domains'], settings['seed'], settings['img_size']
+    result: DemoDataset = {'train': os.path.join(root, 'train'), 'val': os.path.join(root, 'val'), 'generated': False}
     found = _read_manifest(root)
     if found is not None:
         if found == settings and _complete(root, settings):

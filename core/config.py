@@ -168,7 +168,7 @@ def validate_args(args: Any) -> Any:
     need(0 < args.port < 65536, f'--port must be in 1..65535, not {args.port}')
     if args.dim_in is not None:
         need(args.dim_in >= 1, f'--dim_in must be >= 1, not {args.dim_in}')
-    for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'num_workers', 'print_every',
+    for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'print_every',
               'sample_every', 'save_every', 'eval_every', 'keep_last'):
         v = getattr(args, k)
         need(v == LATEST if isinstance(v, str) else v >= 0, f'--{k} must be >= 0, not {v}')

@@ -29,6 +29,7 @@ them, which is all a checkpoint needs for a bitwise-identical data stream.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import os
 from collections import Counter
@@ -403,19 +404,52 @@ class _Resumable:
         return max(self.num_samples - self.start, 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Share:
+    """One process's share of a training stream: of each global batch of ``global_batch``
+    positions, process ``rank`` of ``world_size`` reads the ``global_batch // world_size``
+    positions from ``rank * global_batch // world_size`` on (the rows it trains on)."""
+    global_batch: int
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.global_batch <= 0 or self.global_batch % self.world_size or not 0 <= self.rank < self.world_size:
+            raise ValueError(f'no share of a global batch of {self.global_batch} for rank {self.rank} '
+                             f'of {self.world_size}')
+
+    @property
+    def local_batch(self) -> int:
+        return self.global_batch // self.world_size
+
+    def rows(self, n: int) -> slice:
+        """This process's rows of a global batch of ``n`` rows."""
+        local = n // self.world_size
+        return slice(self.rank * local, (self.rank + 1) * local)
+
+
 class BalancedSampler(_Resumable, WeightedRandomSampler):
     """Domain-balanced sampling (weight 1/domain size, with replacement), resumable.
 
     Yields ``(index, sample_seed)`` keys; the dataset draws the sample's random
     transform from ``sample_seed`` alone.
+
+    With a ``share`` (training): the stream goes on epoch after epoch (the loader never ends,
+    so its workers never drain and refill at an epoch boundary), each epoch's last incomplete
+    global batch is skipped (the official ``drop_last``), and only this process's positions
+    of each global batch are yielded. The plan, and so every image and transform, is the one
+    process's whatever the number of processes.
     """
 
-    def __init__(self, labels: Iterable[int], seed: int, epoch: int = 0, start: int = 0) -> None:
+    def __init__(self, labels: Iterable[int], seed: int, epoch: int = 0, start: int = 0,
+                 share: Optional[Share] = None) -> None:
         labels = [int(v) for v in labels]
         counts = Counter(labels)
         weights = [1.0 / counts[v] for v in labels]
         super().__init__(weights, num_samples=len(labels), replacement=True)
+        self.labels = labels
         self.seed = int(seed)
+        self.share = share
         self.set_epoch(epoch, start)
 
     def plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -425,11 +459,38 @@ class BalancedSampler(_Resumable, WeightedRandomSampler):
         seeds = torch.randint(0, _SEED_MAX, (self.num_samples,), generator=g)
         return idx, seeds
 
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return self.num_samples // batch_size
+
+    def shared(self, share: Share) -> BalancedSampler:
+        """The same stream (seed, position), ``share`` of it."""
+        return BalancedSampler(self.labels, self.seed, self.epoch, self.start, share)
+
+    def __len__(self) -> int:
+        if self.share is None:
+            return super().__len__()
+        # endless: the number of this process's positions in the rest of this epoch's full
+        # batches (what one pass of a DataLoader over one epoch would say)
+        used = self.batches_per_epoch(self.share.global_batch) * self.share.global_batch
+        return max(used - self.start, 0) // self.share.world_size
+
     # keys (index, sample_seed): not the plain indices of the Sampler[int] base
     def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
-        idx, seeds = self.plan(self.epoch)
-        for k in range(self.start, self.num_samples):
-            yield int(idx[k]), int(seeds[k])
+        if self.share is None:
+            idx, seeds = self.plan(self.epoch)
+            for k in range(self.start, self.num_samples):
+                yield int(idx[k]), int(seeds[k])
+            return
+        share, epoch, start = self.share, self.epoch, self.start
+        rows = share.rows(share.global_batch)
+        used = self.batches_per_epoch(share.global_batch) * share.global_batch
+        while True:
+            idx, seeds = self.plan(epoch)
+            for first in range(start - start % share.global_batch, used, share.global_batch):
+                for k in range(first + rows.start, first + rows.stop):
+                    if k >= start:
+                        yield int(idx[k]), int(seeds[k])
+            epoch, start = epoch + 1, 0
 
 
 class ShuffleSampler(_Resumable, data.Sampler):
@@ -472,15 +533,20 @@ class TrainTransform:
     then Resize([img_size, img_size]), RandomHorizontalFlip, ToTensor, Normalize to [-1, 1].
     All draws use the CPU default generator inside ``fork_rng`` seeded with ``seed``; the
     caller's random state (CPU and CUDA) is left exactly as it was.
+
+    ``uint8``: the pixels as a uint8 tensor (C, H, W) instead, a quarter of the bytes to pass
+    from the workers and copy to the device; ``unit_range`` there makes them exactly the
+    ToTensor + Normalize values.
     """
 
-    def __init__(self, img_size: int, prob: float) -> None:
+    def __init__(self, img_size: int, prob: float, uint8: bool = False) -> None:
+        to_tensor = [transforms.PILToTensor()] if uint8 else [
+            transforms.ToTensor(), transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])]
         self.transform = transforms.Compose([
             _MaybeCrop(img_size, prob),
             transforms.Resize([img_size, img_size]),
             transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+            *to_tensor,
         ])
 
     def __call__(self, img: Image.Image, seed: Optional[int] = None) -> torch.Tensor:
@@ -489,6 +555,12 @@ class TrainTransform:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(int(seed))
             return self.transform(img)
+
+
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (``TrainTransform(uint8=True)``) as ToTensor then Normalize(0.5, 0.5) make
+    them, bit for bit, on the tensor's device: x / 255, then (x - 0.5) / 0.5, in float32."""
+    return x.to(torch.get_default_dtype()).div_(255).sub_(0.5).div_(0.5)
 
 
 INCEPTION_SIZE = 299
@@ -576,33 +648,59 @@ class FlatImageDataset(data.Dataset):
 # --------------------------------------------------------------------------- loaders
 
 def _make_loader(dataset: data.Dataset, sampler: BalancedSampler | ShuffleSampler, batch_size: int, num_workers: int,
-                 drop_last: bool, device: DeviceLike = None) -> data.DataLoader:
-    """Pinned memory when the batches go to a CUDA ``device`` (the one device decision;
-    None: 'auto'); workers that live across epochs (``persistent_workers``)."""
+                 drop_last: bool, pin: bool) -> data.DataLoader:
+    """A loader whose workers live across epochs (``persistent_workers``); ``pin``: pinned
+    memory (see ``core.device.pin_memory``, the one device decision)."""
     return data.DataLoader(
         dataset=dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=pin_memory(device), drop_last=drop_last, persistent_workers=num_workers > 0,
+        pin_memory=pin, drop_last=drop_last, persistent_workers=num_workers > 0,
         # private generator: creating an iterator must not consume the global RNG
         generator=torch.Generator().manual_seed(sampler.seed))
+
+
+def share_loader(loader: data.DataLoader, share: Share) -> Optional[data.DataLoader]:
+    """A training loader of ``get_train_loader`` (batch = the global batch) made this process's
+    endless ``share`` of the same stream: batches of ``share.local_batch``, the same workers,
+    pinning and position. None for a loader of another kind (its batches are then read whole
+    and sliced). ``loader`` itself is left unused, so its workers never start."""
+    sampler = loader.sampler
+    if not isinstance(sampler, BalancedSampler) or sampler.share is not None or loader.batch_size != share.global_batch:
+        return None
+    if sampler.batches_per_epoch(share.global_batch) == 0:
+        raise UserError(f'{sampler.num_samples} training images, fewer than the batch size {share.global_batch}; '
+                        f'add images or lower --batch_size')
+    return _make_loader(loader.dataset, sampler.shared(share), share.local_batch, loader.num_workers,
+                        drop_last=True, pin=loader.pin_memory)
+
+
+def without_workers(loader: data.DataLoader) -> data.DataLoader:
+    """The same batches read in this process (no worker processes): for a loader read once
+    (the training run's fixed validation batch), so that no idle workers stay alive. Loaders
+    of another kind are returned as they are."""
+    if loader.num_workers == 0 or not isinstance(loader.sampler, (BalancedSampler, ShuffleSampler)):
+        return loader
+    return _make_loader(loader.dataset, loader.sampler, loader.batch_size or 1, 0, loader.drop_last, loader.pin_memory)
 
 
 def get_train_loader(root: StrPath, which: str = 'source', img_size: int = 256, batch_size: int = 8, prob: float = 0.5,
                      num_workers: int = 4, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
                      epoch: int = 0, start: int = 0, num_domains: Optional[int] = None,
-                     device: DeviceLike = None) -> data.DataLoader:
+                     device: DeviceLike = None, uint8: bool = False) -> data.DataLoader:
     """Training loader: balanced over domains, augmented, reproducible and resumable.
 
     which='source' yields ``(x, y)``, which='reference' yields ``(x_ref, x_ref2, y)``.
     ``seed`` (else one drawn from ``generator``, else ``torch.initial_seed()``) fixes the
     whole stream; ``epoch``/``start`` (batches) start it where a previous run stopped.
+    ``uint8``: images as uint8 pixels (``InputFetcher`` turns them into the [-1, 1] values
+    on the device, see ``TrainTransform``).
     """
     if which not in ('source', 'reference'):
         raise ValueError(f"which must be 'source' or 'reference', not {which!r}")
     check_dataset(root, num_domains, batch_size)
-    dataset = DomainDataset(root, TrainTransform(img_size, prob), pair=(which == 'reference'))
+    dataset = DomainDataset(root, TrainTransform(img_size, prob, uint8), pair=(which == 'reference'))
     sampler = BalancedSampler(dataset.targets, _resolve_seed(seed, generator, which),
                               epoch=epoch, start=start * batch_size)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=True, device=device)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=True, pin=pin_memory(device))
 
 
 def get_test_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, shuffle: bool = True, num_workers: int = 4,
@@ -611,7 +709,7 @@ def get_test_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, sh
     check_dataset(root, num_domains)
     dataset = DomainDataset(root, plain_transform(img_size))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'test'), shuffle)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False, device=device)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=False, pin=pin_memory(device))
 
 
 def get_eval_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, imagenet_normalize: bool = True,
@@ -625,26 +723,34 @@ def get_eval_loader(root: StrPath, img_size: int = 256, batch_size: int = 32, im
     _require_dir(root, 'image folder')
     dataset = FlatImageDataset(root, plain_transform(img_size, imagenet_normalize))
     sampler = ShuffleSampler(len(dataset), _resolve_seed(seed, None, 'eval'), shuffle)
-    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=drop_last, device=device)
+    return _make_loader(dataset, sampler, batch_size, num_workers, drop_last=drop_last, pin=pin_memory(device))
 
 
 # --------------------------------------------------------------------------- fetcher
 
 class _Cursor:
-    """Iterates a loader forever (epoch after epoch) and knows its (epoch, batch)."""
+    """Iterates a loader forever (epoch after epoch) and knows its (epoch, batch). Positions
+    count global batches: a loader of one process's share (``share_loader``) advances one
+    global batch per batch it yields, as the one-process loader does."""
 
     def __init__(self, loader):
         self.loader = loader
         sampler = getattr(loader, 'sampler', None)
         self.resumable = isinstance(sampler, _Resumable)
+        self.share = getattr(sampler, 'share', None)  # an endless loader of one process's share
+        self.global_batch = self.share.global_batch if self.share is not None else loader.batch_size
         self.epoch = sampler.epoch if self.resumable else 0
-        self.batch = sampler.start // loader.batch_size if self.resumable else 0
+        self.batch = sampler.start // self.global_batch if self.resumable else 0
         self._it = None
+
+    def _per_epoch(self) -> int:
+        n, bs = self.loader.sampler.num_samples, self.global_batch
+        return n // bs if self.share is not None or self.loader.drop_last else -(-n // bs)
 
     def _open(self):
         skip = 0
         if self.resumable:
-            self.loader.sampler.set_epoch(self.epoch, self.batch * self.loader.batch_size)
+            self.loader.sampler.set_epoch(self.epoch, self.batch * self.global_batch)
         else:
             skip = self.batch
         self._it = iter(self.loader)
@@ -656,7 +762,7 @@ class _Cursor:
             self._open()
         try:
             out = next(self._it)
-        except StopIteration:
+        except StopIteration:  # an endless loader never ends
             self.epoch, self.batch = self.epoch + 1, 0
             self._open()
             try:
@@ -665,22 +771,22 @@ class _Cursor:
                 raise UserError('a data loader yields no batch; add images or lower the '
                                 'batch size') from None
         self.batch += 1
+        if self.share is not None and self.batch == self._per_epoch():  # the endless stream moved on
+            self.epoch, self.batch = self.epoch + 1, 0
         return out
 
     def state_dict(self):
         epoch, batch = self.epoch, self.batch
         if self.resumable:
-            n, bs = self.loader.sampler.num_samples, self.loader.batch_size
-            per_epoch = n // bs if self.loader.drop_last else -(-n // bs)
-            if batch >= per_epoch:  # the epoch is used up: the same as the start of the next
+            if batch >= self._per_epoch():  # the epoch is used up: the same as the start of the next
                 epoch, batch = epoch + 1, 0
             return {'epoch': epoch, 'batch': batch, 'seed': self.loader.sampler.seed,
-                    'batch_size': bs, 'num_samples': n}
+                    'batch_size': self.global_batch, 'num_samples': self.loader.sampler.num_samples}
         return {'epoch': epoch, 'batch': batch}
 
     def load_state_dict(self, st, strict=True):
         if strict and self.resumable:
-            bs, n = self.loader.batch_size, self.loader.sampler.num_samples
+            bs, n = self.global_batch, self.loader.sampler.num_samples
             if st.get('batch_size', bs) != bs:
                 raise UserError(f"the saved data position is for batch size {st['batch_size']}, "
                                 f"not {bs}; resume with --batch_size {st['batch_size']}")
@@ -698,41 +804,73 @@ class InputFetcher:
 
     mode 'train': x_src, y_src, x_ref, x_ref2, y_ref, z_trg, z_trg2 (``loader`` is a
     source loader, ``loader_ref`` a reference loader; z ~ N(0, I) of shape
-    (batch, latent_dim), drawn on the CPU from a private generator);
+    (batch, latent_dim), drawn on the CPU from a private generator). ``loader``'s batch is the
+    global batch; process ``rank`` of ``world_size`` gets its rows of it, and reads only those
+    images when the loaders come from ``get_train_loader`` (see ``share_loader``); the latent
+    codes are the global batch's rows too, so every value is the one process's;
     'val': x_src, y_src, x_ref, y_ref (references from ``loader_ref`` or, without one, the
     next batch of ``loader``); 'test': x, y. A loader that ends starts its next epoch.
     """
 
     def __init__(self, loader: data.DataLoader, loader_ref: Optional[data.DataLoader] = None, latent_dim: int = 16,
                  mode: str = '', device: DeviceLike = None, generator: Optional[torch.Generator] = None,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, rank: int = 0, world_size: int = 1) -> None:
         if mode == 'train' and loader_ref is None:
             raise ValueError("mode 'train' needs loader_ref (a reference loader)")
         self.loader, self.loader_ref = loader, loader_ref
         self.latent_dim = latent_dim
         self.mode = mode
         self.device = select_device('auto') if device is None else torch.device(device)
+        self.share: Optional[Share] = None  # 'train': this process's rows of each global batch
+        self.sliced = False  # the loaders yield whole global batches: keep this process's rows
+        if mode == 'train':
+            assert loader.batch_size is not None and loader_ref is not None
+            self.share = Share(loader.batch_size, rank, world_size)
+            src, ref = share_loader(loader, self.share), share_loader(loader_ref, self.share)
+            if src is not None and ref is not None:  # each process reads only its rows
+                loader, loader_ref = src, ref
+            else:
+                self.sliced = world_size > 1
         self.src = _Cursor(loader)
         self.ref = _Cursor(loader_ref) if loader_ref is not None else None
         self.generator = (generator if generator is not None else
                           torch.Generator().manual_seed(_resolve_seed(seed, None, 'latent')))
+        self._copy_stream: Optional[torch.cuda.Stream] = None
 
     def __iter__(self) -> InputFetcher:
         return self
 
     def _to_device(self, batch: Dict[str, torch.Tensor]) -> Munch:
-        # asynchronous host-to-GPU copy from pinned memory (a plain copy elsewhere)
-        return Munch({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+        """The batch on the device, uint8 images as [-1, 1] values there (``unit_range``). On
+        CUDA the copy runs on a stream of its own (from pinned memory), so it overlaps the
+        previous iteration's kernels, which the host has queued ahead; the compute stream
+        waits for it before using the batch."""
+        if self.device.type != 'cuda':
+            out = {k: v.to(self.device) for k, v in batch.items()}
+        else:
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(self.device)
+            compute = torch.cuda.current_stream(self.device)
+            with torch.cuda.stream(self._copy_stream):
+                out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            compute.wait_stream(self._copy_stream)
+            for v in out.values():
+                v.record_stream(compute)  # made on the copy stream, used (and freed) on the compute stream
+        return Munch({k: unit_range(v) if v.dtype == torch.uint8 else v for k, v in out.items()})
 
     def __next__(self):
         if self.mode == 'train':
+            assert self.ref is not None and self.share is not None
             x, y = self.src.next()
             x_ref, x_ref2, y_ref = self.ref.next()
-            shape = (x.size(0), self.latent_dim)
-            z_trg = torch.randn(shape, generator=self.generator)
-            z_trg2 = torch.randn(shape, generator=self.generator)
-            batch = dict(x_src=x, y_src=y, x_ref=x_ref, x_ref2=x_ref2, y_ref=y_ref,
-                         z_trg=z_trg, z_trg2=z_trg2)
+            batch = dict(x_src=x, y_src=y, x_ref=x_ref, x_ref2=x_ref2, y_ref=y_ref)
+            if self.sliced:
+                batch = {k: v[self.share.rows(v.size(0))] for k, v in batch.items()}
+            # the latent codes of the whole global batch (those of one process), then this process's rows
+            shape = (self.share.global_batch, self.latent_dim)
+            rows = self.share.rows(self.share.global_batch)
+            batch['z_trg'] = torch.randn(shape, generator=self.generator)[rows]
+            batch['z_trg2'] = torch.randn(shape, generator=self.generator)[rows]
         elif self.mode == 'val':
             x, y = self.src.next()
             ref = (self.ref or self.src).next()  # no loader_ref: the next batch is the reference

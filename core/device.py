@@ -7,15 +7,16 @@ gloo under torchrun, metrics networks).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import torch
 
 from core.errors import UserError
 
 __all__ = ['select_device', 'as_device', 'dist_backend', 'pin_memory', 'use_cuda_device', 'local_cuda_index',
-           'fused_optimizers', 'configure_training', 'exact_fp32', 'DeviceLike']
+           'fused_optimizers', 'configure_training', 'exact_fp32', 'DeviceLike', 'data_workers']
 
 # what the functions here take for a device: a torch.device, a name ('cpu', 'cuda:1', 'auto') or None ('auto')
 DeviceLike: TypeAlias = torch.device | str | None
@@ -104,3 +105,23 @@ def exact_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def _cores_per_process() -> int:
+    """The cores this process may use (its CPU affinity: a container's or scheduler's limit),
+    shared equally among the processes torchrun started on this machine (LOCAL_WORLD_SIZE)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(cores // max(int(os.environ.get('LOCAL_WORLD_SIZE', '1')), 1), 1)
+
+
+def data_workers(requested: int | Literal['auto'], share: float = 1.0) -> int:
+    """Worker processes of a loader that does ``share`` of this process's image decoding:
+    ``requested`` when it is a number (--num_workers N: N for every loader, as upstream); for
+    'auto' that share of this process's cores (``_cores_per_process``) less the one its
+    training loop runs on, at least one."""
+    if requested != 'auto':
+        return int(requested)
+    return max(round((_cores_per_process() - 1) * share), 1)

@@ -3,8 +3,9 @@
     torchrun --nproc_per_node 4 main.py --mode train --config configs/afhq.yaml
 
 ``--batch_size`` stays the global batch (as the official DataParallel run): every rank
-draws the same global batch from the same seeded stream and trains on its slice, so the
-data order, the checkpoints and exact resume do not depend on the number of processes.
+follows the same seeded plan of global batches and reads and trains on its rows of each
+(``core.data.InputFetcher``), so the data order, the checkpoints and exact resume do not
+depend on the number of processes.
 Gradients are averaged across ranks, which equals the single-process batch mean.
 Wrappers are added outside the networks, after loading; checkpoints always hold the
 unwrapped ``state_dict()`` (rank 0 writes them).
@@ -16,7 +17,7 @@ import datetime
 import inspect
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -45,15 +46,20 @@ class Single:
     def wrap(self, nets: Munch, device: torch.device) -> Munch:
         return nets
 
-    def shard(self, inputs: Munch) -> Munch:
-        return inputs
-
     def mean(self, logs: Munch) -> Munch:
         return logs
 
-    def max(self, value: int) -> int:
-        """The largest of a Python int over ranks (e.g. a stop signal seen by one process)."""
-        return value
+    def agree(self, failed: bool, signum: int) -> Tuple[bool, int]:
+        """(whether any rank ``failed``, the largest stop signal number seen by any rank), on
+        the host: every rank takes the same decision in the same iteration without syncing
+        the device."""
+        return failed, signum
+
+    def first_message(self, message: Optional[str]) -> str:
+        """The message of the lowest rank that has one (call on every rank, after ``agree``
+        said one failed)."""
+        assert message is not None
+        return message
 
     def first_nonzero(self, t: torch.Tensor) -> int:
         """The value of a 0-dim integer tensor (0: none); read back to the host."""
@@ -80,6 +86,10 @@ class Distributed(Single):
         backend = dist_backend(device)  # follows the device decision: --device cpu uses gloo on a GPU machine
         # evaluation runs on rank 0 while the others wait: allow it hours, not minutes
         dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
+        # host-side agreements (a failed read, a stop signal) each iteration: over gloo, so that
+        # asking never waits for the device (under nccl a CPU group of its own)
+        group = dist.new_group(backend='gloo') if backend != 'gloo' else None
+        self._host_group = group if isinstance(group, dist.ProcessGroup) else None
 
     def device(self, device: torch.device) -> torch.device:
         """One process per GPU: the rank-local CUDA device (see ``local_cuda_index``)."""
@@ -108,13 +118,6 @@ class Distributed(Single):
                 stack.enter_context(net.no_sync())
         return stack
 
-    def shard(self, inputs: Munch) -> Munch:
-        """This rank's slice of the global batch."""
-        def piece(t: torch.Tensor) -> torch.Tensor:
-            n = t.size(0) // self.world_size
-            return t[self.rank * n:(self.rank + 1) * n]
-        return Munch({k: piece(v) for k, v in inputs.items()})
-
     def mean(self, logs: Munch) -> Munch:
         """Losses averaged over ranks (one collective), for logging steps only (it syncs)."""
         keys = list(logs)
@@ -123,10 +126,15 @@ class Distributed(Single):
         values /= self.world_size
         return Munch(zip(keys, values.cpu()))
 
-    def max(self, value: int) -> int:
-        t = torch.tensor([int(value)], device=self._comm_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+    def agree(self, failed: bool, signum: int) -> Tuple[bool, int]:
+        t = torch.tensor([int(failed), int(signum)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._host_group)
+        return bool(t[0]), int(t[1])
+
+    def first_message(self, message: Optional[str]) -> str:
+        messages: List[Optional[str]] = [None] * self.world_size
+        dist.all_gather_object(messages, message, group=self._host_group)
+        return next(m for m in messages if m is not None)
 
     def first_nonzero(self, t: torch.Tensor) -> int:
         """Smallest non-zero value of a 0-dim integer tensor over ranks (0 when it is 0 on

@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- misc (official)
     add('--mode', type=str, required=True, choices=list(MODES),
         help='what to do (the modes are listed below)')
-    add('--num_workers', type=int, default=4, help='number of workers used in DataLoader')
+    add('--num_workers', type=workers, default=4,
+        help="DataLoader workers per loader; 'auto': the cores this process may use, shared among the "
+             "processes on this machine (torchrun) and split among the loaders by their work (docs/speed.md)")
     add('--seed', type=int, default=777, help='seed for random number generator')
     # ours
     add('--device', type=str, default='auto', help="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N'")
@@ -188,6 +190,23 @@ def step_or_latest(text: str | int) -> StepOrLatest:
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected an iteration number or 'latest', not {text!r}") from None
 
+
+AUTO: Final = 'auto'
+# --num_workers: a count or 'auto' (core.device.data_workers resolves it)
+Workers: TypeAlias = int | Literal['auto']
+
+
+def workers(text: str | int) -> Workers:
+    """--num_workers: a number of worker processes (>= 0), or 'auto'."""
+    if isinstance(text, str) and text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        n = int(text)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of workers (0 or more) or 'auto', not {text!r}")
+    return n
 
 
 def flag_actions(parser: argparse.ArgumentParser) -> Dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 from munch import Munch
 
 from core.config import DEFAULT_SAMPLE_OUTPUTS, parse_sample_outputs, sample_outputs
+from core.device import data_workers
 from core.fan import fan_masks
 from core.fileio import StrPath
 from core.images import save_image
@@ -136,7 +137,7 @@ def run(args: Namespace | Munch) -> None:
     nets, _ = load_run_networks(args)
     device = next(nets.generator.parameters()).device
     common = dict(img_size=args.img_size, batch_size=args.val_batch_size, shuffle=False,
-                  num_workers=args.num_workers, num_domains=args.num_domains, device=args.device)
+                  num_workers=data_workers(args.num_workers), num_domains=args.num_domains, device=args.device)
     src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
                 for root in (args.src_dir, args.ref_dir))
     write_samples(nets, args, src, ref, sample_outputs(args))

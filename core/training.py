@@ -27,8 +27,9 @@ from core import ckpt as ckpt
 from core import distributed
 from core.config import LATEST, with_defaults
 from core.config_file import save_config
-from core.data import ImageReadError, InputFetcher, get_test_loader, get_train_loader, list_domains
-from core.device import configure_training, fused_optimizers, select_device
+from core.data import (ImageReadError, InputFetcher, get_test_loader, get_train_loader, list_domains,
+                       without_workers)
+from core.device import configure_training, data_workers, fused_optimizers, select_device
 from core.errors import UserError
 from core.fan import load_fan
 from core.fileio import StrPath
@@ -40,9 +41,6 @@ from core.trainer import (TrainConfig, build_optimizers, init_weights, make_scal
                           prepare_inputs, speed_nets, to_memory_format, train_step)
 
 __all__ = ['Trainer', 'TrainingDiverged', 'resume_start', 'run']
-
-
-_STOP_POLL = 10  # iterations between Ctrl-C agreements across torchrun processes
 
 
 class TrainingDiverged(UserError):
@@ -126,22 +124,34 @@ class Trainer:
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
 
-    def _next_batch(self, fetcher: InputFetcher, done: int, last_saved: int, finite: _FiniteWatch) -> Munch:
-        """The next training batch. An image that fails to decode (a file damaged after the
-        up-front check) stops training with one line naming it, after saving the ``done``
-        iterations with the data position before this batch, so a resume once the file is
-        replaced continues exactly."""
-        position = fetcher.state_dict()
+    def _fetch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[ImageReadError], int]:
+        """This rank's next training batch, and what every rank agreed on before training on
+        it: the first read error any rank met (None: none did) and the stop signal any rank
+        received (0: none). One host-side agreement per iteration, so a fault or a signal on
+        one rank stops every rank in the same iteration."""
+        batch: Optional[Munch] = None
+        error: Optional[ImageReadError] = None
         try:
-            return next(fetcher)
+            batch = next(fetcher)
         except ImageReadError as e:
-            kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
-            if done > last_saved:
-                finite.check(last_saved, self.args.checkpoint_dir)
-                self.save(done, fetcher, position=position)
-                kept = f'saved iteration {done}'
-            raise ImageReadError(f'{e} ({kept} in {self.args.checkpoint_dir}; '
-                                 f'then resume with --resume_iter latest)') from None
+            error = e
+        failed, signum = self.dist.agree(error is not None, stop.signum or 0)
+        if failed:
+            error = ImageReadError(self.dist.first_message(None if error is None else str(error)))
+        return batch, error, signum
+
+    def _stop_on_read_error(self, error: ImageReadError, fetcher: InputFetcher, position: Dict[str, Any],
+                            done: int, last_saved: int, finite: _FiniteWatch) -> ImageReadError:
+        """An image that fails to decode (a file damaged after the up-front check) stops training
+        with one line naming it, after saving the ``done`` iterations with the data position
+        before the failed batch, so a resume once the file is replaced continues exactly."""
+        kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
+        if done > last_saved:
+            finite.check(last_saved, self.args.checkpoint_dir)
+            self.save(done, fetcher, position=position)
+            kept = f'saved iteration {done}'
+        return ImageReadError(f'{error} ({kept} in {self.args.checkpoint_dir}; '
+                              f'then resume with --resume_iter latest)')
 
     def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """What exact resume needs beyond the networks: data position (``position``: one
@@ -191,10 +201,14 @@ class Trainer:
         lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
         with lock:
             start = resume_start(run_dir, args.resume_iter)
-            fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed)
+            # each rank reads only its rows of every global batch (the data position stays global)
+            fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
             if self.dist.is_main:
                 self._preflight(start)
-            inputs_val = next(InputFetcher(loaders.val, None, args.latent_dim, 'val', self.device, seed=args.seed))
+            # the fixed batch of the sample grids (rank 0 draws them), read here, leaving no workers behind
+            inputs_val = (next(InputFetcher(without_workers(loaders.val), None, args.latent_dim, 'val', self.device,
+                                            seed=args.seed)) if self.dist.is_main else Munch())
             if fused_optimizers(self.device):  # fresh, so no state is lost; a resume keeps the setting
                 self.optims = build_optimizers(self.nets, self.hp, fused=True)
             self.scaler = make_scaler(self.hp, self.device)
@@ -248,8 +262,20 @@ class Trainer:
         finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
         with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
             for step in range(start, args.total_iters):
-                inputs = prepare_inputs(self.dist.shard(self._next_batch(fetcher, step, last_saved, finite)), self.hp)
-                logs = train_step(self.train_nets, self.nets_ema, self.optims, inputs, self.hp, step, **extra)
+                position = fetcher.state_dict()  # the data position before this iteration's batch
+                batch, error, signum = self._fetch(fetcher, stop)
+                if error is not None:
+                    raise self._stop_on_read_error(error, fetcher, position, step, last_saved, finite) from None
+                if signum:  # every rank stops before the same iteration, the batch read is not used
+                    stop.request(signum)
+                    if step > last_saved:
+                        finite.check(last_saved, args.checkpoint_dir)
+                        self.save(step, fetcher, position=position)
+                        last_saved = step
+                    break
+                assert batch is not None
+                logs = train_step(self.train_nets, self.nets_ema, self.optims, prepare_inputs(batch, self.hp),
+                                  self.hp, step, **extra)
                 i = step + 1
                 finite.update(logs, i)
                 if args.print_every and i % args.print_every == 0:
@@ -267,18 +293,10 @@ class Trainer:
                     if self.dist.is_main:
                         self.evaluate_ema(i)
                 logger.tick()
-                # every rank stops at the same iteration; several ranks agree every _STOP_POLL
-                # iterations only (the collective would sync the device each iteration)
-                poll = self.dist.world_size == 1 or i % _STOP_POLL == 0
-                if poll:
-                    signum = self.dist.max(stop.signum or 0)  # every rank stops on the same one
-                    if signum:
-                        stop.request(signum)
-                        break
             else:
-                step = args.total_iters - 1
-        done = step + 1
-        if done > last_saved and (stop.requested or done == args.total_iters):
+                step = args.total_iters
+        done = step
+        if done > last_saved and done == args.total_iters:
             finite.check(last_saved, args.checkpoint_dir)
             self.save(done, fetcher)
         return done, stop.signum
@@ -373,13 +391,16 @@ def run(args: Namespace | Munch) -> int:
     if args.demo_data:  # the demo makes its own dataset (configs/demo.yaml)
         from core.demo_data import make_shapes_dataset
         make_shapes_dataset(args.demo_data, img_size=args.img_size)
-    common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob,
-                  num_workers=args.num_workers, seed=args.seed, num_domains=args.num_domains,
-                  device=args.device)  # pinned memory follows --device
-    loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', **common),
-                    ref=get_train_loader(args.train_img_dir, 'reference', **common),
+    # pinned memory follows --device; uint8 pixels from the workers, [-1, 1] on the device (same values)
+    common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob, seed=args.seed,
+                  num_domains=args.num_domains, device=args.device, uint8=True)
+    # a reference decodes two images per row, a source one: --num_workers auto splits the cores so
+    loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', num_workers=data_workers(args.num_workers, 1 / 3),
+                                         **common),
+                    ref=get_train_loader(args.train_img_dir, 'reference', num_workers=data_workers(args.num_workers, 2 / 3),
+                                         **common),
                     val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
-                                        shuffle=True, num_workers=args.num_workers, seed=args.seed,
+                                        shuffle=True, num_workers=0, seed=args.seed,  # read once, in this process
                                         num_domains=args.num_domains, device=args.device))
     trainer = Trainer(args)
     trainer.train(loaders)

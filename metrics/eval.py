@@ -28,7 +28,7 @@ from munch import Munch
 from PIL import Image
 
 from core.data import derive_seed, get_eval_loader, list_domains
-from core.device import DeviceLike
+from core.device import DeviceLike, data_workers
 from core.fan import fan_masks
 from core.fileio import write_json
 from core.images import to_uint8
@@ -68,7 +68,7 @@ class Task:
         self.name = f'{src}2{trg}'
         self.trg_idx = trg_idx
         seed = derive_seed(args.seed, 'eval', mode, self.name)
-        workers = _arg(args, 'num_workers', 0) or 0
+        workers = data_workers(_arg(args, 'num_workers', 0) or 0, 1 / 2)  # two loaders
         self.sources = get_eval_loader(os.path.join(args.val_img_dir, src), args.img_size,
                                        args.val_batch_size, imagenet_normalize=False, shuffle=True,
                                        num_workers=workers, seed=derive_seed(seed, 'source'), device=device)

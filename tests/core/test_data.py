@@ -267,11 +267,11 @@ def test_workers_do_not_change_batches(tmp_path):
     same_batches(run(0), run(2))
 
 
-def _train_fetcher(root, seed=4, epoch=0, start=0, ref_epoch=0, ref_start=0):
-    kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=seed)
+def _train_fetcher(root, seed=4, epoch=0, start=0, ref_epoch=0, ref_start=0, rank=0, world_size=1, workers=0):
+    kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=workers, seed=seed)
     src = get_train_loader(root, 'source', epoch=epoch, start=start, **kw)
     ref = get_train_loader(root, 'reference', epoch=ref_epoch, start=ref_start, **kw)
-    return InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=seed)
+    return InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=seed, rank=rank, world_size=world_size)
 
 
 def test_train_fetcher_contents(tmp_path):
@@ -333,6 +333,152 @@ def test_resume_with_other_batch_size_or_data_is_refused(tmp_path):
     one_line_error(lambda: grown.load_state_dict(state), '8 images', 'holds 9')
     grown.load_state_dict(state, strict=False)  # allowed on request
     assert next(grown).x_src.shape == (4, 3, S, S)
+
+
+# ---------------------------------------------------------------- one process's share of each global batch
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The image files the loaders open (in this process: num_workers 0), in order."""
+    import core.data
+    opened = []
+    real = core.data.load_rgb
+    monkeypatch.setattr(core.data, 'load_rgb', lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    return opened
+
+
+def take_reads(fetcher, n, opened):
+    """``n`` batches of ``fetcher`` and the files opened for each."""
+    batches, files = [], []
+    for _ in range(n):
+        del opened[:]
+        batches.append(next(fetcher))
+        files.append(list(opened))
+    return batches, files
+
+
+def rows(batch, rank, world_size):
+    local = batch.x_src.size(0) // world_size
+    return {k: v[rank * local:(rank + 1) * local] for k, v in batch.items()}
+
+
+@pytest.mark.parametrize('world_size', [2, 4])
+def test_each_process_reads_only_its_rows_of_the_one_process_stream(tmp_path, reads, world_size):
+    """Process r of N opens only the images of its rows of each global batch (three per row:
+    source, reference, second reference): 1/N of what one process opens, and the N processes
+    together open exactly what one process opens, batch by batch, across epoch boundaries.
+    Every value (images, transforms, labels, latent codes) is the one process's."""
+    from collections import Counter
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})  # 14 images: 3 batches of 4 per epoch
+    single, single_reads = take_reads(_train_fetcher(root), 7, reads)
+    shares = [take_reads(_train_fetcher(root, rank=r, world_size=world_size), 7, reads) for r in range(world_size)]
+    for k in range(7):
+        assert len(single_reads[k]) == 3 * 4
+        for r, (batches, files) in enumerate(shares):
+            assert len(files[k]) == 3 * 4 // world_size
+            expected = rows(single[k], r, world_size)
+            assert batches[k].keys() == expected.keys()
+            for key in expected:
+                assert torch.equal(batches[k][key], expected[key]), (k, r, key)
+        assert Counter(f for _, files in shares for f in files[k]) == Counter(single_reads[k])
+
+
+def test_the_data_position_moves_between_process_counts(tmp_path):
+    """A position saved by 2 processes continues in 1, and one saved by 1 continues in 2,
+    with exactly the batches (rows) of an uninterrupted one-process stream; the saved
+    positions of every process equal the one process's."""
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})
+    full = take(_train_fetcher(root), 8)
+    for k in (2, 4):
+        one = _train_fetcher(root)
+        take(one, k)
+        pair = [_train_fetcher(root, rank=r, world_size=2) for r in (0, 1)]
+        for f in pair:
+            take(f, k)
+        states = [f.state_dict() for f in pair]
+        for state in states:
+            assert state['src'] == one.state_dict()['src'] and state['ref'] == one.state_dict()['ref']
+            assert torch.equal(state['generator'], one.state_dict()['generator'])
+        from_two = _train_fetcher(root)
+        from_two.load_state_dict(states[1])
+        same_batches(full[k:], take(from_two, 8 - k))
+        for r in (0, 1):
+            from_one = _train_fetcher(root, rank=r, world_size=2)
+            from_one.load_state_dict(one.state_dict())
+            same_batches([rows(b, r, 2) for b in full[k:]], take(from_one, 8 - k))
+
+
+def test_training_stream_runs_on_across_epochs_as_the_per_epoch_loaders(tmp_path):
+    """The training fetcher's stream never ends (its workers neither stop nor refill at an
+    epoch boundary) and is, batch for batch, what the per-epoch loader gives epoch after
+    epoch (incomplete last batches dropped)."""
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})
+    kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=4)
+    src = get_train_loader(root, 'source', **kw)
+    expected = []
+    for epoch in range(3):
+        src.sampler.set_epoch(epoch)
+        expected += [x for x, _ in src]
+    assert len(expected) == 9
+    fetcher = _train_fetcher(root, workers=1)
+    first = next(fetcher)
+    iterator = fetcher.src._it
+    got = [first] + take(fetcher, 8)
+    assert fetcher.src._it is iterator  # one iterator, one worker, for all three epochs
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b.x_src)
+    assert (fetcher.state_dict()['src']['epoch'], fetcher.state_dict()['src']['batch']) == (3, 0)
+
+
+def test_loaders_of_another_kind_are_read_whole_and_sliced(tmp_path):
+    """A training loader built outside ``get_train_loader`` (a script's own DataLoader): each
+    process keeps its rows of the batch it reads, still the one process's values."""
+    from torch.utils import data as tud
+    from core.data import DomainDataset, TrainTransform, share_loader, Share
+    root = noise_dataset(tmp_path, {'a': 3, 'b': 3})
+
+    def fetcher(rank, world_size):
+        torch.manual_seed(0)  # such a loader's flips come from the global generator
+        src = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0)), batch_size=4, drop_last=True)
+        ref = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0), pair=True), batch_size=4, drop_last=True)
+        assert share_loader(src, Share(4, rank, world_size)) is None
+        return InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=1, rank=rank, world_size=world_size)
+
+    one = take(fetcher(0, 1), 3)
+    for r in (0, 1):
+        same_batches([rows(b, r, 2) for b in one], take(fetcher(r, 2), 3))
+
+
+def test_uint8_pixels_from_the_workers_become_the_same_values_on_the_device(tmp_path):
+    """Training loaders pass uint8 pixels (a quarter of the bytes); the fetcher's conversion on
+    the device gives exactly ToTensor + Normalize's values, crops and flips included."""
+    from core.data import TrainTransform, unit_range
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6}, size=24)  # 24 px -> 16: every image resized
+    kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=3)
+
+    def fetcher(uint8):
+        src = get_train_loader(root, 'source', uint8=uint8, **kw)
+        ref = get_train_loader(root, 'reference', uint8=uint8, **kw)
+        return InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=3)
+
+    raw = next(iter(get_train_loader(root, 'source', uint8=True, **kw)))[0]
+    assert raw.dtype == torch.uint8 and raw.shape == (4, 3, S, S)
+    same_batches(take(fetcher(False), 4), take(fetcher(True), 4))
+    every = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16).expand(3, 16, 16)
+    reference = TrainTransform(S, 0.0)(Image.fromarray(every.permute(1, 2, 0).numpy()), seed=0)
+    pixels = TrainTransform(S, 0.0, uint8=True)(Image.fromarray(every.permute(1, 2, 0).numpy()), seed=0)
+    assert torch.equal(unit_range(pixels), reference)  # all 256 values, flipped or not alike
+
+
+def test_a_loader_read_once_leaves_no_workers(tmp_path):
+    from core.data import without_workers
+    root = coded_dataset(tmp_path, {'a': 3, 'b': 4})
+    val = get_test_loader(root, img_size=S, batch_size=2, shuffle=True, num_workers=2, seed=0)
+    plain = without_workers(val)
+    assert plain.num_workers == 0 and val.num_workers == 2
+    a = next(InputFetcher(val, None, latent_dim=4, mode='val', device='cpu', seed=0))
+    b = next(InputFetcher(plain, None, latent_dim=4, mode='val', device='cpu', seed=0))
+    same_batches([a], [b])
 
 
 def test_val_and_test_fetchers(tmp_path):

@@ -39,3 +39,19 @@ def test_cudnn_benchmark_for_cuda_training_only():
         assert torch.backends.cudnn.benchmark is False
         device_mod.configure_training(torch.device('cuda', 0))
         assert torch.backends.cudnn.benchmark is True
+
+
+def test_data_workers_auto_shares_this_processs_cores(monkeypatch):
+    """--num_workers N: N for every loader; 'auto': a loader's share of the cores this process
+    may use (its affinity, divided among torchrun's processes on the machine), less the one
+    the training loop runs on, at least one."""
+    from core.device import data_workers
+    monkeypatch.setattr(device_mod.os, 'sched_getaffinity', lambda pid: set(range(32)), raising=False)
+    monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
+    assert data_workers(4, 1 / 3) == data_workers(4, 2 / 3) == 4  # a number is taken as it is
+    assert data_workers(0) == 0
+    assert (data_workers('auto', 1 / 3), data_workers('auto', 2 / 3), data_workers('auto')) == (10, 21, 31)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '8')  # 4 cores per process: 3 for the loaders
+    assert (data_workers('auto', 1 / 3), data_workers('auto', 2 / 3)) == (1, 2)
+    monkeypatch.setattr(device_mod.os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
+    assert (data_workers('auto', 1 / 3), data_workers('auto', 2 / 3)) == (1, 1)  # never none

@@ -59,3 +59,12 @@ def test_argparse_mistakes_are_one_line_user_errors():
 def test_bad_amp_value_is_a_one_line_error(capsys):
     assert cli.main(['--mode', 'train', '--amp', 'fp8']) == 2
     assert 'fp8' in capsys.readouterr().err
+
+
+def test_num_workers_is_a_count_or_auto(capsys):
+    assert parse_args(['--mode', 'train', '--num_workers', 'auto']).num_workers == 'auto'
+    assert parse_args(['--mode', 'train', '--num_workers', '3']).num_workers == 3
+    for bad in ('-1', 'many'):
+        assert cli.main(['--mode', 'train', '--num_workers', bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert '\n' not in err and '--num_workers' in err and "'auto'" in err

@@ -173,3 +173,145 @@ def test_ddp_matrix_matches_one_process(tmp_path):
     for name, _ in cases:
         bf16 = 'bf16' in name or name == 'fast'
         assert_matches_single(tmp_path / 'single' / name, tmp_path / 'double' / name, rel=3e-2 if bf16 else 1e-4)
+
+
+# ---------------------------------------------------------------- what each process reads
+def _logged_worker(rank, world_size, runs):
+    """torchrun-style runs in this process, each logging the training images it opens (in
+    order, one path a line) to ``log.rank{rank}`` in its log folder. ``damage``: (call, path)
+    makes the process overwrite ``path`` with a cut-off PNG just before its ``call``-th image
+    read of the run (a file damaged mid-run, read by this process only). Exit statuses and
+    error lines go to ``status.rank{rank}``."""
+    import contextlib
+    import io
+    import core.data
+    real = core.data.load_rgb
+    for port, argv, logs, damage in runs:
+        os.makedirs(logs, exist_ok=True)
+        reads = []
+
+        def logged(path, *a, **k):
+            if os.sep + 'train' + os.sep in str(path):
+                reads.append(str(path))
+                if damage is not None and damage[0] == rank and len(reads) == damage[1]:
+                    with open(damage[2], 'r+b') as f:
+                        f.truncate(60)
+                with open(os.path.join(logs, f'log.rank{rank}'), 'a') as f:
+                    f.write(f'{path}\n')
+            return real(path, *a, **k)
+
+        core.data.load_rgb = logged
+        err = io.StringIO()
+        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        torch.set_num_threads(1)
+        with contextlib.redirect_stderr(err):
+            status = cli.main(argv)
+        with open(os.path.join(logs, f'status.rank{rank}'), 'w') as f:
+            f.write(f'{status}\n{err.getvalue()}')
+        core.data.load_rgb = real
+
+
+def _reads(logs, rank=0):
+    path = os.path.join(logs, f'log.rank{rank}')
+    return open(path).read().split() if os.path.exists(path) else []
+
+
+def _per_iteration(reads, per):
+    """The reads cut into iterations of ``per`` images."""
+    assert len(reads) % per == 0, (len(reads), per)
+    return [sorted(reads[i:i + per]) for i in range(0, len(reads), per)]
+
+
+def _in_one(argv, logs):
+    """A one-process run (in a process of its own, as the torchrun ones) logging its reads."""
+    ctx = mp.get_context('spawn')
+    p = ctx.Process(target=_logged_worker, args=(0, 1, [(_free_port(), argv, logs, None)]))
+    p.start()
+    p.join(600)
+    assert p.exitcode == 0
+    assert open(os.path.join(logs, 'status.rank0')).read().split('\n')[0] == '0'
+
+
+@pytest.mark.slow
+def test_two_processes_each_read_half_and_a_save_continues_in_either_count(tmp_path):
+    """Under torchrun with 2 processes each rank opens half the training images one process
+    opens in the same iterations, and the two together open exactly those. A run saved by 2
+    processes and continued by 1 reads exactly what a 1-process run continued from its own
+    save reads, and one saved by 1 and continued by 2 reads, rank by rank, its half of that."""
+    data = make_dataset(tmp_path / 'data', n=6)
+    B = 4
+    common = ['--batch_size', str(B), '--print_every', '0', '--sample_every', '0', '--save_every', '2',
+              '--device', 'cpu']
+    run = lambda name, total, resume: run_args(data, tmp_path / name, *common, '--total_iters', str(total),
+                                               '--resume_iter', str(resume))
+    logs = lambda name: str(tmp_path / 'logs' / name)
+    # one process: 0 -> 2, then (in a copy of its folder, and in the folder itself) 2 -> 5,
+    # which crosses an epoch boundary (12 images: 3 batches of 4 an epoch)
+    import shutil
+    _in_one(run('one', 2, 0), logs('one_a'))
+    shutil.copytree(tmp_path / 'one' / 'ckpt', tmp_path / 'one_then_two' / 'ckpt')
+    _in_one(run('one', 5, 2), logs('one_b'))
+    # two processes: 0 -> 2 in a new run, and 2 -> 5 from the one process's save
+    runs = [(_free_port(), run('two', 2, 0), logs('two_a'), None),
+            (_free_port(), run('one_then_two', 5, 2), logs('one_then_two'), None)]
+    mp.spawn(_logged_worker, args=(2, runs), nprocs=2, join=True)
+    for name in ('two_a', 'one_then_two'):
+        for rank in (0, 1):
+            assert open(os.path.join(logs(name), f'status.rank{rank}')).read().split('\n')[0] == '0'
+    # then one process continues the two processes' save
+    _in_one(run('two', 5, 2), logs('two_then_one'))
+
+    one_a, one_b = _reads(logs('one_a')), _reads(logs('one_b'))
+    assert len(one_a) == 2 * 3 * B and len(one_b) == 3 * 3 * B
+    for name, single in (('two_a', one_a), ('one_then_two', one_b)):
+        r0, r1 = _reads(logs(name), 0), _reads(logs(name), 1)
+        assert len(r0) == len(r1) == len(single) // 2  # each rank opens half
+        for it0, it1, it in zip(_per_iteration(r0, 3 * B // 2), _per_iteration(r1, 3 * B // 2),
+                                _per_iteration(single, 3 * B)):
+            assert sorted(it0 + it1) == it  # together, exactly one process's images, iteration by iteration
+    assert _reads(logs('two_then_one')) == one_b  # saved by 2, continued by 1: the one-process reads
+
+
+@pytest.mark.slow
+def test_an_image_damaged_in_one_ranks_share_stops_every_rank_at_once(tmp_path):
+    """A file that only rank 1 reads in iteration 3 is damaged just before rank 1 reads it:
+    both ranks agree in that iteration, rank 0 saves iterations 1-2 with the data position
+    before the failed batch, and every rank stops with the one line naming the file, without
+    waiting for the process group's timeout."""
+    import time
+    data = make_dataset(tmp_path / 'data', n=8)
+    B, k = 4, 3
+    common = ['--batch_size', str(B), '--print_every', '0', '--sample_every', '0', '--save_every', '0',
+              '--device', 'cpu', '--total_iters', '6']
+    # which images each rank opens in iteration k (a one-process run's reads, cut into rows)
+    _in_one(run_args(data, tmp_path / 'plan', *common), str(tmp_path / 'plan_logs'))
+    per = 3 * B
+    iteration = _reads(str(tmp_path / 'plan_logs'))[(k - 1) * per:k * per]
+    src, ref = iteration[:B], iteration[B:]  # B sources, then B (reference, second reference) pairs
+    rank1 = set(src[B // 2:] + ref[B:])
+    rank0 = set(src[:B // 2] + ref[:B])
+    only1 = sorted(rank1 - rank0)
+    assert only1, 'no image of iteration 3 is read by rank 1 alone; change the dataset seed'
+    target = only1[0]
+    first = (k - 1) * 3 * B // 2 + 1  # rank 1's first read of iteration k
+    logs = str(tmp_path / 'logs')
+    began = time.time()
+    ctx = mp.start_processes(_logged_worker, args=(2, [(_free_port(), run_args(data, tmp_path / 'run', *common),
+                                                       logs, (1, first, target))]),
+                             nprocs=2, join=False, start_method='spawn')
+    while not ctx.join(timeout=300):
+        pass
+    assert time.time() - began < 300
+    lines = []
+    for rank in (0, 1):
+        status, *err = open(os.path.join(logs, f'status.rank{rank}')).read().split('\n')
+        assert status == '2', (rank, err)
+        errors = [ln for ln in err if ln.startswith('error:')]
+        assert len(errors) == 1 and 'Traceback' not in '\n'.join(err), err
+        lines.append(errors[0])
+    assert lines[0] == lines[1]
+    assert f"cannot read image '{target}'" in lines[0] and f'saved iteration {k - 1}' in lines[0]
+    from core.ckpt import complete_steps
+    assert complete_steps(str(tmp_path / 'run' / 'ckpt')) == [k - 1]
+    assert len(_reads(logs, 0)) == k * 3 * B // 2  # rank 0 read its share of iteration k, then stopped

@@ -7,9 +7,10 @@ For each process count N (and each --reads value) N processes start together (gl
 group on the CPU, as torchrun starts them), each builds the training loaders as
 ``--mode train`` does and draws --iters batches through the ``InputFetcher``. Per rank the
 bench reports the training images it decodes per iteration (counted) and the images/s its
-loaders deliver; from the slowest rank it derives the cores of decoding one GPU needs at
---step_time seconds per iteration (images per rank per iteration / step time / images/s of
-one core).
+loaders deliver; with --num_workers 0 (the rank decodes itself) also the CPU time per image
+(the process's CPU time, which a loaded machine changes far less than wall time), and from
+it the cores of decoding one GPU needs at --step_time seconds per iteration (images per rank
+per iteration x CPU seconds per image / step time).
 
 ``--reads shared`` is the training loop's path (each rank reads only its rows of the global
 batch); ``--reads whole`` reads the whole global batch on every rank and keeps the rows, the
@@ -67,18 +68,18 @@ def _rank(rank, world_size, port, opt, folder, reads, out):
     take()  # workers started, first batch
     dist.barrier()
     before = decoded.value
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(opt.iters):
         batch = take()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert batch['x_src'].size(0) == opt.batch_size // world_size
     # workers read ahead: the images decoded while the timed batches were drawn, per batch
-    out.put((rank, (decoded.value - before) / opt.iters, seconds))
+    out.put((rank, (decoded.value - before) / opt.iters, seconds, cpu))
     dist.destroy_process_group()
 
 
 def measure(opt, folder, nproc, reads):
-    """[(rank, decoded images per iteration, seconds for --iters iterations)] of one row."""
+    """[(rank, decoded images per iteration, seconds and CPU seconds for --iters iterations)] of one row."""
     ctx = mp.get_context('spawn')
     out = ctx.Queue()
     port = _free_port()
@@ -127,18 +128,21 @@ def main(argv=None):
     try:
         print(f'# {source} -> {opt.img_size} px, global batch {opt.batch_size}, --num_workers {opt.num_workers}, '
               f'{opt.iters} iterations; {os.cpu_count()} cores visible; load average {os.getloadavg()[0]:.2f}')
-        print('| processes | reads | images decoded per rank per iteration | per rank images/s (slowest) '
-              f'| cores per GPU at {opt.step_time} s/iteration | decoded per iteration, all ranks |')
-        print('|---|---|---|---|---|---|')
+        print('| processes | reads | images decoded per rank per iteration | decoded per iteration, all ranks '
+              f'| per rank images/s (slowest) | CPU ms per image | cores per GPU at {opt.step_time} s/iteration |')
+        print('|---|---|---|---|---|---|---|')
         for nproc in opt.nproc:
             for reads in opt.reads:
                 results = measure(opt, folder, nproc, reads)
                 per_rank = max(r[1] for r in results)
                 rate = min(r[1] * opt.iters / r[2] for r in results)
-                # one core per rank decodes at ``rate`` when the rank decodes itself (--num_workers 0)
-                cores = f'{per_rank / opt.step_time / rate:.2f}' if opt.num_workers == 0 else 'n/a (workers)'
-                print(f'| {nproc} | {reads} | {per_rank:g} | {rate:.1f} | {cores} | '
-                      f'{sum(r[1] for r in results):g} |', flush=True)
+                if opt.num_workers == 0:  # the rank decodes itself: its CPU time is the decoding's
+                    cpu_per_image = max(r[3] / (r[1] * opt.iters) for r in results)
+                    cpu, cores = f'{1e3 * cpu_per_image:.2f}', f'{per_rank * cpu_per_image / opt.step_time:.2f}'
+                else:
+                    cpu = cores = 'n/a (workers)'
+                print(f'| {nproc} | {reads} | {per_rank:g} | {sum(r[1] for r in results):g} | {rate:.1f} | {cpu} '
+                      f'| {cores} |', flush=True)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)

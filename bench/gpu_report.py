@@ -212,10 +212,26 @@ def loader_row(opt, device):
     try:
         train_speed.write_photos(work, opt.loader_images // 2, opt.photo_size)
         its = train_speed.loader_speed(work, opt.img_size, opt.batch_size, workers, device, opt.loader_batches)
+        same = same_batches_as_cpu(work, opt.img_size, opt.batch_size, device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dict(workers=workers, photo_size=opt.photo_size, img_size=opt.img_size, batch=opt.batch_size,
-                its=its, source_images_s=its * opt.batch_size, all_images_s=3 * its * opt.batch_size)
+                its=its, source_images_s=its * opt.batch_size, all_images_s=3 * its * opt.batch_size,
+                same_as_cpu=same)
+
+
+def same_batches_as_cpu(folder, img_size, batch, device, batches=3):
+    """The training fetcher's batches on ``device`` (uint8 pixels copied on the copy stream, made
+    [-1, 1] there) equal the CPU fetcher's, bit for bit."""
+    from core.data import InputFetcher, get_train_loader
+
+    def draw(dev):
+        common = dict(img_size=img_size, batch_size=batch, num_workers=0, seed=0, device=dev, uint8=True)
+        fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
+                               get_train_loader(folder, 'reference', **common), 16, 'train', dev, seed=0)
+        return [{k: v.cpu() for k, v in next(fetcher).items()} for _ in range(batches)]
+
+    return all(torch.equal(a[k], b[k]) for a, b in zip(draw(device), draw(torch.device('cpu'))) for k in a)
 
 
 def diagonal_frechet_distance(mu, cov, mu2, cov2):
@@ -293,7 +309,8 @@ def markdown(report):
     ld = report['loader']
     lines += ['', '## Training loader', '', f'{ld["workers"]} workers, {ld["photo_size"]} px JPEGs -> {ld["img_size"]} px, '
               f'batch {ld["batch"]}: {ld["its"]:.1f} iterations/s, {ld["source_images_s"]:.0f} source images/s '
-              f'({ld["all_images_s"]:.0f} with the two reference batches)']
+              f'({ld["all_images_s"]:.0f} with the two reference batches); batches on the device equal the '
+              f'CPU ones bit for bit: {ld["same_as_cpu"]}']
     e = report['eval']
     lines += ['', '## Evaluation', '', f'{e["generated_images"]} generated images ({e["tasks"]} tasks, modes '
               f'{", ".join(e["modes"])}, {e["img_size"]} px): official way {e["official_s"]:.1f} s, ours '

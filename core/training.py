@@ -147,8 +147,7 @@ class Trainer:
         before the failed batch, so a resume once the file is replaced continues exactly."""
         kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
         if done > last_saved:
-            finite.check(last_saved, self.args.checkpoint_dir)
-            self.save(done, fetcher, position=position)
+            self._checked_save(done, fetcher, finite, last_saved, position)
             kept = f'saved iteration {done}'
         return ImageReadError(f'{error} ({kept} in {self.args.checkpoint_dir}; '
                               f'then resume with --resume_iter latest)')
@@ -164,6 +163,14 @@ class Trainer:
         if scaler is not None:  # --amp fp16: the loss scale resumes too
             state['grad_scaler'] = scaler.state_dict()
         return state
+
+    def _checked_save(self, step: int, fetcher: InputFetcher, finite: _FiniteWatch, last_saved: int,
+                      position: Optional[Dict[str, Any]] = None) -> int:
+        """The one save path of the loop: the non-finite check (every rank: never a checkpoint
+        holding NaN), then ``save``; returns ``step``, now the last saved."""
+        finite.check(last_saved, self.args.checkpoint_dir)
+        self.save(step, fetcher, position=position)
+        return step
 
     def save(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> None:
         """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
@@ -269,9 +276,7 @@ class Trainer:
                 if signum:  # every rank stops before the same iteration, the batch read is not used
                     stop.request(signum)
                     if step > last_saved:
-                        finite.check(last_saved, args.checkpoint_dir)
-                        self.save(step, fetcher, position=position)
-                        last_saved = step
+                        last_saved = self._checked_save(step, fetcher, finite, last_saved, position)
                     break
                 assert batch is not None
                 logs = train_step(self.train_nets, self.nets_ema, self.optims, prepare_inputs(batch, self.hp),
@@ -285,9 +290,7 @@ class Trainer:
                     sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
                     debug_image(sample_nets, args, inputs_val, i)
                 if args.save_every and i % args.save_every == 0:
-                    finite.check(last_saved, args.checkpoint_dir)  # never a checkpoint holding NaN
-                    self.save(i, fetcher)
-                    last_saved = i
+                    last_saved = self._checked_save(i, fetcher, finite, last_saved)
                 if args.eval_every and i % args.eval_every == 0:
                     finite.check(last_saved, args.checkpoint_dir)  # collective: on every rank
                     if self.dist.is_main:
@@ -297,8 +300,7 @@ class Trainer:
                 step = args.total_iters
         done = step
         if done > last_saved and done == args.total_iters:
-            finite.check(last_saved, args.checkpoint_dir)
-            self.save(done, fetcher)
+            self._checked_save(done, fetcher, finite, last_saved)
         return done, stop.signum
 
     def evaluate_ema(self, step: int) -> None:

@@ -14,4 +14,4 @@ def test_ranks_decode_their_share_of_the_global_batch(tmp_path):
         results = data_ranks.measure(opt, str(tmp_path), 2, reads)
         assert [r[0] for r in results] == [0, 1]
         assert [r[1] for r in results] == [per_rank, per_rank], reads
-        assert all(r[2] > 0 for r in results)
+        assert all(r[2] > 0 and r[3] > 0 for r in results)

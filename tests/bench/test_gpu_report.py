@@ -44,6 +44,7 @@ def test_smoke_report_runs_every_section(tmp_path):
             assert r['count']['peak'] > r['count']['params'] > 0
     assert 'compile_s' in report['training']['rows'][-1]
     assert report['loader']['source_images_s'] > 0 and report['loader']['workers'] >= 1
+    assert report['loader']['same_as_cpu'] is True  # the device path of the batches (the CPU itself here)
     ev = report['eval']
     assert ev['generated_images'] == 2 * 2 * 2 and ev['max_rel_diff'] <= 1e-6
     assert set(ev['tf32_during_eval']) == {'fid', 'lpips'}

@@ -273,9 +273,9 @@ def test_a_file_of_other_keys_or_shapes_fails_in_one_line_naming_it(runs, tmp_pa
     ('not_json', 'cannot read .*config.json'),
     ('other_format', "format 'diffusers'"),
     ('newer', 'format_version 99'),
-    ('bad_key', "'img_size' is 'big'"),
-    ('names', '3 domain_names for num_domains 2'),
-    ('garbage_weights', 'cannot read .*model.safetensors'),
+    ('bad_key', "'img_size' in .*config.json must be a power of two from 16 to 1024, not 'big'"),
+    ('names', "'domain_names' in .*config.json gives 3 names but 'num_domains' in .*config.json is 2"),
+    ('garbage_weights', 'model.safetensors is not a safetensors file'),
 ])
 def test_broken_folders_fail_in_one_line(runs, tmp_path, case, match):
     _, folder, _, _ = runs(0, 32)

@@ -369,8 +369,8 @@ def card_metrics(value: Any) -> dict[str, Any] | None:
     and its ``from``; None when there are none."""
     if not isinstance(value, Mapping):
         return None
-    out: dict[str, Any] = {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, (int, float))
-                           and not isinstance(v, bool)}
+    out: dict[str, Any] = {k: v for k, v in value.items() if isinstance(k, str) and '/' in k
+                           and isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not out:
         return None
     if isinstance(value.get('from'), str):

@@ -385,3 +385,11 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, one_thread):
     assert written, 'the example saves its images'
     for name in written:
         assert Image.open(tmp_path / name).size[1] == 32
+
+
+def test_a_folder_under_the_home_directory_given_with_a_tilde(runs, tmp_path, monkeypatch):
+    """from_pretrained('~/models/x') and from_run('~/...') expand '~' as a shell would."""
+    monkeypatch.setenv('HOME', str(runs['hpf0'][0].parent))
+    for load in (StarGANv2.from_pretrained, StarGANv2.from_run):
+        model = load('~/hpf0', device='cpu')
+        assert model.domains == NAMES3 and model.step == STEP

@@ -243,3 +243,15 @@ def test_two_downloads_at_once_use_their_own_temporary_files(tmp_path, hub_dir, 
     with torch.no_grad():
         for model in results:
             assert torch.equal(model.style(photo, 'cat'), nets.style_encoder(model.images(photo), torch.tensor([0])))
+
+
+@pytest.mark.parametrize('entry', ['generator', 'mapping_network', 'afhq'])
+def test_sizes_out_of_bounds_are_one_line_before_anything_is_built(entry, monkeypatch, hub_dir):
+    """torch.hub keywords go through the one check of a model configuration."""
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', lambda *a, **k: pytest.fail('downloaded'))
+    kwargs = dict(pretrained=False) if entry == 'afhq' else {}
+    for key, value, match in (('style_dim', 10 ** 12, 'style_dim must be an integer from 1 to 2048'),
+                              ('num_domains', 10000, 'num_domains must be an integer from 1 to 256'),
+                              ('img_size', '128', 'img_size must be a power of two')):
+        with pytest.raises(UserError, match=match):
+            getattr(hubconf, entry)(**kwargs, **{key: value})

@@ -216,6 +216,7 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
         data = training_data(getattr(args, 'train_img_dir', None) or _flag_default('train_img_dir'),
                              getattr(args, 'demo_data', None))
     candidates = [getattr(args, 'eval_dir', None), recorded.get('eval_dir') if recorded else None, folder]
+    candidates = [c for c in candidates if isinstance(c, str)]  # a hand-edited config.yaml may hold anything
     from metrics.eval import read_results  # the metrics stack is loaded only when used
     metrics, seen = None, set()
     for candidate in candidates:

@@ -383,10 +383,10 @@ def training_data(train_img_dir: str | None, demo_data: str | None = None) -> di
     folder's path: a path through ``afhq`` is AFHQ (CC BY-NC 4.0), through ``celeba`` CelebA-HQ
     (CelebA's non-commercial research agreement), under ``demo_data`` the demo's generated
     shapes; anything else (a user's own data, or no path) is 'unknown, fill in'."""
-    if not train_img_dir:
+    if not train_img_dir or not isinstance(train_img_dir, str):  # none, or a hand-edited config.yaml's non-path
         return dict(_UNKNOWN)
     parts = _components(train_img_dir)
-    demo = _components(demo_data) if demo_data else []
+    demo = _components(demo_data) if demo_data and isinstance(demo_data, str) else []
     if demo and parts[:len(demo)] == demo:  # whole components: expr/demo/data_celeba is not under expr/demo/data
         return dict(_DEMO)
     parts = [p.lower() for p in parts]

@@ -698,3 +698,16 @@ def test_push_to_hub_creates_a_private_repository_unless_asked_and_says_which(ru
     assert 'a PUBLIC repository' in out and 'its visibility was kept' in out
     with pytest.raises(UserError, match='--hub_public makes the repository of --push_to_hub public'):
         export_run(export_args(ckpt, tmp_path / 'd', '--hub_public'))
+
+
+def test_export_metadata_of_a_run_with_odd_recorded_paths(tmp_path):
+    """A run's config.yaml edited so that train_img_dir or eval_dir are not paths: the export
+    says 'unknown' for the data and looks for metrics elsewhere."""
+    make_checkpoint(tmp_path / 'run', names=NAMES)
+    cfg = yaml.safe_load((tmp_path / 'run' / 'config.yaml').read_text())
+    cfg.update(train_img_dir=['data', 'afhq'], demo_data=3, eval_dir={'a': 1})
+    (tmp_path / 'run' / 'config.yaml').write_text(yaml.safe_dump(cfg))
+    args = parse_args(['--mode', 'export', '--format', 'hf', '--checkpoint_dir', str(tmp_path / 'run'),
+                       '--eval_dir', str(tmp_path / 'none')])
+    meta = hub_metadata(args, STEP)
+    assert meta['training_data']['license'] == 'unknown' and meta['metrics'] is None

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import tempfile
 import typing
 import urllib.error
 
@@ -96,7 +97,10 @@ def _download(name: str, release: _Release, cfg: networks.ModelConfig, progress:
             return path
         os.remove(path)  # another file than the one asked for: fetched again
     os.makedirs(folder, exist_ok=True)
-    part = path + '.download'
+    # each download its own temporary name (two at once, threads or processes, never share one);
+    # checked, then renamed: the last rename wins, and both are the same checked file
+    fd, part = tempfile.mkstemp(prefix=f'.{release.filename}.', suffix='.download', dir=folder)
+    os.close(fd)
     try:
         torch.hub.download_url_to_file(release.url, part, hash_prefix=sha256, progress=progress)
     except (urllib.error.URLError, OSError, RuntimeError) as e:

@@ -124,11 +124,7 @@ def model_config(base: ModelConfig | None = None, **overrides: Any) -> ModelConf
     if 'num_domains' in overrides and 'domain_names' not in overrides:
         values['domain_names'] = None
     values.update(overrides)
-    cfg = ModelConfig.from_args(Munch(values))
-    if cfg.domain_names is not None and len(cfg.domain_names) != cfg.num_domains:
-        raise UserError(f'domain_names gives {len(cfg.domain_names)} names but num_domains is {cfg.num_domains}; '
-                        f'give one name per domain')
-    return cfg
+    return ModelConfig.from_args(Munch(values))  # checked by ModelConfig (core.networks.check_model_values)
 
 
 def _run_config(checkpoint_dir: str, config: ModelConfig | None, overrides: dict[str, Any]) -> ModelConfig:
@@ -164,7 +160,7 @@ class StarGANv2:
         checkpoints have none: give ``config`` or ModelConfig keywords (``img_size=256,
         num_domains=3, w_hpf=0, domain_names='cat,dog,wild'``), which override the stored values. A w_hpf model's FAN
         comes from the checkpoint when it holds one, else from ``wing_path``."""
-        folder = os.fspath(checkpoint_dir)
+        folder = os.path.expanduser(os.fspath(checkpoint_dir))
         if not os.path.isdir(folder):
             raise UserError(f"no run folder '{folder}'; give the folder that holds the *_nets_ema.ckpt files "
                             f"(or a Hub folder)")

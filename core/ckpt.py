@@ -272,7 +272,13 @@ def load_modules(path: StrPath, modules: Modules, strict_names: Optional[Sequenc
     saved = read(path)
     if not isinstance(saved, dict):
         raise UserError(f'{path} is not a StarGAN v2 checkpoint (expected a dict name -> state_dict)')
-    saved = {name: strip_prefix(sd) for name, sd in saved.items()}
+    for name in modules:  # each entry to load must be names -> tensors (weights-only files may hold anything)
+        sd = saved.get(name)
+        if sd is not None and not (isinstance(sd, dict) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                                for k, v in sd.items())):
+            raise UserError(f"{path}: its '{name}' is not a state dict (names -> tensors) but a {type(sd).__name__}: "
+                            f'it is not a StarGAN v2 checkpoint; point at the run\'s own files')
+    saved = {name: strip_prefix(sd) if name in modules else sd for name, sd in saved.items()}
     ours = {name: unwrap(m).state_dict() for name, m in modules.items()}
     required = [n for n in ours if n != 'fan'] if strict_names is None else strict_names
     missing = [n for n in required if n not in saved]

@@ -19,7 +19,7 @@ from core.hub_format import is_hub_folder, model_values
 from core.flags import (CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
                         flag_actions)
 from core.modes import MODES, OUTPUT_FLAG
-from core.networks import MODEL_KEYS, split_names
+from core.networks import MODEL_KEYS, check_model_values, split_names
 
 __all__ = ['parse_args', 'resolve_args', 'validate_args', 'given_on_command_line', 'run_values', 'with_defaults',
            'domain_names', 'sample_outputs', 'parse_sample_outputs', 'output_flag', 'LATEST', 'SAMPLE_OUTPUTS',
@@ -83,6 +83,8 @@ def run_values(mode: str, checkpoint_dir: str, given: AbstractSet[str] = frozens
         stored: Dict[str, Any] = model_values(checkpoint_dir)
     elif os.path.isfile(path):
         stored = load_config(path)
+        # each model key checked here, naming the file (the flags' check would name the flag)
+        check_model_values({key: stored[key] for key in MODEL_KEYS if key in stored}, f"'{{}}' in {path}")
     else:
         return {}
     skip = set(given) | ({'domain_names'} if 'num_domains' in given else set())
@@ -158,16 +160,13 @@ def validate_args(args: Any) -> Any:
         if not cond:
             raise UserError(msg)
 
-    need(args.img_size >= 16 and args.img_size & (args.img_size - 1) == 0,
-         f'--img_size must be a power of two >= 16, not {args.img_size}')
-    need(args.num_domains >= 1, f'--num_domains must be >= 1, not {args.num_domains}')
-    for k in ('latent_dim', 'hidden_dim', 'style_dim', 'max_conv_dim', 'batch_size',
-              'val_batch_size', 'num_outs_per_domain', 'num_outs'):
+    # the architecture: the rules of every model configuration (core.networks.check_model_values)
+    check_model_values({key: getattr(args, key) for key in MODEL_KEYS if hasattr(args, key)}
+                       | {'domain_names': domain_names(args)}, '--{}')
+    for k in ('hidden_dim', 'batch_size', 'val_batch_size', 'num_outs_per_domain', 'num_outs'):
         v = getattr(args, k)
         need(v >= 1, f'--{k} must be >= 1, not {v}')
     need(0 < args.port < 65536, f'--port must be in 1..65535, not {args.port}')
-    if args.dim_in is not None:
-        need(args.dim_in >= 1, f'--dim_in must be >= 1, not {args.dim_in}')
     for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'print_every',
               'sample_every', 'save_every', 'eval_every', 'keep_last'):
         v = getattr(args, k)
@@ -183,14 +182,6 @@ def validate_args(args: Any) -> Any:
         v = getattr(args, k)
         need(0 <= v < 1, f'--{k} must be in [0, 1), not {v}')
     sample_outputs(args)
-    names = domain_names(args)
-    if names is not None:
-        need(all(names), f"--domain_names '{args.domain_names}' has an empty name; "
-                         f"give comma-separated names like 'cat,dog,wild'")
-        need(len(set(names)) == len(names), f"--domain_names '{args.domain_names}' repeats a name")
-        need(len(names) == args.num_domains,
-             f'--domain_names gives {len(names)} names but --num_domains is {args.num_domains}; '
-             f'give one name per domain')
     return args
 
 

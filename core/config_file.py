@@ -11,6 +11,7 @@ from munch import Munch
 from core.errors import UserError
 from core.fileio import atomic_write
 from core.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest
+from core.networks import MODEL_KEYS, check_model_values
 
 __all__ = ['CONFIG_FILENAME', 'read_yaml_defaults', 'save_config', 'load_config', 'as_dict']
 
@@ -60,18 +61,36 @@ def _coerce(key, value, action, path):
     return value
 
 
-def read_yaml_defaults(path: str, parser: Optional[argparse.ArgumentParser] = None) -> Dict[str, Any]:
-    """Read a --config YAML file into {dest: value}, checking keys and types."""
-    parser = parser or build_parser()
-    if not os.path.isfile(path):
-        raise UserError(f"config file '{path}' does not exist; check the --config path")
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; anything over 1 MiB is not one
+
+
+def _read_yaml(path: str, fix: str) -> Any:
+    """The YAML document of ``path``, read only when it is a small file (``MAX_CONFIG_BYTES``);
+    one-line UserError for a file too big, unreadable, not YAML or nested too deep."""
+    size = os.path.getsize(path)
+    if size > MAX_CONFIG_BYTES:
+        raise UserError(f"config file '{path}' is {size} bytes, more than a config file has "
+                        f'({MAX_CONFIG_BYTES // 1024} KiB at most); {fix}')
     try:
         with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         at = f' at line {mark.line + 1}' if mark is not None else ''
-        raise UserError(f"config file '{path}' is not valid YAML{at}; fix its syntax") from None
+        raise UserError(f"config file '{path}' is not valid YAML{at}; {fix}") from None
+    except RecursionError:
+        raise UserError(f"config file '{path}' is nested too deeply to be a config file; {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file '{path}': {str(e).splitlines()[0][:200]}; {fix}") from None
+
+
+def read_yaml_defaults(path: str, parser: Optional[argparse.ArgumentParser] = None) -> Dict[str, Any]:
+    """Read a --config YAML file into {dest: value}, checking keys and types (the model keys
+    with the rules of every model configuration, ``core.networks.check_model_values``)."""
+    parser = parser or build_parser()
+    if not os.path.isfile(path):
+        raise UserError(f"config file '{path}' does not exist; check the --config path")
+    data = _read_yaml(path, 'fix its syntax')
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -83,6 +102,7 @@ def read_yaml_defaults(path: str, parser: Optional[argparse.ArgumentParser] = No
             raise UserError(f"unknown key '{key}' in config file {path}; "
                             f"remove it or use one of the flag names (see --help)")
         out[key] = _coerce(key, value, actions[key], path)
+    check_model_values({key: out[key] for key in MODEL_KEYS if key in out}, f"'{{}}' in config file {path}")
     return out
 
 
@@ -110,11 +130,7 @@ def load_config(path: str) -> Munch:
         path = os.path.join(path, CONFIG_FILENAME)
     if not os.path.isfile(path):
         raise UserError(f"config file '{path}' does not exist; check the path")
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError:
-        raise UserError(f"config file '{path}' is not valid YAML; fix or delete it") from None
+    data = _read_yaml(path, 'fix or delete it')
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must be a mapping of 'key: value' lines")
     return Munch(data)

@@ -34,8 +34,8 @@ from core.config_file import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.fileio import atomic_write, check_output_dir
 from core.flags import build_parser, flag_actions
-from core.hub_format import check_repo_id, is_hub_folder, push_folder, read_hub_config, save_hub_folder, \
-    training_data
+from core.hub_format import card_metrics, card_training_data, check_repo_id, is_hub_folder, push_folder, \
+    read_hub_config, save_hub_folder, training_data
 from core.networks import ModelConfig
 
 if TYPE_CHECKING:
@@ -134,11 +134,15 @@ def export_onnx(nets: Munch, cfg: ModelConfig, out_dir: str, step: int | None = 
 
 def run(args: Namespace | Munch) -> None:
     """``--mode export``: the run's EMA networks into ``--out`` (``--result_dir``): ONNX graphs
-    (``--format onnx``) or a Hub folder (``--format hf``, uploaded with ``--push_to_hub``)."""
+    (``--format onnx``) or a Hub folder (``--format hf``, uploaded with ``--push_to_hub``: into a private repository unless
+    ``--hub_public``)."""
     if args.format not in FORMATS:
         raise UserError(f"--format {args.format} is not supported; use --format onnx or --format hf")
     if getattr(args, 'push_to_hub', None) and args.format != 'hf':
         raise UserError('--push_to_hub uploads a Hub folder: add --format hf')
+    if getattr(args, 'hub_public', False) and not getattr(args, 'push_to_hub', None):
+        raise UserError('--hub_public makes the repository of --push_to_hub public: add --push_to_hub REPO '
+                        '(or drop --hub_public)')
     if args.format == 'hf':
         export_hub(args)
         return
@@ -174,7 +178,7 @@ def export_hub(args: Namespace | Munch) -> dict[str, Any]:
     nets, step = load_run_networks(args, device='cpu')
     meta = save_hub_folder(nets, ModelConfig.from_args(args), out, step=step, extra=hub_metadata(args, step))
     if repo:
-        push_folder(out, repo)
+        push_folder(out, repo, public=bool(getattr(args, 'hub_public', False)))
     return meta
 
 
@@ -197,9 +201,13 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
     run_name = os.path.basename(os.path.abspath(folder))
     if is_hub_folder(folder):
         old = read_hub_config(folder)
-        meta = dict(source=old.get('source') or f'{run_name} (Hub folder)', training_data=old.get('training_data'))
-        if old.get('metrics') and old.get('step') == step:
-            meta['metrics'] = old['metrics']
+        # fields another writer (or a hand edit) may have changed: kept only when they are what
+        # save_hub_folder writes (card_training_data, card_metrics), else 'unknown'
+        source = old.get('source')
+        meta: dict[str, Any] = dict(source=source if isinstance(source, str) and source else f'{run_name} (Hub folder)',
+                    training_data=card_training_data(old.get('training_data')))
+        if old.get('step') == step:
+            meta['metrics'] = card_metrics(old.get('metrics'))
         return meta
     recorded = load_config(folder) if os.path.isfile(os.path.join(folder, CONFIG_FILENAME)) else None
     if recorded is not None:
@@ -208,6 +216,7 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
         data = training_data(getattr(args, 'train_img_dir', None) or _flag_default('train_img_dir'),
                              getattr(args, 'demo_data', None))
     candidates = [getattr(args, 'eval_dir', None), recorded.get('eval_dir') if recorded else None, folder]
+    candidates = [c for c in candidates if isinstance(c, str)]  # a hand-edited config.yaml may hold anything
     from metrics.eval import read_results  # the metrics stack is loaded only when used
     metrics, seen = None, set()
     for candidate in candidates:

@@ -159,8 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='export: onnx (ONNX graphs) or hf (a Hugging Face Hub folder: config.json, model.safetensors, '
              'model card README.md; docs/hub.md)')
     add('--push_to_hub', type=str, default=None, metavar='REPO',
-        help="export --format hf: also upload the folder to this Hub model repository ('owner/name'; created when "
-             "missing; the token of `hf auth login` or HF_TOKEN)")
+        help="export --format hf: also upload the folder to this Hub model repository ('owner/name'; created "
+             "PRIVATE when missing, see --hub_public; the token of `hf auth login` or HF_TOKEN)")
+    add('--hub_public', action='store_true',
+        help='export --push_to_hub: create the repository public (default: private; an existing repository keeps '
+             'its visibility)')
 
     # ---- face alignment (official)
     add('--wing_path', type=str, default='expr/checkpoints/wing.ckpt')

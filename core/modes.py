@@ -42,7 +42,7 @@ _TABLE = (
          ('src', 'ref', 'ref_domain', 'trg_domain', 'num_outs', 'psi', 'strength', 'src_domain', 'sample_from')),
     Mode('serve', 'a web page on a run (gradio)', 'core.serve:run', True, None, ('host', 'port', 'share')),
     Mode('export', 'the EMA networks as ONNX graphs (--format onnx) or a Hugging Face Hub folder (--format hf)',
-         'core.export:run', True, 'result_dir', ('format', 'push_to_hub', 'eval_dir')),
+         'core.export:run', True, 'result_dir', ('format', 'push_to_hub', 'hub_public', 'eval_dir')),
 )
 
 MODES: Dict[str, Mode] = {mode.name: mode for mode in _TABLE}

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import math
 from argparse import Namespace
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from munch import Munch
 
 from core.device import DeviceLike
+from core.errors import UserError
 from core.fan import Masks
 
 
@@ -271,6 +272,91 @@ def split_names(names: str | list | tuple | None) -> Optional[List[str]]:
     return list(names) if names else None
 
 
+# The bounds of the architecture fields (docs/usage.md#model-size-limits): wide enough for any
+# configuration a researcher trains (the paper's are 256 px, 2-3 domains, 64/16/512 widths),
+# narrow enough that no file or flag can make the builder allocate tens of GiB.
+IMG_SIZES = (16, 1024)  # a power of two: each block halves it down to 4x4 (16 is the least with a bottleneck)
+DIM_LIMIT = 2048  # style_dim, latent_dim, dim_in, max_conv_dim
+MAX_DOMAINS = 256  # the mapping network has one 4-layer branch (about 1M parameters) per domain
+W_HPF_LIMIT = 1000.0
+NAME_LIMIT = 100  # characters of a domain name
+_INT_FIELDS = {'img_size': IMG_SIZES, 'style_dim': (1, DIM_LIMIT), 'latent_dim': (1, DIM_LIMIT),
+               'num_domains': (1, MAX_DOMAINS), 'max_conv_dim': (1, DIM_LIMIT), 'dim_in': (1, DIM_LIMIT)}
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + '...'
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_model_value(key: str, value: Any, label: str = '{}') -> Any:
+    """``value`` of the architecture field ``key`` in its stored type (w_hpf a float,
+    to_rgb_norm a bool, domain_names a tuple or None), or a one-line UserError naming
+    ``label.format(key)`` (e.g. '--{}' or "'{}' in FILE"), the value and what it must be.
+    Domain names may also come as a comma list. The one set of rules of a model
+    configuration: ModelConfig applies it to every instance; the readers of flags, config
+    files, Hub folders and the API apply it first to name their source."""
+    def bad(rule: str) -> UserError:
+        return UserError(f'{label.format(key)} must be {rule}, not {_shown(value)}')
+
+    if key in _INT_FIELDS:
+        lo, hi = _INT_FIELDS[key]
+        if key == 'dim_in' and value is None:
+            return None
+        if key == 'img_size':
+            if not (_is_int(value) and lo <= value <= hi and value & (value - 1) == 0):
+                raise bad(f'a power of two from {lo} to {hi}')
+            return value
+        if not (_is_int(value) and lo <= value <= hi):
+            raise bad(f"an integer from {lo} to {hi}{' (or null: the official width)' if key == 'dim_in' else ''}")
+        return value
+    if key == 'w_hpf':
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and 0 <= value <= W_HPF_LIMIT
+        if not ok:
+            raise bad(f'a number from 0 (no face masks) to {W_HPF_LIMIT:g} (the official face models use 1)')
+        return float(value)
+    if key == 'to_rgb_norm':
+        if value not in (0, 1) or not isinstance(value, (bool, int)):
+            raise bad('true/false (or 1/0)')
+        return bool(value)
+    if key == 'domain_names':
+        if value is None:
+            return None
+        names = split_names(value) if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise bad("a list of names (or a comma list like 'cat,dog,wild'), or null")
+        for name in names:
+            if not name or name != name.strip() or len(name) > NAME_LIMIT or ',' in name \
+                    or not name.isprintable():
+                raise UserError(f'{label.format(key)}: domain name {_shown(name)} is not usable; give names of 1 to '
+                                f'{NAME_LIMIT} printable characters, without commas or spaces around them (rename '
+                                f'the domain folder, or set --domain_names)')
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise UserError(f"{label.format(key)} names {repeated[0]!r} twice; give each domain its own name")
+        return tuple(names)
+    raise UserError(f'{label.format(key)}: not a model setting; use one of {", ".join(MODEL_KEYS)}')
+
+
+def check_model_values(values: Mapping[str, Any], label: str = '{}') -> Dict[str, Any]:
+    """``check_model_value`` of every architecture field in ``values`` (others are left as they are);
+    also that domain names, when both are there, number ``num_domains``."""
+    out = dict(values)
+    for key in MODEL_KEYS:
+        if key in values:
+            out[key] = check_model_value(key, values[key], label)
+    names, count = out.get('domain_names'), out.get('num_domains')
+    if names is not None and count is not None and len(names) != count:
+        raise UserError(f"{label.format('domain_names')} gives {len(names)} names but "
+                        f"{label.format('num_domains')} is {count}; give one name per domain")
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the networks' shapes (plus the domain names), stored with a run
@@ -285,6 +371,13 @@ class ModelConfig:
     to_rgb_norm: bool = True  # official: InstanceNorm before the generator's last convolution
     domain_names: Optional[Tuple[str, ...]] = None
 
+    def __post_init__(self) -> None:
+        """Every field checked (``check_model_values``: types and bounds, one-line UserError), and
+        stored in its type, before any network of this configuration is built."""
+        checked = check_model_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
     @classmethod
     def from_args(cls, args: Namespace | Munch, domain_names: str | list | None = None) -> ModelConfig:
         """From parsed arguments (a Namespace or Munch; scripts written for the official
@@ -293,7 +386,7 @@ class ModelConfig:
         default = cls()
         known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls)}
         names = split_names(domain_names if domain_names is not None else known['domain_names'])
-        known.update(max_conv_dim=known['max_conv_dim'] or cls.max_conv_dim, to_rgb_norm=bool(known['to_rgb_norm']),
+        known.update(max_conv_dim=known['max_conv_dim'] or cls.max_conv_dim,
                      domain_names=tuple(names) if names else None)
         return cls(**known)
 

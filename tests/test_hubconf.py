@@ -206,3 +206,52 @@ def test_afhq_at_the_official_size(tmp_path, photo, one_thread):
         s = nets.style_encoder(x, torch.tensor([2]))
         assert torch.equal(model.style(photo, 'wild'), s)
         assert torch.equal(model.generate(x, s), nets.generator(x, s))
+
+
+def test_two_downloads_at_once_use_their_own_temporary_files(tmp_path, hub_dir, monkeypatch, photo):
+    """Two threads fetch the same release at once (a file:// URL): each writes its own
+    temporary file (they shared one name before, so one rename or check failed), both get the
+    checked file, and no temporary file is left."""
+    import threading
+    source, nets = release_file(tmp_path / 'server', 'afhq')
+    monkeypatch.setitem(hubconf.RELEASES, 'afhq', hubconf.RELEASES['afhq'].__class__(
+        **{**hubconf.RELEASES['afhq'].__dict__, 'url': 'file://' + source}))
+    real = torch.hub.download_url_to_file
+    both_fetched = threading.Barrier(2, timeout=60)
+    targets, results, failures = [], [], []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        targets.append(dst)
+        real(url, dst, hash_prefix=hash_prefix, progress=progress)
+        both_fetched.wait()  # both files are written before either is checked and renamed
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+
+    def fetch():
+        try:
+            results.append(hubconf.afhq(progress=False, **TINY))
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            failures.append(e)
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    assert len(set(targets)) == 2 and len(results) == 2
+    cached = hub_dir / 'checkpoints' / 'stargan_v2' / 'afhq'
+    assert sorted(os.listdir(cached)) == ['100000_nets_ema.ckpt']
+    with torch.no_grad():
+        for model in results:
+            assert torch.equal(model.style(photo, 'cat'), nets.style_encoder(model.images(photo), torch.tensor([0])))
+
+
+@pytest.mark.parametrize('entry', ['generator', 'mapping_network', 'afhq'])
+def test_sizes_out_of_bounds_are_one_line_before_anything_is_built(entry, monkeypatch, hub_dir):
+    """torch.hub keywords go through the one check of a model configuration."""
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', lambda *a, **k: pytest.fail('downloaded'))
+    kwargs = dict(pretrained=False) if entry == 'afhq' else {}
+    for key, value, match in (('style_dim', 10 ** 12, 'style_dim must be an integer from 1 to 2048'),
+                              ('num_domains', 10000, 'num_domains must be an integer from 1 to 256'),
+                              ('img_size', '128', 'img_size must be a power of two')):
+        with pytest.raises(UserError, match=match):
+            getattr(hubconf, entry)(**kwargs, **{key: value})

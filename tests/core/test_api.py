@@ -385,3 +385,22 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, one_thread):
     assert written, 'the example saves its images'
     for name in written:
         assert Image.open(tmp_path / name).size[1] == 32
+
+
+def test_a_folder_under_the_home_directory_given_with_a_tilde(runs, tmp_path, monkeypatch):
+    """from_pretrained('~/models/x') and from_run('~/...') expand '~' as a shell would."""
+    monkeypatch.setenv('HOME', str(runs['hpf0'][0].parent))
+    for load in (StarGANv2.from_pretrained, StarGANv2.from_run):
+        model = load('~/hpf0', device='cpu')
+        assert model.domains == NAMES3 and model.step == STEP
+
+
+def test_model_keywords_out_of_bounds_are_one_line_before_anything_is_built(runs, monkeypatch):
+    import core.inference
+    monkeypatch.setattr(core.inference, 'build_networks', lambda *a, **k: pytest.fail('networks were built'))
+    for key, value, match in (('style_dim', 10 ** 12, 'style_dim must be an integer from 1 to 2048'),
+                              ('num_domains', 10000, 'num_domains must be an integer from 1 to 256'),
+                              ('img_size', 1, 'img_size must be a power of two from 16 to 1024'),
+                              ('domain_names', 'cat,dog,cat', "names 'cat' twice")):
+        with pytest.raises(UserError, match=match):
+            StarGANv2.from_run(runs['hpf0'][0], device='cpu', **{key: value})

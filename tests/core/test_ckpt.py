@@ -102,6 +102,20 @@ def test_missing_and_corrupt_files_give_one_line_errors(tmp_path):
         load_modules(str(tmp_path / 'bad.ckpt'), nets_ema)
 
 
+@pytest.mark.parametrize('entry', [[1, 2], {'shared.0.weight': 'not a tensor'}, 7, {0: torch.zeros(1)}])
+def test_a_weights_only_file_whose_entries_are_not_tensors_is_one_line(tmp_path, entry):
+    """torch.load(weights_only=True) reads lists, strings and numbers too: an entry that is not
+    names -> tensors is refused in one line (an AttributeError before)."""
+    _, _, nets_ema = built(0)
+    saved = {name: net.state_dict() for name, net in nets_ema.items()}
+    saved['mapping_network'] = entry
+    saved['other'] = [3, 4]  # an extra entry of any kind is left alone
+    torch.save(saved, tmp_path / 'odd.ckpt')
+    with pytest.raises(UserError, match="odd.ckpt: its 'mapping_network' is not a state dict") as e:
+        load_modules(str(tmp_path / 'odd.ckpt'), nets_ema)
+    assert '\n' not in str(e.value)
+
+
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     path = tmp_path / 'x.ckpt'
     atomic_save({'a': torch.ones(1)}, str(path))

@@ -144,3 +144,55 @@ def test_with_defaults_completes_an_official_namespace():
     full = parse_args(['--mode', 'eval'])
     assert with_defaults(full) is full
     assert with_defaults(Munch(mode='eval')).latent_dim == 16
+
+
+# ---------------------------------------------------------------------------- model values from every source
+@pytest.mark.parametrize('change,match', [
+    ({'style_dim': 10 ** 12}, "'style_dim' in .*config.yaml must be an integer from 1 to 2048, not 1000000000000"),
+    ({'num_domains': 10000}, "'num_domains' in .*config.yaml must be an integer from 1 to 256"),
+    ({'img_size': 1}, "'img_size' in .*config.yaml must be a power of two from 16 to 1024, not 1"),
+    ({'img_size': '128'}, "'img_size' in .*config.yaml must be a power of two from 16 to 1024, not '128'"),
+    ({'domain_names': 'cat,dog,dog'}, "'domain_names' in .*config.yaml names 'dog' twice"),
+    ({'domain_names': 'cat,dog'}, "'domain_names' in .*config.yaml gives 2 names but 'num_domains' in .*config.yaml is 3"),
+])
+def test_a_runs_config_yaml_is_checked_naming_the_file(tmp_path, change, match):
+    """A run's config.yaml (source 3) with sizes that would build tens of GiB, or a value of
+    another type: one line naming the file and the key, before anything is built."""
+    run = write_run(tmp_path / 'run', **RUN_MODEL)
+    data = yaml.safe_load((run / 'config.yaml').read_text())
+    (run / 'config.yaml').write_text(yaml.safe_dump({**data, **change}))
+    with pytest.raises(UserError, match=match) as e:
+        parse_args(['--mode', 'sample', '--checkpoint_dir', str(run)])
+    assert '\n' not in str(e.value)
+
+
+def test_a_deeply_nested_run_config_is_one_line(tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.yaml').write_text('img_size: ' + '[' * 50000 + ']' * 50000 + '\n')
+    with pytest.raises(UserError, match='config.yaml.* is nested too deeply'):
+        parse_args(['--mode', 'sample', '--checkpoint_dir', str(run)])
+
+
+@pytest.mark.parametrize('text,match', [
+    ('num_domains: 10000\n', "'num_domains' in config file .*c.yaml must be an integer from 1 to 256"),
+    ('style_dim: 1000000000000\n', "'style_dim' in config file .*c.yaml must be an integer from 1 to 2048"),
+    ('img_size: 8\n', "'img_size' in config file .*c.yaml must be a power of two from 16"),
+    ("domain_names: 'a,a'\n", "'domain_names' in config file .*c.yaml names 'a' twice"),
+])
+def test_a_config_file_is_checked_naming_the_file(tmp_path, text, match):
+    cfg = write_yaml(tmp_path / 'c.yaml', text)
+    with pytest.raises(UserError, match=match):
+        parse_args(['--config', cfg, '--mode', 'train'])
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--style_dim', str(10 ** 12)], '^--style_dim must be an integer from 1 to 2048, not 1000000000000$'),
+    (['--num_domains', '10000'], '^--num_domains must be an integer from 1 to 256, not 10000$'),
+    (['--img_size', '4096'], '^--img_size must be a power of two from 16 to 1024, not 4096$'),
+    (['--w_hpf', 'nan'], '^--w_hpf must be a number from 0'),
+    (['--num_domains', '2', '--domain_names', 'cat,cat'], "^--domain_names names 'cat' twice"),
+])
+def test_model_flags_have_the_same_bounds(argv, match):
+    with pytest.raises(UserError, match=match):
+        parse_args(['--mode', 'train'] + argv)

@@ -160,3 +160,16 @@ def test_paper_configs_name_the_released_models_domains(tmp_path, config, names)
     """The released checkpoints have no config.yaml: the paper configs give their domain names."""
     args = parse_args(['--mode', 'translate', '--config', config, '--checkpoint_dir', str(tmp_path)])
     assert ModelConfig.from_args(args).names() == names
+
+
+def test_oversized_or_deeply_nested_files_are_one_line(tmp_path):
+    """A YAML file nested 50,000 deep (RecursionError before) or over 1 MiB is refused in one line."""
+    deep = write_yaml(tmp_path / 'deep.yaml', 'lr: ' + '[' * 50000 + ']' * 50000 + '\n')
+    with pytest.raises(UserError, match='nested too deeply') as e:
+        parse_args(['--config', deep, '--mode', 'train'])
+    assert '\n' not in str(e.value)
+    with pytest.raises(UserError, match='nested too deeply'):
+        load_config(deep)
+    big = write_yaml(tmp_path / 'big.yaml', '# ' + 'x' * (2 << 20) + '\nlr: 0.1\n')
+    with pytest.raises(UserError, match='more than a config file has'):
+        parse_args(['--config', big, '--mode', 'train'])

@@ -15,7 +15,7 @@ OUR_DEFAULTS = {
     'ref_domain': None, 'trg_domain': None, 'num_outs': 1, 'psi': 1.0, 'out': None,
     'strength': 1.0, 'src_domain': None,  # translate: the style strength (1: the plain translation)
     'demo_data': None, 'host': '127.0.0.1', 'port': 7860, 'share': False, 'format': 'onnx',
-    'push_to_hub': None,  # export --format hf: no upload unless asked
+    'push_to_hub': None, 'hub_public': False,  # export --format hf: no upload unless asked; private when it is
     'sample_outputs': 'reference,video_ref',
     'amp': 'none', 'channels_last': False, 'compile': False,  # speed switches, off by default
     'grad_checkpoint': False,  # activation checkpointing, off by default

@@ -273,9 +273,9 @@ def test_a_file_of_other_keys_or_shapes_fails_in_one_line_naming_it(runs, tmp_pa
     ('not_json', 'cannot read .*config.json'),
     ('other_format', "format 'diffusers'"),
     ('newer', 'format_version 99'),
-    ('bad_key', "'img_size' is 'big'"),
-    ('names', '3 domain_names for num_domains 2'),
-    ('garbage_weights', 'cannot read .*model.safetensors'),
+    ('bad_key', "'img_size' in .*config.json must be a power of two from 16 to 1024, not 'big'"),
+    ('names', "'domain_names' in .*config.json gives 3 names but 'num_domains' in .*config.json is 2"),
+    ('garbage_weights', 'model.safetensors is not a safetensors file'),
 ])
 def test_broken_folders_fail_in_one_line(runs, tmp_path, case, match):
     _, folder, _, _ = runs(0, 32)
@@ -528,3 +528,186 @@ def test_the_model_cards_python_example_runs(runs, tmp_path, one_thread):
     exec(code.replace('FOLDER_OR_REPO_ID', str(folder)).replace('photo.jpg', str(photo)), scope)
     assert len(scope['images']) == 4 and all(isinstance(im, Image.Image) and im.size == (64, 64)
                                               for im in scope['images'])
+
+
+# ---------------------------------------------------------------------------- hostile or broken folders (issue 29)
+
+def copy_folder(folder, dest, **changes):
+    """A copy of the Hub folder ``folder`` whose config.json has ``changes``."""
+    dest.mkdir()
+    meta = json.loads((folder / 'config.json').read_text())
+    meta.update(changes)
+    (dest / 'config.json').write_text(json.dumps(meta))
+    (dest / 'model.safetensors').write_bytes((folder / 'model.safetensors').read_bytes())
+    return dest
+
+
+@pytest.mark.parametrize('changes,match', [
+    ({'style_dim': 10 ** 12}, "'style_dim' in .*config.json must be an integer from 1 to 2048, not 1000000000000"),
+    ({'num_domains': 10000, 'domain_names': None}, "'num_domains' in .*config.json must be an integer from 1 to 256"),
+    ({'img_size': 1}, "'img_size' in .*config.json must be a power of two from 16 to 1024, not 1"),
+    ({'img_size': '128'}, "'img_size' in .*config.json must be a power of two .*, not '128'"),
+    ({'domain_names': ['a,b', 'c']}, "domain name 'a,b' is not usable; .*without commas"),
+    ({'domain_names': ['cat', 'cat']}, "'domain_names' in .*config.json names 'cat' twice"),
+    ({'domain_names': 'cat,dog'}, "'domain_names' in .*config.json must be a list of names or null, not a string"),
+    ({'w_hpf': 'high'}, "'w_hpf' in .*config.json must be a number"),
+])
+def test_a_hostile_config_json_is_refused_before_anything_is_built(runs, tmp_path, monkeypatch, changes, match):
+    """A 200-byte config.json asking for sizes that would allocate tens of GiB (or a value of
+    another type, or names that a comma list cannot hold): one line, no network built."""
+    _, folder, _, _ = runs(0, 32)
+    bad = copy_folder(folder, tmp_path / 'bad', **changes)
+    monkeypatch.setattr(hub, 'build_networks', lambda *a, **k: pytest.fail('networks were built'))
+    with pytest.raises(UserError, match=match) as e:
+        hub.load_hub_folder(bad, 'cpu')
+    one_line(e)
+    with pytest.raises(UserError, match=match):  # the command line reads the same config.json
+        parse_args(['--mode', 'translate', '--checkpoint_dir', str(bad)])
+
+
+def test_a_deeply_nested_or_huge_config_json_is_one_line(runs, tmp_path):
+    _, folder, _, _ = runs(0, 32)
+    bad = copy_folder(folder, tmp_path / 'deep')
+    (bad / 'config.json').write_text('{"format": ' + '[' * 100000 + ']' * 100000 + '}')
+    with pytest.raises(UserError, match='config.json is nested too deeply') as e:
+        hub.load_hub_folder(bad, 'cpu')
+    one_line(e)
+    (bad / 'config.json').write_text('{"format": "stargan-v2", "pad": "' + 'x' * (2 << 20) + '"}')
+    with pytest.raises(UserError, match=r'config.json is \d+ bytes, more than a config.json has'):
+        hub.load_hub_folder(bad, 'cpu')
+
+
+def test_the_safetensors_header_is_checked_before_any_tensor_loads(runs, tmp_path, monkeypatch):
+    """Keys, shapes and kinds of number come from the header (8 bytes of length, then JSON):
+    a file with other keys is refused without reading its tensors (a hostile file could hold
+    gigabytes of unexpected ones)."""
+    import safetensors.torch
+    _, folder, _, _ = runs(0, 32)
+    state = load_file(str(folder / 'model.safetensors'))
+    header = hub.read_safetensors_header(str(folder / 'model.safetensors'))
+    assert {k: (d, tuple(s)) for k, (d, s) in header.items()} == {k: ('F32', tuple(v.shape)) for k, v in state.items()}
+    loads = []
+    real = safetensors.torch.load_file
+    monkeypatch.setattr(safetensors.torch, 'load_file', lambda *a, **k: loads.append(a) or real(*a, **k))
+    for name, edited, match in (
+            ('unexpected', {**state, 'extra.weight': torch.zeros(1000, 1000)}, '1 unexpected key .e.g. extra.weight'),
+            ('kind', {**state, 'generator.to_rgb.2.bias': torch.zeros(3, dtype=torch.int32)},
+             '1 of another kind of number .e.g. generator.to_rgb.2.bias: I32 in the file, float32 here')):
+        bad = copy_folder(folder, tmp_path / name)
+        save_file(edited, str(bad / 'model.safetensors'))
+        with pytest.raises(UserError, match=match) as e:
+            hub.load_hub_folder(bad, 'cpu')
+        one_line(e)
+    assert loads == []  # refused from the header alone
+    hub.load_hub_folder(folder, 'cpu')
+    assert len(loads) == 1  # a good file loads after its header passed
+    bad = copy_folder(folder, tmp_path / 'deep_header')
+    text = b'{"a": ' + b'[' * 100000 + b']' * 100000 + b'}'
+    (bad / 'model.safetensors').write_bytes(len(text).to_bytes(8, 'little') + text)
+    with pytest.raises(UserError, match='is not a safetensors file .a header nested too deeply'):
+        hub.load_hub_folder(bad, 'cpu')
+
+
+def test_a_foreign_config_json_beside_checkpoints_is_not_a_hub_folder(runs, tmp_path):
+    """A run or official checkpoints with some other tool's config.json beside them load as a run."""
+    ckpt, _, cfg, _ = runs(0, 32)
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / f'{STEP:06d}_nets_ema.ckpt').write_bytes((ckpt / f'{STEP:06d}_nets_ema.ckpt').read_bytes())
+    (run / 'config.json').write_text(json.dumps({'model_type': 'something else', 'hidden_size': 7}))
+    assert not hub.is_hub_folder(run)
+    assert resolve_step(str(run), 0) == STEP
+    load_networks(cfg, str(run), STEP, 'cpu')
+    # ours, or any config.json in a folder without checkpoints, is a Hub folder (and its loader says what is wrong)
+    (run / 'config.json').write_text(json.dumps({'format': 'stargan-v2'}))
+    assert hub.is_hub_folder(run)
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'config.json').write_text('{}')
+    assert hub.is_hub_folder(other)
+
+
+def test_reexporting_a_folder_with_edited_card_fields_works(runs, tmp_path):
+    """config.json fields that only the card reads, changed by hand or by another writer
+    (a string for training_data, a list for metrics, a number for source): the export keeps
+    what is valid and says 'unknown' for the rest."""
+    _, folder, _, _ = runs(0, 32)
+    for i, changes in enumerate([
+            dict(training_data='CC-BY', metrics=[1, 2], source=5),
+            dict(training_data={'name': 'AFHQ', 'license': 'other', 'text': 'x'}, metrics={'FID_latent/mean': 'bad'}),
+            dict(training_data={'name': 3}, metrics={'FID_latent/mean': 12.5, 'from': 7}, source=None)]):
+        bad = copy_folder(folder, tmp_path / f'edited{i}', **changes)
+        export_run(export_args(bad, tmp_path / f"out{i}"))
+        card = (tmp_path / f'out{i}' / 'README.md').read_text()
+        front, body = card_parts(card)
+        assert front['license'] == 'unknown' and 'unknown, fill in' in body
+        written = json.loads((tmp_path / f'out{i}' / 'config.json').read_text())
+        assert isinstance(written['source'], str) and written['training_data']['license'] == 'unknown'
+        assert written.get('metrics') in (None, {'FID_latent/mean': 12.5})
+        hub.load_hub_folder(tmp_path / f'out{i}', 'cpu')
+
+
+def test_the_cards_commands_quote_the_domain_names():
+    import ast
+    import shlex
+    names = ["it's", 'a b', '$(touch x)']
+    meta = dict(format_version=1, img_size=32, num_domains=3, style_dim=16, latent_dim=8, w_hpf=0, domain_names=names,
+                step=5, networks=['generator'])
+    card = hub.model_card(meta)
+    command = next(line for line in card.splitlines() if '--trg_domain' in line)
+    words = shlex.split(command)
+    assert words[words.index('--trg_domain') + 1] == names[-1]
+    python = next(line for line in card.splitlines() if 'model.translate(' in line)
+    call = ast.parse(python.split('  #')[0].split('= ', 1)[1]).body[0].value
+    assert ast.literal_eval(next(k.value for k in call.keywords if k.arg == 'domain')) == names[-1]
+
+
+def test_the_demo_licence_needs_whole_path_components():
+    data = hub.training_data('expr/demo/data_celeba/train', 'expr/demo/data')
+    assert data['name'] == 'CelebA-HQ'
+    assert hub.training_data('expr/demo/data/train', 'expr/demo/data/')['license'] == 'unknown'
+    assert hub.training_data('./expr/demo/data/train/cat', 'expr/demo/data')['name'].startswith("this project's")
+
+
+class VisibleApi(FakeApi):
+    """FakeApi whose repositories are as create_repo made them (or ``existing`` ones as they were)."""
+    existing: dict = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        VisibleApi.existing.setdefault(repo_id, kwargs.get('private'))
+        return super().create_repo(repo_id, **kwargs)
+
+    def repo_info(self, repo_id, **kwargs):
+        from types import SimpleNamespace
+        return SimpleNamespace(private=VisibleApi.existing[repo_id])
+
+
+def test_push_to_hub_creates_a_private_repository_unless_asked_and_says_which(runs, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    ckpt, _, _, _ = runs(0, 32)
+    FakeApi.calls, FakeApi.fail, VisibleApi.existing = [], None, {'me/old': False}
+    monkeypatch.setattr(huggingface_hub, 'HfApi', VisibleApi)
+    export_run(export_args(ckpt, tmp_path / 'a', '--push_to_hub', 'me/new'))
+    assert FakeApi.calls[0][2]['private'] is True
+    assert 'a PRIVATE repository' in capsys.readouterr().out
+    export_run(export_args(ckpt, tmp_path / 'b', '--push_to_hub', 'me/pub', '--hub_public'))
+    assert FakeApi.calls[-2][2]['private'] is False
+    assert 'a PUBLIC repository: anyone can see' in capsys.readouterr().out
+    export_run(export_args(ckpt, tmp_path / 'c', '--push_to_hub', 'me/old'))  # an existing public one stays public
+    out = capsys.readouterr().out
+    assert 'a PUBLIC repository' in out and 'its visibility was kept' in out
+    with pytest.raises(UserError, match='--hub_public makes the repository of --push_to_hub public'):
+        export_run(export_args(ckpt, tmp_path / 'd', '--hub_public'))
+
+
+def test_export_metadata_of_a_run_with_odd_recorded_paths(tmp_path):
+    """A run's config.yaml edited so that train_img_dir or eval_dir are not paths: the export
+    says 'unknown' for the data and looks for metrics elsewhere."""
+    make_checkpoint(tmp_path / 'run', names=NAMES)
+    cfg = yaml.safe_load((tmp_path / 'run' / 'config.yaml').read_text())
+    cfg.update(train_img_dir=['data', 'afhq'], demo_data=3, eval_dir={'a': 1})
+    (tmp_path / 'run' / 'config.yaml').write_text(yaml.safe_dump(cfg))
+    args = parse_args(['--mode', 'export', '--format', 'hf', '--checkpoint_dir', str(tmp_path / 'run'),
+                       '--eval_dir', str(tmp_path / 'none')])
+    meta = hub_metadata(args, STEP)
+    assert meta['training_data']['license'] == 'unknown' and meta['metrics'] is None

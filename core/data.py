@@ -48,6 +48,11 @@ from core.errors import UserError
 from core.fileio import StrPath
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
+# The image formats every reader accepts (PIL's names), those of IMG_EXTENSIONS (a camera's JPEG
+# with extra pictures opens through JPEG as 'MPO'). A file of any other format (EPS, which PIL
+# hands to Ghostscript, PSD, TIFF, ...), whatever its name, is refused before any decoder sees it.
+IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP')
+FORMATS_TEXT = 'PNG, JPEG, WebP or BMP'  # IMAGE_FORMATS as messages name them
 _EXT_SET = frozenset('.' + e.lower() for e in IMG_EXTENSIONS)
 _EXT_TEXT = '/'.join(sorted({e.lower() for e in IMG_EXTENSIONS}))
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -226,11 +231,9 @@ def unreadable_reason(path: StrPath) -> Optional[str]:
     whether it was cut short; only a file whose end looks wrong (a truncated file, or
     trailing bytes after a JPEG's end) is decoded in full, as training would."""
     try:
-        with open(path, 'rb') as f, Image.open(f) as img:
+        with open(path, 'rb') as f, open_image(f) as img:
             if _looks_whole(f, img):
                 return None
-    except UnidentifiedImageError:
-        return 'cannot identify image file'
     except _DECODE_ERRORS as e:
         return _reason(e)
     try:
@@ -303,9 +306,23 @@ def _flatten(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert('RGB')
 
 
+class ImageFormatError(UnidentifiedImageError):
+    """A file that is no image of ``IMAGE_FORMATS`` (another format, or no image at all); the
+    readers turn it into their one-line ImageReadError, as any decoding error."""
+
+
+def open_image(file: StrPath | BinaryIO) -> Image.Image:
+    """``Image.open`` (lazy: the header only) restricted to ``IMAGE_FORMATS``: the one place a file
+    meets PIL, so that no decoder of another format runs on it. ImageFormatError otherwise."""
+    try:
+        return Image.open(file, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageFormatError(f'not a {FORMATS_TEXT} image, the formats read') from None
+
+
 def _open(path: StrPath, max_pixels: Optional[int]) -> Image.Image:
     try:
-        return Image.open(path)
+        return open_image(path)
     except Image.DecompressionBombError:  # PIL's own limit, far above a reader's max_pixels
         if max_pixels is None:
             raise

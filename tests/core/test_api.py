@@ -385,3 +385,11 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, one_thread):
     assert written, 'the example saves its images'
     for name in written:
         assert Image.open(tmp_path / name).size[1] == 32
+
+
+def test_a_file_of_another_format_is_refused_before_any_decoder(eps_as_png):
+    """An EPS named .png given to the API: one line naming the formats read; PIL's EPS plugin
+    (Ghostscript) never runs (the fixture fails the test otherwise)."""
+    with pytest.raises(UserError, match=r"cannot read image '.*photo\.png' \(not a PNG, JPEG, WebP or BMP image") as e:
+        as_batch(str(eps_as_png), 32, 'cpu')
+    assert '\n' not in str(e.value)

@@ -37,9 +37,26 @@ def fake_msvcrt(fcntl_module, calls=None):
     return mod
 
 
+class _Log(list):
+    """``calls`` that also go, one line each, to the file ``path`` (for a test of a subprocess)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def append(self, call):
+        super().append(call)
+        with open(self.path, 'a') as f:
+            f.write(' '.join(map(str, call)) + '\n')
+
+
 def install(calls=None):
-    """Makes this process look like Windows to the project's code (see the module's text)."""
+    """Makes this process look like Windows to the project's code (see the module's text);
+    ``PLATFORM_SIM_LOG=FILE`` in the environment: each msvcrt.locking call is written there."""
     import fcntl
+    import subprocess  # noqa: F401  (it takes an importable msvcrt for Windows: imported first, as on Linux)
+    if calls is None and os.environ.get('PLATFORM_SIM_LOG'):
+        calls = _Log(os.environ['PLATFORM_SIM_LOG'])
     sys.modules['msvcrt'] = fake_msvcrt(fcntl, calls)
     sys.modules['fcntl'] = None  # import fcntl: ImportError
     if hasattr(os, 'fchmod'):

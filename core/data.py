@@ -45,7 +45,7 @@ from torchvision import transforms
 
 from core.device import DeviceLike, pin_memory, select_device
 from core.errors import UserError
-from core.fileio import StrPath
+from core.fileio import StrPath, file_identity, is_inside, same_file
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
 # The image formats every reader accepts (PIL's names), those of IMG_EXTENSIONS (a camera's JPEG
@@ -98,38 +98,34 @@ def list_domains(root: StrPath) -> List[str]:
                   if d.is_dir() and not d.name.startswith('.'))
 
 
-def _inside(path: str, folder: str) -> bool:
-    """``path`` is ``folder`` or lies below it (both real paths)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
     """Sorted paths of the image files under ``folder`` (recursive, hidden ones skipped).
 
     Symbolic links (to files or folders) are followed, without loops: each real folder is
     walked once and each real file listed once (under its path through real folders when it
     has one). A link to ``folder`` itself or to a folder above it is skipped, and so is one
-    that resolves into a folder of ``exclude`` (real paths; e.g. the other domains of a
-    dataset) unless it stays inside ``folder``. A dangling link is listed (the up-front check
-    names it)."""
+    that resolves into a folder of ``exclude`` (e.g. the other domains of a dataset) unless it
+    stays inside ``folder``. Folders and files are compared by file, not by spelling
+    (``core.fileio.file_identity``: another case on a case-insensitive disk is the same
+    folder). A dangling link is listed (the up-front check names it)."""
     _require_dir(folder, 'image folder')
     top = os.path.realpath(folder)
-    walked: Set[str] = set()
-    files: Dict[str, str] = {}  # real path -> listed path
+    walked: Set[object] = set()
+    files: Dict[object, str] = {}  # file identity -> listed path
     links: List[str] = []
 
     def allowed(real: str) -> bool:
-        if _inside(top, real) and real != top:  # a folder above: every file of it would be listed
+        if is_inside(top, real) and not same_file(real, top):  # a folder above: every file of it would be listed
             return False
-        return _inside(real, top) or not any(_inside(real, e) for e in exclude)
+        return is_inside(real, top) or not any(is_inside(real, e) for e in exclude)
 
     def walk(start: StrPath) -> None:
         for dirpath, dirnames, filenames in os.walk(start):
-            real = os.path.realpath(dirpath)
-            if real in walked:  # reached twice (a loop, or two links to one folder)
+            key = file_identity(dirpath)
+            if key in walked:  # reached twice (a loop, or two links to one folder)
                 dirnames[:] = []
                 continue
-            walked.add(real)
+            walked.add(key)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
             for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
                 dirnames.remove(d)  # linked folders: after every real one, so real paths win
@@ -141,7 +137,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
                 if os.path.islink(path):
                     links.append(path)
                 else:
-                    files.setdefault(os.path.realpath(path), path)
+                    files.setdefault(file_identity(path), path)
 
     walk(folder)
     while links:
@@ -152,7 +148,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
         if os.path.isdir(real):
             walk(link)
         else:
-            files.setdefault(real, link)
+            files.setdefault(file_identity(link), link)
     return sorted(files.values())
 
 
@@ -162,12 +158,13 @@ def list_domain_images(root: StrPath, domains: Optional[Sequence[str]] = None) -
     when two domain names lead to one folder (a link)."""
     domains = list_domains(root) if domains is None else domains
     real = {d: os.path.realpath(os.path.join(root, d)) for d in domains}
-    seen: Dict[str, str] = {}
+    seen: Dict[object, str] = {}
     for d in domains:
-        if real[d] in seen:
-            raise UserError(f"domain folders '{seen[real[d]]}' and '{d}' in '{root}' are one folder "
+        key = file_identity(real[d])
+        if key in seen:
+            raise UserError(f"domain folders '{seen[key]}' and '{d}' in '{root}' are one folder "
                             f"(a symbolic link); give each domain its own folder")
-        seen[real[d]] = d
+        seen[key] = d
     root_real = os.path.realpath(root)
     return {d: list_images(os.path.join(root, d), exclude=[root_real] + [real[o] for o in domains if o != d])
             for d in domains}

@@ -96,7 +96,7 @@ def check_output_dir(path: _P | None, flag: str) -> _P:
     return path
 
 
-def _identity(path: StrPath) -> tuple[object, ...]:
+def file_identity(path: StrPath) -> tuple[object, ...]:
     """What a path is, by file: ``(st_dev, st_ino)`` of what it leads to (links followed) when it
     exists, else its real path. Two spellings of one file (a link, or another case on a
     case-insensitive disk as macOS and Windows have) give one identity."""
@@ -108,21 +108,21 @@ def _identity(path: StrPath) -> tuple[object, ...]:
 
 
 def same_file(a: StrPath, b: StrPath) -> bool:
-    """``a`` and ``b`` lead to one file or folder (by file, not by spelling; see ``_identity``)."""
-    return _identity(a) == _identity(b)
+    """``a`` and ``b`` lead to one file or folder (by file, not by spelling; see :func:`file_identity`)."""
+    return file_identity(a) == file_identity(b)
 
 
 def is_inside(path: StrPath, folder: StrPath) -> bool:
     """``path`` is the folder ``folder`` or lies below it, compared by file, not by spelling:
     ``path`` (real path) or one of its existing ancestors is ``folder``'s file (a link, or
     another case on a case-insensitive disk, is the same folder)."""
-    target = _identity(folder)
+    target = file_identity(folder)
     probe = os.path.realpath(path)
     if target[0] == 'path':  # no such folder: the spelling is all there is
         real = os.path.realpath(folder)
         return probe == real or probe.startswith(real.rstrip(os.sep) + os.sep)
     while True:
-        if os.path.lexists(probe) and _identity(probe) == target:
+        if os.path.lexists(probe) and file_identity(probe) == target:
             return True
         parent = os.path.dirname(probe)
         if parent == probe:
@@ -153,7 +153,7 @@ def mirror_paths(paths: Iterable[_P], in_root: StrPath, out_root: StrPath, out_f
 def check_no_overwrite(jobs: Sequence[tuple[StrPath, StrPath]], out_flag: str, inputs: Iterable[StrPath | None] = ()) -> None:
     """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (compared by
     file: a link, or another case on a case-insensitive disk, is the same file)."""
-    input_files = {_identity(p) for p, _ in jobs} | {_identity(p) for p in inputs if p}
+    input_files = {file_identity(p) for p, _ in jobs} | {file_identity(p) for p in inputs if p}
     for _, out in jobs:
-        if _identity(out) in input_files:
+        if file_identity(out) in input_files:
             raise UserError(f"{out_flag}: writing '{out}' would overwrite an input image; choose another {out_flag}")

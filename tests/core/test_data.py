@@ -595,6 +595,38 @@ def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
     assert check_dataset(str(root), num_domains=2) == ['cat', 'dog']
 
 
+def test_links_are_compared_by_folder_not_by_spelling(tmp_path, monkeypatch):
+    """A case-insensitive disk (macOS, Windows), simulated: 'DATA' is the folder 'data' (here a
+    link that realpath keeps as spelled, as realpath keeps the case typed there). A link into
+    another domain, or back into its own folder, spelled in another case is still seen as one."""
+    from core.data import list_domain_images
+    root = tmp_path / 'data' / 'train'
+    for d in ('cat', 'dog'):
+        for i in range(2):
+            solid(str(root / d / f'{i}.png'), (i, 0, 0))
+    os.symlink('data', tmp_path / 'DATA')
+    os.symlink(tmp_path / 'DATA' / 'train' / 'cat', root / 'dog' / 'more')  # into the other domain
+    os.symlink(tmp_path / 'DATA' / 'train' / 'cat', root / 'cat' / 'loop')  # back into itself
+    real_realpath = os.path.realpath
+
+    def case_keeping_realpath(path, **kw):
+        parts, out = os.path.abspath(path).split(os.sep)[1:], os.sep
+        while parts:
+            nxt = os.path.normpath(os.path.join(out, parts.pop(0)))
+            if os.path.islink(nxt) and os.path.basename(nxt) != 'DATA':
+                parts = os.path.normpath(os.path.join(out, os.readlink(nxt))).split(os.sep)[1:] + parts
+                out = os.sep
+                continue
+            out = nxt
+        return out
+    monkeypatch.setattr(os.path, 'realpath', case_keeping_realpath)
+    assert os.path.realpath(root / 'dog' / 'more') == str(tmp_path / 'DATA' / 'train' / 'cat')
+    assert real_realpath(root / 'dog' / 'more') == real_realpath(root / 'cat')
+    found = list_domain_images(str(root), ['cat', 'dog'])
+    assert found == {'cat': [str(root / 'cat' / '0.png'), str(root / 'cat' / '1.png')],
+                     'dog': [str(root / 'dog' / '0.png'), str(root / 'dog' / '1.png')]}
+
+
 def test_a_domain_folder_may_itself_be_a_link(tmp_path):
     from core.data import list_domain_images
     for i in range(2):

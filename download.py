@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import zipfile
 from typing import NoReturn
@@ -124,12 +123,12 @@ def broken(file: str, name: str | None = None) -> str | None:
     return None
 
 
-def _copy_from(url: str, part: str) -> None:
-    """Appends to ``part`` what ``url`` holds past its size (resuming); restarts a file the
-    server will not resume. OSError / urllib errors when it cannot."""
+def _copy_from(url: str, part: str, local: str | None = None) -> None:
+    """Appends to ``part`` what ``url`` (or the file ``local``) holds past its size (resuming);
+    restarts a file the server will not resume. OSError / urllib errors when it cannot."""
     done = os.path.getsize(part) if os.path.exists(part) else 0
-    if url.startswith('file:'):
-        with open(urllib.request.url2pathname(urllib.parse.urlparse(url).path), 'rb') as src, open(part, 'ab') as dst:
+    if local is not None:
+        with open(local, 'rb') as src, open(part, 'ab') as dst:
             src.seek(done)
             shutil.copyfileobj(src, dst, CHUNK)
         return
@@ -158,18 +157,19 @@ def fetch(url: str, file: str) -> None:
         os.remove(file)
     os.makedirs(os.path.dirname(file), exist_ok=True)
     mirror = os.environ.get('STARGAN_DOWNLOAD_FROM')
-    if mirror:
-        url = 'file://' + urllib.request.pathname2url(os.path.join(os.path.abspath(mirror), file))
+    local = os.path.join(os.path.abspath(mirror), *file.split('/')) if mirror else None
+    if local is not None:
+        url = 'file://' + local
     print(f'downloading {file}', flush=True)
     for attempt in range(RETRIES + 1):
         try:
-            _copy_from(url, part)
+            _copy_from(url, part, local)
             break
         except urllib.error.HTTPError as e:  # the server answered: only its own failures may pass
             if e.code < 500 or attempt == RETRIES:
                 fail(file, url)
         except (OSError, ValueError):  # no connection, a time-out, a missing local file
-            if url.startswith('file:') or attempt == RETRIES:
+            if local is not None or attempt == RETRIES:
                 fail(file, url)
         time.sleep(2 ** attempt)
     why = broken(part, file)

@@ -104,6 +104,8 @@ def file_identity(path: StrPath) -> tuple[object, ...]:
         st = os.stat(path)
     except (OSError, ValueError):
         return ('path', os.path.realpath(path))
+    if st.st_ino == 0:  # a file system without file numbers (some network shares): the spelling
+        return ('path', os.path.realpath(path))
     return ('file', st.st_dev, st.st_ino)
 
 
@@ -116,11 +118,12 @@ def is_inside(path: StrPath, folder: StrPath) -> bool:
     """``path`` is the folder ``folder`` or lies below it, compared by file, not by spelling:
     ``path`` (real path) or one of its existing ancestors is ``folder``'s file (a link, or
     another case on a case-insensitive disk, is the same folder)."""
+    probe, real = os.path.realpath(path), os.path.realpath(folder)
+    if probe == real or probe.startswith(real.rstrip(os.sep) + os.sep):  # the same spelling
+        return True
     target = file_identity(folder)
-    probe = os.path.realpath(path)
-    if target[0] == 'path':  # no such folder: the spelling is all there is
-        real = os.path.realpath(folder)
-        return probe == real or probe.startswith(real.rstrip(os.sep) + os.sep)
+    if target[0] == 'path':  # no such folder (or no file numbers): the spelling is all there is
+        return False
     while True:
         if os.path.lexists(probe) and file_identity(probe) == target:
             return True

@@ -46,9 +46,14 @@ from torchvision import transforms
 
 from core.device import DeviceLike, pin_memory, select_device
 from core.errors import UserError
-from core.fileio import StrPath
+from core.fileio import StrPath, file_identity, is_inside, same_file
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
+# The image formats every reader accepts (PIL's names), those of IMG_EXTENSIONS (a camera's JPEG
+# with extra pictures opens through JPEG as 'MPO'). A file of any other format (EPS, which PIL
+# hands to Ghostscript, PSD, TIFF, ...), whatever its name, is refused before any decoder sees it.
+IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP')
+FORMATS_TEXT = 'PNG, JPEG, WebP or BMP'  # IMAGE_FORMATS as messages name them
 _EXT_SET = frozenset('.' + e.lower() for e in IMG_EXTENSIONS)
 _EXT_TEXT = '/'.join(sorted({e.lower() for e in IMG_EXTENSIONS}))
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -94,38 +99,34 @@ def list_domains(root: StrPath) -> List[str]:
                   if d.is_dir() and not d.name.startswith('.'))
 
 
-def _inside(path: str, folder: str) -> bool:
-    """``path`` is ``folder`` or lies below it (both real paths)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
     """Sorted paths of the image files under ``folder`` (recursive, hidden ones skipped).
 
     Symbolic links (to files or folders) are followed, without loops: each real folder is
     walked once and each real file listed once (under its path through real folders when it
     has one). A link to ``folder`` itself or to a folder above it is skipped, and so is one
-    that resolves into a folder of ``exclude`` (real paths; e.g. the other domains of a
-    dataset) unless it stays inside ``folder``. A dangling link is listed (the up-front check
-    names it)."""
+    that resolves into a folder of ``exclude`` (e.g. the other domains of a dataset) unless it
+    stays inside ``folder``. Folders and files are compared by file, not by spelling
+    (``core.fileio.file_identity``: another case on a case-insensitive disk is the same
+    folder). A dangling link is listed (the up-front check names it)."""
     _require_dir(folder, 'image folder')
     top = os.path.realpath(folder)
-    walked: Set[str] = set()
-    files: Dict[str, str] = {}  # real path -> listed path
+    walked: Set[object] = set()
+    files: Dict[object, str] = {}  # file identity -> listed path
     links: List[str] = []
 
     def allowed(real: str) -> bool:
-        if _inside(top, real) and real != top:  # a folder above: every file of it would be listed
+        if is_inside(top, real) and not same_file(real, top):  # a folder above: every file of it would be listed
             return False
-        return _inside(real, top) or not any(_inside(real, e) for e in exclude)
+        return is_inside(real, top) or not any(is_inside(real, e) for e in exclude)
 
     def walk(start: StrPath) -> None:
         for dirpath, dirnames, filenames in os.walk(start):
-            real = os.path.realpath(dirpath)
-            if real in walked:  # reached twice (a loop, or two links to one folder)
+            key = file_identity(dirpath)
+            if key in walked:  # reached twice (a loop, or two links to one folder)
                 dirnames[:] = []
                 continue
-            walked.add(real)
+            walked.add(key)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
             for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
                 dirnames.remove(d)  # linked folders: after every real one, so real paths win
@@ -137,7 +138,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
                 if os.path.islink(path):
                     links.append(path)
                 else:
-                    files.setdefault(os.path.realpath(path), path)
+                    files.setdefault(file_identity(path), path)
 
     walk(folder)
     while links:
@@ -148,7 +149,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
         if os.path.isdir(real):
             walk(link)
         else:
-            files.setdefault(real, link)
+            files.setdefault(file_identity(link), link)
     return sorted(files.values())
 
 
@@ -158,12 +159,13 @@ def list_domain_images(root: StrPath, domains: Optional[Sequence[str]] = None) -
     when two domain names lead to one folder (a link)."""
     domains = list_domains(root) if domains is None else domains
     real = {d: os.path.realpath(os.path.join(root, d)) for d in domains}
-    seen: Dict[str, str] = {}
+    seen: Dict[object, str] = {}
     for d in domains:
-        if real[d] in seen:
-            raise UserError(f"domain folders '{seen[real[d]]}' and '{d}' in '{root}' are one folder "
+        key = file_identity(real[d])
+        if key in seen:
+            raise UserError(f"domain folders '{seen[key]}' and '{d}' in '{root}' are one folder "
                             f"(a symbolic link); give each domain its own folder")
-        seen[real[d]] = d
+        seen[key] = d
     root_real = os.path.realpath(root)
     return {d: list_images(os.path.join(root, d), exclude=[root_real] + [real[o] for o in domains if o != d])
             for d in domains}
@@ -227,11 +229,9 @@ def unreadable_reason(path: StrPath) -> Optional[str]:
     whether it was cut short; only a file whose end looks wrong (a truncated file, or
     trailing bytes after a JPEG's end) is decoded in full, as training would."""
     try:
-        with open(path, 'rb') as f, Image.open(f) as img:
+        with open(path, 'rb') as f, open_image(f) as img:
             if _looks_whole(f, img):
                 return None
-    except UnidentifiedImageError:
-        return 'cannot identify image file'
     except _DECODE_ERRORS as e:
         return _reason(e)
     try:
@@ -304,9 +304,23 @@ def _flatten(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert('RGB')
 
 
+class ImageFormatError(UnidentifiedImageError):
+    """A file that is no image of ``IMAGE_FORMATS`` (another format, or no image at all); the
+    readers turn it into their one-line ImageReadError, as any decoding error."""
+
+
+def open_image(file: StrPath | BinaryIO) -> Image.Image:
+    """``Image.open`` (lazy: the header only) restricted to ``IMAGE_FORMATS``: the one place a file
+    meets PIL, so that no decoder of another format runs on it. ImageFormatError otherwise."""
+    try:
+        return Image.open(file, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageFormatError(f'not a {FORMATS_TEXT} image, the formats read') from None
+
+
 def _open(path: StrPath, max_pixels: Optional[int]) -> Image.Image:
     try:
-        return Image.open(path)
+        return open_image(path)
     except Image.DecompressionBombError:  # PIL's own limit, far above a reader's max_pixels
         if max_pixels is None:
             raise

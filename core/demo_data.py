@@ -38,6 +38,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.fileio import StrPath
+from core.runfolder import lock_file, unlock_file
 
 __all__ = ['SHAPES', 'make_shapes_dataset', 'render_shape', 'random_params', 'MANIFEST', 'DemoDataset']
 
@@ -150,23 +151,23 @@ def _complete(root, settings):
 
 @contextlib.contextmanager
 def _exclusive(root: str) -> Iterator[None]:
-    """Holds a lock on ``root`` (POSIX): runs started together wait for the one writing."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; one run at a time
-        yield
-        return
+    """Holds a lock on ``root`` (``core.runfolder.lock_file``: POSIX and Windows): runs started
+    together wait for the one writing."""
     try:
         f = open(os.path.join(root, '.lock'), 'a')
     except OSError:  # a read-only folder: a complete set is read, nothing written
         yield
         return
     with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            lock_file(f.fileno(), wait=True)
+        except OSError:  # no locks here (a file system or platform without them): one run at a time
+            yield
+            return
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            unlock_file(f.fileno())
 
 
 def make_shapes_dataset(root: StrPath, img_size: int = 32, n_train: int = 500, n_val: int = 50, seed: int = 0,

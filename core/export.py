@@ -32,7 +32,7 @@ from torch import nn
 from core.config import output_flag
 from core.config_file import CONFIG_FILENAME, load_config
 from core.errors import UserError
-from core.fileio import atomic_write, check_output_dir
+from core.fileio import atomic_write, check_output_dir, same_file
 from core.flags import build_parser, flag_actions
 from core.hub_format import card_metrics, card_training_data, check_repo_id, is_hub_folder, push_folder, \
     read_hub_config, save_hub_folder, training_data
@@ -165,7 +165,7 @@ def export_hub(args: Namespace | Munch) -> dict[str, Any]:
     before the networks load. Returns what config.json holds."""
     out, repo = args.result_dir, getattr(args, 'push_to_hub', None)
     check_output_dir(out, output_flag(args))
-    if os.path.realpath(out) == os.path.realpath(args.checkpoint_dir):
+    if same_file(out, args.checkpoint_dir):
         raise UserError(f"{output_flag(args)} '{out}' is --checkpoint_dir itself: the Hub folder would mix with the "
                         f"checkpoints; choose another folder (e.g. {os.path.join(args.checkpoint_dir, 'hf')})")
     if repo:

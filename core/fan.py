@@ -7,6 +7,7 @@ gives the landmarks the align mode needs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Literal, Mapping, Optional, Tuple, TypeVar, overload
 
@@ -222,8 +223,17 @@ def fan_masks(nets: Mapping[str, Any], w_hpf: float, x: torch.Tensor) -> Masks:
         raise UserError('w_hpf > 0 needs the FAN network (nets.fan); build the networks with w_hpf > 0 '
                         'and load wing.ckpt (--wing_path)')
     fan: FAN = nets['fan']
-    with torch.autocast(x.device.type, enabled=False):
+    with _autocast_off(x.device.type):
         return fan.get_heatmap(x.float())
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast switched off for ``device_type``; nothing to switch off where the installed torch
+    has no autocast for that device (``torch.autocast`` rejects it, e.g. 'mps' before torch 2.5)."""
+    try:
+        return torch.autocast(device_type, enabled=False)
+    except RuntimeError:  # this torch has no autocast for the device, so none can be on
+        return contextlib.nullcontext()
 
 
 # Landmark index ranges [start, end) of the 98-point layout.

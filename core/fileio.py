@@ -43,6 +43,16 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def _chmod(fd: int, path: str, mode: int) -> None:
+    """The permissions ``mode`` on the open file ``fd`` at ``path``: ``os.fchmod`` where it
+    exists (POSIX; Windows from Python 3.13), else ``os.chmod`` on the path."""
+    fchmod = getattr(os, 'fchmod', None)
+    if fchmod is not None:
+        fchmod(fd, mode)
+    else:
+        os.chmod(path, mode)
+
+
 def atomic_write(path: _P, write: Callable[[IO[Any]], object], binary: bool = True) -> _P:
     """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``
     (with the permissions of a file that ``open()`` creates, see :func:`file_mode`)."""
@@ -53,7 +63,7 @@ def atomic_write(path: _P, write: Callable[[IO[Any]], object], binary: bool = Tr
         with os.fdopen(fd, 'wb' if binary else 'w', encoding=None if binary else 'utf-8') as f:
             write(f)
             f.flush()
-            os.fchmod(f.fileno(), file_mode())
+            _chmod(f.fileno(), tmp, file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -86,15 +96,49 @@ def check_output_dir(path: _P | None, flag: str) -> _P:
     return path
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+def file_identity(path: StrPath) -> tuple[object, ...]:
+    """What a path is, by file: ``(st_dev, st_ino)`` of what it leads to (links followed) when it
+    exists, else its real path. Two spellings of one file (a link, or another case on a
+    case-insensitive disk as macOS and Windows have) give one identity."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return ('path', os.path.realpath(path))
+    if st.st_ino == 0:  # a file system without file numbers (some network shares): the spelling
+        return ('path', os.path.realpath(path))
+    return ('file', st.st_dev, st.st_ino)
+
+
+def same_file(a: StrPath, b: StrPath) -> bool:
+    """``a`` and ``b`` lead to one file or folder (by file, not by spelling; see :func:`file_identity`)."""
+    return file_identity(a) == file_identity(b)
+
+
+def is_inside(path: StrPath, folder: StrPath) -> bool:
+    """``path`` is the folder ``folder`` or lies below it, compared by file, not by spelling:
+    ``path`` (real path) or one of its existing ancestors is ``folder``'s file (a link, or
+    another case on a case-insensitive disk, is the same folder)."""
+    probe, real = os.path.realpath(path), os.path.realpath(folder)
+    if probe == real or probe.startswith(real.rstrip(os.sep) + os.sep):  # the same spelling
+        return True
+    target = file_identity(folder)
+    if target[0] == 'path':  # no such folder (or no file numbers): the spelling is all there is
+        return False
+    while True:
+        if os.path.lexists(probe) and file_identity(probe) == target:
+            return True
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return False
+        probe = parent
 
 
 def check_outside(out: StrPath, folder: StrPath, out_flag: str, in_flag: str) -> None:
-    """UserError unless the output ``out`` lies outside the input folder ``folder`` (real paths:
-    links count), so that outputs can never mix with or overwrite the inputs."""
-    if _inside(os.path.realpath(out), os.path.realpath(folder)):
-        where = 'is' if os.path.realpath(out) == os.path.realpath(folder) else 'lies inside'
+    """UserError unless the output ``out`` lies outside the input folder ``folder`` (compared by
+    file, :func:`is_inside`: links and another case count), so that outputs can never mix with or
+    overwrite the inputs."""
+    if is_inside(out, folder):
+        where = 'is' if same_file(out, folder) else 'lies inside'
         raise UserError(f"{out_flag} '{out}' {where} the input folder {in_flag} '{folder}': outputs would mix "
                         f"with or overwrite the inputs; choose an {out_flag} outside it")
 
@@ -110,8 +154,9 @@ def mirror_paths(paths: Iterable[_P], in_root: StrPath, out_root: StrPath, out_f
 
 
 def check_no_overwrite(jobs: Sequence[tuple[StrPath, StrPath]], out_flag: str, inputs: Iterable[StrPath | None] = ()) -> None:
-    """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (real paths)."""
-    real_inputs = {os.path.realpath(p) for p, _ in jobs} | {os.path.realpath(p) for p in inputs if p}
+    """UserError when an output of ``jobs`` (``[(input, output)]``) is an input file (compared by
+    file: a link, or another case on a case-insensitive disk, is the same file)."""
+    input_files = {file_identity(p) for p, _ in jobs} | {file_identity(p) for p in inputs if p}
     for _, out in jobs:
-        if os.path.realpath(out) in real_inputs:
+        if file_identity(out) in input_files:
             raise UserError(f"{out_flag}: writing '{out}' would overwrite an input image; choose another {out_flag}")

@@ -6,25 +6,79 @@ from __future__ import annotations
 
 import datetime
 import errno
-import fcntl
+import importlib
 import json
 import os
 import shutil
 import socket
-from typing import Self
+import time
+from typing import Any, Self
 
 from core.errors import UserError
 from core.fileio import StrPath
 
 LOCK_NAME = '.lock'
+# errno of "another process holds the lock": fcntl.flock EWOULDBLOCK/EAGAIN, msvcrt.locking EACCES/EDEADLK
+_HELD = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK})
+# Windows locks a byte range, and other processes cannot read locked bytes: the lock takes one
+# byte far past the holder's text, so that a second run can still read who holds it
+_WINDOWS_LOCK_BYTE = 1 << 20
+
+
+def _lock_module() -> tuple[str, Any]:
+    """``('fcntl', module)`` (POSIX) or ``('msvcrt', module)`` (Windows); OSError (ENOLCK) where
+    neither exists."""
+    for name in ('fcntl', 'msvcrt'):
+        try:
+            return name, importlib.import_module(name)
+        except ImportError:
+            continue
+    raise OSError(errno.ENOLCK, 'no file locking on this platform')
+
+
+def lock_file(fd: int, wait: bool = False) -> None:
+    """An exclusive lock on the open file ``fd``: POSIX ``fcntl.flock``, Windows
+    ``msvcrt.locking``; both end with the process, however it ends. Without ``wait``, OSError
+    with an errno of ``_HELD`` when another holds it; with ``wait``, waits for it."""
+    name, mod = _lock_module()
+    if name == 'fcntl':
+        mod.flock(fd, mod.LOCK_EX | (0 if wait else mod.LOCK_NB))
+        return
+    where = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        while True:
+            os.lseek(fd, _WINDOWS_LOCK_BYTE, os.SEEK_SET)
+            try:
+                mod.locking(fd, mod.LK_NBLCK, 1)
+                return
+            except OSError as e:
+                if not wait or e.errno not in _HELD:
+                    raise
+            time.sleep(0.1)
+    finally:
+        os.lseek(fd, where, os.SEEK_SET)
+
+
+def unlock_file(fd: int) -> None:
+    """Releases :func:`lock_file`'s lock (closing ``fd`` releases it too)."""
+    name, mod = _lock_module()
+    if name == 'fcntl':
+        mod.flock(fd, mod.LOCK_UN)
+        return
+    where = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        os.lseek(fd, _WINDOWS_LOCK_BYTE, os.SEEK_SET)
+        mod.locking(fd, mod.LK_UNLCK, 1)
+    finally:
+        os.lseek(fd, where, os.SEEK_SET)
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``FOLDER/.lock`` for as long as the run trains. The kernel
+    """An exclusive lock (:func:`lock_file`) on ``FOLDER/.lock`` for as long as the run trains. The kernel
     releases it when the process ends in any way (SIGKILL, a crash, a reboot), so a stale lock
     never blocks a restart; the file itself names the holder (pid, host, since) for the
-    message a second run prints. (On a network file system without ``flock`` support the lock
-    is not taken, with a warning.)"""
+    message a second run prints. (On a network file system without lock support the lock is
+    not taken, with a warning.)"""
 
     def __init__(self, folder: StrPath) -> None:
         self.path = os.path.join(folder, LOCK_NAME)
@@ -34,14 +88,14 @@ class RunLock:
         os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_file(fd)
         except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if e.errno in _HELD:
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise UserError(f'{os.path.dirname(self.path)} is in use by another training run ({holder}); '
                                 f'wait for it, stop it, or give this run another --checkpoint_dir') from None
-            os.close(fd)  # no flock on this file system
+            os.close(fd)  # no locks on this file system
             print(f'warning: cannot lock {self.path} ({e.strerror}); make sure no other run trains into this folder')
             return self
         os.ftruncate(fd, 0)

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from munch import Munch  # noqa: E402
 
 from core.api import StarGANv2, as_batch  # noqa: E402
-from core.data import ImageTooLargeError, list_domain_images  # noqa: E402
+from core.data import FORMATS_TEXT, ImageTooLargeError, list_domain_images  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.networks import ModelConfig  # noqa: E402
 from core.images import image_row  # noqa: E402
@@ -105,7 +105,7 @@ class Translator:
             raise gr.Error(f'The {what} is {dims}, over the limit of {self.max_pixels / 1e6:g} megapixels; '
                            f'upload a smaller image.') from None
         except UserError:
-            raise gr.Error(f'The {what} cannot be read; upload a PNG, JPEG or other image file.') from None
+            raise gr.Error(f'The {what} cannot be read; upload a {FORMATS_TEXT} image.') from None
 
     def index(self, domain: Any, what: str) -> int:
         if domain not in self.names:

@@ -1,6 +1,7 @@
 """Fixtures shared by the tests (helper functions are in helpers.py)."""
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(scope='module')
@@ -11,3 +12,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def eps_as_png(tmp_path, monkeypatch):
+    """An EPS file named .png (PIL would hand it to Ghostscript), and PIL's EPS plugin made to fail
+    the test if it is ever asked to read it."""
+    from PIL import EpsImagePlugin
+    path = tmp_path / 'data' / 'cat' / 'photo.png'
+    path.parent.mkdir(parents=True)
+    Image.new('RGB', (16, 16), (10, 20, 30)).save(path, format='EPS')
+    assert path.read_bytes().startswith(b'%!PS')
+    touched = []
+
+    def refuse(*a, **k):
+        touched.append(a)
+        raise AssertionError('the EPS plugin was invoked')
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, '_open', refuse)
+    monkeypatch.setattr(EpsImagePlugin, 'Ghostscript', refuse)
+    monkeypatch.setattr(EpsImagePlugin, '_accept', refuse)
+    yield path
+    assert touched == []

@@ -404,3 +404,11 @@ def test_model_keywords_out_of_bounds_are_one_line_before_anything_is_built(runs
                               ('domain_names', 'cat,dog,cat', "names 'cat' twice")):
         with pytest.raises(UserError, match=match):
             StarGANv2.from_run(runs['hpf0'][0], device='cpu', **{key: value})
+
+
+def test_a_file_of_another_format_is_refused_before_any_decoder(eps_as_png):
+    """An EPS named .png given to the API: one line naming the formats read; PIL's EPS plugin
+    (Ghostscript) never runs (the fixture fails the test otherwise)."""
+    with pytest.raises(UserError, match=r"cannot read image '.*photo\.png' \(not a PNG, JPEG, WebP or BMP image") as e:
+        as_batch(str(eps_as_png), 32, 'cpu')
+    assert '\n' not in str(e.value)

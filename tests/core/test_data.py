@@ -741,6 +741,38 @@ def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
     assert check_dataset(str(root), num_domains=2) == ['cat', 'dog']
 
 
+def test_links_are_compared_by_folder_not_by_spelling(tmp_path, monkeypatch):
+    """A case-insensitive disk (macOS, Windows), simulated: 'DATA' is the folder 'data' (here a
+    link that realpath keeps as spelled, as realpath keeps the case typed there). A link into
+    another domain, or back into its own folder, spelled in another case is still seen as one."""
+    from core.data import list_domain_images
+    root = tmp_path / 'data' / 'train'
+    for d in ('cat', 'dog'):
+        for i in range(2):
+            solid(str(root / d / f'{i}.png'), (i, 0, 0))
+    os.symlink('data', tmp_path / 'DATA')
+    os.symlink(tmp_path / 'DATA' / 'train' / 'cat', root / 'dog' / 'more')  # into the other domain
+    os.symlink(tmp_path / 'DATA' / 'train' / 'cat', root / 'cat' / 'loop')  # back into itself
+    real_realpath = os.path.realpath
+
+    def case_keeping_realpath(path, **kw):
+        parts, out = os.path.abspath(path).split(os.sep)[1:], os.sep
+        while parts:
+            nxt = os.path.normpath(os.path.join(out, parts.pop(0)))
+            if os.path.islink(nxt) and os.path.basename(nxt) != 'DATA':
+                parts = os.path.normpath(os.path.join(out, os.readlink(nxt))).split(os.sep)[1:] + parts
+                out = os.sep
+                continue
+            out = nxt
+        return out
+    monkeypatch.setattr(os.path, 'realpath', case_keeping_realpath)
+    assert os.path.realpath(root / 'dog' / 'more') == str(tmp_path / 'DATA' / 'train' / 'cat')
+    assert real_realpath(root / 'dog' / 'more') == real_realpath(root / 'cat')
+    found = list_domain_images(str(root), ['cat', 'dog'])
+    assert found == {'cat': [str(root / 'cat' / '0.png'), str(root / 'cat' / '1.png')],
+                     'dog': [str(root / 'dog' / '0.png'), str(root / 'dog' / '1.png')]}
+
+
 def test_a_domain_folder_may_itself_be_a_link(tmp_path):
     from core.data import list_domain_images
     for i in range(2):
@@ -769,3 +801,35 @@ def test_loaders_follow_the_device_and_keep_workers(tmp_path):
     assert not cpu.pin_memory and not cpu.persistent_workers
     workers = get_test_loader(str(data / 'val'), img_size=32, batch_size=2, num_workers=1, seed=0, device='cpu')
     assert workers.persistent_workers and not workers.pin_memory
+
+
+# ----------------------------------------------------------------------------- one allow-list of formats
+
+def test_a_file_of_another_format_is_refused_before_any_decoder(eps_as_png):
+    msg = one_line_error(lambda: load_rgb(eps_as_png), f"cannot read image '{eps_as_png}'")
+    from core.data import FORMATS_TEXT, IMAGE_FORMATS, unreadable_reason
+    assert set(IMAGE_FORMATS) == {'PNG', 'JPEG', 'WEBP', 'BMP'}
+    assert f'(not a {FORMATS_TEXT} image' in msg and FORMATS_TEXT == 'PNG, JPEG, WebP or BMP'
+    assert FORMATS_TEXT in unreadable_reason(eps_as_png)
+    root = eps_as_png.parent.parent  # the up-front check of a dataset (training, evaluation)
+    solid(str(root / 'dog' / 'a.png'), (1, 2, 3))
+    one_line_error(lambda: check_dataset(root), '1 unreadable image file', os.path.join('cat', 'photo.png'), FORMATS_TEXT)
+
+
+def test_every_accepted_format_is_read(tmp_path):
+    """The formats of IMG_EXTENSIONS, under any of these names, and a camera's JPEG with a second
+    picture (PIL: MPO)."""
+    from core.data import unreadable_reason
+    img, other = Image.new('RGB', (S, S), (200, 100, 50)), Image.new('RGB', (S, S), (0, 0, 0))
+    saved = {'a.png': 'PNG', 'b.jpg': 'JPEG', 'c.webp': 'WEBP', 'd.bmp': 'BMP', 'e.jpeg': 'JPEG'}
+    for name, fmt in saved.items():
+        img.save(tmp_path / name, format=fmt, **({'lossless': True} if fmt == 'WEBP' else {}))
+    img.save(tmp_path / 'camera.jpg', format='MPO', save_all=True, append_images=[other])
+    with Image.open(tmp_path / 'camera.jpg') as im:
+        assert im.format == 'MPO'
+    for name in [*saved, 'camera.jpg']:
+        assert unreadable_reason(tmp_path / name) is None
+        pixel = load_rgb(tmp_path / name).getpixel((S // 2, S // 2))
+        assert max(abs(a - b) for a, b in zip(pixel, (200, 100, 50))) <= 3, (name, pixel)
+    img.save(tmp_path / 'f.png', format='TIFF')  # a format PIL reads but the readers do not
+    assert 'not a PNG, JPEG, WebP or BMP image' in unreadable_reason(tmp_path / 'f.png')

@@ -78,3 +78,43 @@ def test_check_output_dir_refuses_a_read_only_folder(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no write permission on '.*ro'"):
         check_output_dir(str(ro / 'out'), '--out')
     assert os.listdir(ro) == []
+
+
+def test_atomic_write_without_fchmod(tmp_path, umask, monkeypatch):
+    """Windows before Python 3.13 has no os.fchmod: the mode is set on the path instead."""
+    monkeypatch.delattr(os, 'fchmod')
+    atomic_write(str(tmp_path / 'a.txt'), lambda f: f.write('x'), binary=False)
+    atomic_save({'a': torch.ones(1)}, str(tmp_path / 'x.ckpt'))
+    assert mode_of(tmp_path / 'a.txt') == mode_of(tmp_path / 'x.ckpt') == 0o666 & ~umask
+    assert (tmp_path / 'a.txt').read_text() == 'x'
+    assert sorted(os.listdir(tmp_path)) == ['a.txt', 'x.ckpt']
+
+
+@pytest.fixture
+def case_insensitive(tmp_path, monkeypatch):
+    """A simulated case-insensitive disk (macOS, Windows): 'Photos' is the folder 'photos' (here a
+    link), and realpath keeps the spelling typed, as it does there."""
+    (tmp_path / 'photos' / 'sub').mkdir(parents=True)
+    (tmp_path / 'photos' / 'a.png').write_bytes(b'png')
+    os.symlink(tmp_path / 'photos', tmp_path / 'Photos')
+    monkeypatch.setattr(os.path, 'realpath', lambda p, **k: os.path.abspath(p))
+    return tmp_path
+
+
+@pytest.mark.parametrize('out', ['Photos', 'Photos/sub', 'Photos/new/deeper'])
+def test_check_outside_compares_files_not_spellings(case_insensitive, out):
+    src = case_insensitive / 'photos'
+    with pytest.raises(UserError, match="--out .* the input folder --src") as e:
+        fileio.check_outside(str(case_insensitive / out), str(src), '--out', '--src')
+    assert ("' is the input" in str(e.value)) == (out == 'Photos')
+    fileio.check_outside(str(case_insensitive / 'elsewhere'), str(src), '--out', '--src')  # outside: fine
+
+
+def test_check_no_overwrite_compares_files_not_spellings(case_insensitive):
+    src = case_insensitive / 'photos' / 'a.png'
+    with pytest.raises(UserError, match='would overwrite an input'):
+        fileio.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'a.png'))], '--out')
+    with pytest.raises(UserError, match='would overwrite an input'):  # the reference, given in another case
+        fileio.check_no_overwrite([(str(case_insensitive / 'x.png'), str(src))], '--out',
+                                  inputs=[str(case_insensitive / 'Photos' / 'a.png')])
+    fileio.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'b.png'))], '--out')  # a new file: fine

@@ -111,3 +111,12 @@ def test_gradio_cache_is_cleaned(translator, images):
         assert not any(os.path.exists(f) for f in cached), 'the cache was not cleaned'
     finally:
         app.close()
+
+
+def test_an_upload_of_another_format_is_refused_before_any_decoder(translator, images, eps_as_png):
+    import gradio as gr
+    src, _, _ = images
+    with pytest.raises(gr.Error, match='The reference image cannot be read; upload a PNG, JPEG, WebP or BMP image'):
+        translator().reference(str(src), str(eps_as_png), 'cat')
+    with pytest.raises(gr.Error, match='The source image cannot be read; upload a PNG, JPEG, WebP or BMP image'):
+        translator().latent(str(eps_as_png), 'dog', 5, 0.7, 1)

@@ -1,11 +1,13 @@
-"""download.sh without the network: STARGAN_DOWNLOAD_FROM points it at a local folder laid
-out like the targets, so argument handling, exit codes, target paths, the .part files,
-resuming, the checks of broken files and interrupted unpacking are tested through the
-script's real download path."""
+"""download.sh and download.py (the same without bash) without the network:
+STARGAN_DOWNLOAD_FROM points them at a local folder laid out like the targets, so argument
+handling, exit codes, target paths, the .part files, resuming, the checks of broken files and
+interrupted unpacking are tested through the scripts' real download path, each test for both."""
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -44,12 +46,19 @@ def mirror(tmp_path):
     return src
 
 
-@pytest.fixture
-def project(tmp_path):
+@pytest.fixture(params=['download.sh', 'download.py'])
+def project(tmp_path, request):
+    """A project folder holding one of the two scripts."""
     proj = tmp_path / 'project'
     proj.mkdir()
-    shutil.copy(os.path.join(ROOT, 'download.sh'), proj / 'download.sh')
+    shutil.copy(os.path.join(ROOT, request.param), proj / request.param)
     return proj
+
+
+def command(project, *args):
+    if (project / 'download.sh').exists():
+        return ['bash', str(project / 'download.sh'), *args]
+    return [sys.executable, str(project / 'download.py'), *args]
 
 
 def run(project, *args, mirror=None):
@@ -57,8 +66,7 @@ def run(project, *args, mirror=None):
     env.pop('STARGAN_DOWNLOAD_FROM', None)
     if mirror is not None:
         env['STARGAN_DOWNLOAD_FROM'] = str(mirror)
-    return subprocess.run(['bash', str(project / 'download.sh'), *args], cwd='/', env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(command(project, *args), cwd='/', env=env, capture_output=True, text=True, timeout=60)
 
 
 def leftovers(folder):
@@ -176,7 +184,7 @@ def test_a_zip_already_there_that_fails_its_test_is_fetched_again(project, mirro
     (project / 'data' / 'afhq.zip').write_bytes(good[:len(good) - 30])  # cut short: unzip -t fails
     r = run(project, 'afhq-dataset', mirror=mirror)
     assert r.returncode == 0, r.stderr
-    assert 'data/afhq.zip is there but broken (a zip that fails unzip -t)' in r.stderr
+    assert 'data/afhq.zip is there but broken (a zip that fails' in r.stderr and 'unzip -t)' in r.stderr
     assert (project / 'data' / 'afhq' / 'train' / 'cat' / '1.jpg').read_bytes() == b'c'
     assert sorted(os.listdir(project / 'data')) == ['afhq']
 
@@ -188,6 +196,19 @@ def test_a_checkpoint_that_does_not_load_is_not_kept(project, mirror):
     r = run(project, 'afhq-model', mirror=mirror)
     assert r.returncode == 1 and 'torch.load cannot read' in r.stderr
     assert not (project / target).exists() and leftovers(project) == []
+
+
+# download.py under an unzip that writes one file, then unpacks for ever (as slow_unzip for download.sh)
+SLOW_EXTRACT = """
+import os, runpy, sys, time, zipfile
+def extract(self, member, path=None, *a, **k):
+    os.makedirs(os.path.join(path, 'afhq', 'train'), exist_ok=True)
+    open(os.path.join(path, 'afhq', 'train', 'half.jpg'), 'w').write('partial')
+    time.sleep(60)
+zipfile.ZipFile.extract = extract
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
 
 
 @pytest.fixture
@@ -209,7 +230,10 @@ exec sleep 60
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_unzip_leaves_nothing_behind(project, mirror, slow_unzip, sig):
     env = dict(os.environ, STARGAN_DOWNLOAD_FROM=str(mirror), PATH=slow_unzip)
-    proc = subprocess.Popen(['bash', str(project / 'download.sh'), 'afhq-dataset'], cwd='/', env=env,
+    cmd = command(project, 'afhq-dataset')
+    if cmd[0] == sys.executable:
+        cmd = [sys.executable, '-c', SLOW_EXTRACT, *cmd[1:]]
+    proc = subprocess.Popen(cmd, cwd='/', env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not [f for _, _, files in os.walk(project / 'data') for f in files if f == 'half.jpg']:  # unpacking began
@@ -235,3 +259,32 @@ def test_the_next_run_removes_what_a_killed_unzip_left(project, mirror):
     r = run(project, 'afhq-dataset', mirror=mirror)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(project / 'data')) == ['.unzip.' + str(os.getpid()) + '.ghijkl', 'afhq']
+
+
+# ---------------------------------------------------------------- download.py: the same targets as download.sh
+
+def _targets_of_download_sh():
+    """{argument: [(url, path or dataset name)]} as download.sh's case statement reads."""
+    text = open(os.path.join(ROOT, 'download.sh'), encoding='utf-8').read()
+    values = {'DROPBOX': re.search(r'^DROPBOX=(\S+)', text, re.M).group(1),
+              'ASSETS_URL': re.search(r'^ASSETS_URL=(\S+)', text, re.M).group(1)}
+    body = text[text.index('case "${1:-}" in'):text.index('    -h|--help)')]
+    found, names = {}, []
+    for line in body.splitlines()[1:]:
+        head = re.match(r'^    ([a-z0-9|-]+)\)', line)
+        if head:
+            names = head.group(1).split('|')
+            continue
+        for call in re.finditer(r'\b(fetch|dataset) "([^"]+)" (\S+)', line):
+            url = re.sub(r'\$(\w+)', lambda m: values[m.group(1)], call.group(2))
+            for name in names:
+                found.setdefault(name, []).append((url, call.group(3)))
+    return found
+
+
+def test_download_py_has_download_shs_targets_and_urls():
+    import download
+    expected = _targets_of_download_sh()
+    got = {name: [(url, where) for _, url, where in download.TARGETS[download.ALIASES.get(name, name)]]
+           for name in [*download.TARGETS, *download.ALIASES]}
+    assert len(expected) == 9 and got == expected

@@ -107,7 +107,7 @@ def write_failed(path: StrPath, error: OSError, need: str, fix: str) -> str:
     there; then ``fix``."""
     reason = error.strerror or str(error) or type(error).__name__
     if error.errno in NO_SPACE:
-        return f'cannot write {path}: {reason}; it needs {need} and {size_text(free_space(path))} is free there: {fix}'
+        return f'cannot write {path}: {reason}; it needs {need}, with {size_text(free_space(path))} free there: {fix}'
     return f'cannot write {path}: {reason}: {fix}'
 
 

@@ -114,7 +114,7 @@ def test_a_full_disk_at_any_atomic_write_is_one_line_and_keeps_the_old_file(tmp_
         write(path)
     msg = str(e.value)
     assert '\n' not in msg and msg.startswith(f'cannot write {path}: No space left on device; it needs ')
-    assert need in msg and 'is free there: free some space' in msg
+    assert need in msg and 'free there: free some space' in msg
     assert os.listdir(tmp_path) == [os.path.basename(path)]
     assert open(path).read() == 'earlier'
 

@@ -267,7 +267,7 @@ def test_a_disk_that_fills_at_the_second_set_on_a_real_file_system(data, tmp_pat
         err = [line for line in captured.err.splitlines() if line.startswith('error: ')]
         assert len(err) == 1 and 'Traceback' not in captured.err, captured.err[-2000:]
         assert err[0].startswith(f'error: cannot write {disk / "ckpt" / "000004_"}')
-        assert 'No space left on device; it needs about ' in err[0] and 'is free there' in err[0]
+        assert 'No space left on device; it needs about ' in err[0] and 'free there:' in err[0]
         assert '--resume_iter latest' in err[0]
         files = os.listdir(disk / 'ckpt')
         assert not [f for f in files if f.endswith('.tmp') or f.startswith('000004_')], files

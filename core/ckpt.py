@@ -11,15 +11,23 @@ writes the other files (each atomically: a temporary ``.NAME*.tmp`` file, then a
 and the state file last. A run killed during a save (even SIGKILL) therefore leaves the
 previous sets complete and the cut one without its state file; ``complete_steps`` lists
 only complete sets, a resume of a cut one names the newest complete step, and no
-temporary file is ever read (the next save removes them).
+temporary file is ever read (the next save removes them). A save that fails (a full disk)
+removes what it wrote of its step.
+
+A run that starts at a step below the newest set (``--resume_iter N``, or a fresh start in a
+used folder) starts a new branch: the later sets move into an ``abandoned-*`` sub-folder
+(``set_aside_later``), so ``latest_step`` and ``prune`` see one branch; ``prune`` never removes
+the set a run resumed from nor the one it has just written. Only files named exactly as
+``ckpt_path`` names them belong to a set.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
-import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Dict, List, Optional, Set, TypeAlias, TypeVar, cast
 
@@ -28,7 +36,6 @@ from torch import nn
 
 from core.errors import UserError
 from core.fileio import StrPath, atomic_write
-from core.runfolder import gib, nearest_existing
 
 NETS, NETS_EMA, OPTIMS, STATE = 'nets', 'nets_ema', 'optims', 'state'
 
@@ -49,17 +56,15 @@ def atomic_save(obj: object, path: _P, then: Optional[Callable[[], object]] = No
     """torch.save through a temporary file and a rename (see ``core.fileio``); ``then()``
     runs after the data went out, before the file is closed and renamed (a test hook).
     A write error (a full disk, a quota) leaves no temporary file and becomes one line
-    naming the path and the space the file needs."""
+    naming the path, the space the file needs and the space free."""
     def write(f: IO[Any]) -> None:
         torch.save(obj, f)
         if then is not None:
             then()
-    try:
-        return atomic_write(path, write)
-    except OSError as e:
-        raise UserError(f'cannot write {path}: {e.strerror or e}; it needs about {gib(tensor_bytes(obj))} '
-                        f'({gib(free_bytes(path))} free): free some space and resume with --resume_iter latest '
-                        f'(the earlier checkpoints are complete)') from None
+    return atomic_write(path, write, size=tensor_bytes(obj), fix=RESUME_FIX)
+
+
+RESUME_FIX = 'free some space and resume with --resume_iter latest (the earlier checkpoints are complete)'
 
 
 def tensor_bytes(obj: object) -> int:
@@ -73,10 +78,6 @@ def tensor_bytes(obj: object) -> int:
     return 0
 
 
-def free_bytes(path: StrPath) -> int:
-    return shutil.disk_usage(nearest_existing(os.path.dirname(os.path.abspath(path)))).free
-
-
 def set_bytes(nets: Modules, nets_ema: Modules, trained: Iterable[str]) -> int:
     """About the size of one checkpoint set: the networks, their EMA copies and two Adam
     moments per parameter of the ``trained`` networks."""
@@ -84,17 +85,66 @@ def set_bytes(nets: Modules, nets_ema: Modules, trained: Iterable[str]) -> int:
     return tensor_bytes(state_dicts(nets)) + tensor_bytes(state_dicts(nets_ema)) + moments
 
 
-def prune(ckpt_dir: StrPath, keep_last: int) -> List[int]:
-    """--keep_last N: removes the complete sets older than the newest N (each set's state
-    file last, so a set cut short here is never taken as complete); 0 keeps everything."""
+def prune(ckpt_dir: StrPath, keep_last: int, keep: Iterable[int] = ()) -> List[int]:
+    """--keep_last N: removes our complete sets but the newest N and the steps ``keep`` (the
+    training loop passes the set it resumed from and the one it has just written); 0 keeps
+    everything, official sets (no state file) are never removed. A set's ``nets_ema`` and state
+    files go first, so a removal cut short never leaves a set that looks complete (ours or
+    official)."""
     if keep_last <= 0:
         return []
     files = saved_files(ckpt_dir)
-    old = [step for step in complete_steps(ckpt_dir) if STATE in files[step]][:-keep_last]  # never official sets
+    ours = [step for step in complete_steps(ckpt_dir) if STATE in files[step]]
+    old = [step for step in ours[:-keep_last] if step not in set(keep)]
     for step in old:
-        for kind in sorted(files[step], key=lambda k: k == STATE):
-            os.remove(ckpt_path(ckpt_dir, step, kind))
+        remove_set(ckpt_dir, step, files[step])
     return old
+
+
+def remove_set(ckpt_dir: StrPath, step: int, kinds: Iterable[str]) -> None:
+    """Removes the files ``kinds`` of ``step``, ``nets_ema`` and state first (the set is then
+    no longer complete, whatever happens next)."""
+    for kind in sorted(kinds, key=_uncommit_first):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(ckpt_path(ckpt_dir, step, kind))
+
+
+def _uncommit_first(kind: str) -> tuple[bool, bool]:
+    """Sort key: ``nets_ema`` then the state file first, the files without which a step is no
+    complete set of either kind (see :func:`complete_steps`)."""
+    return kind != NETS_EMA, kind != STATE
+
+
+ABANDONED = 'abandoned-'  # sub-folders of ckpt_dir that hold the sets of an abandoned branch
+
+
+def _steps_text(steps: Sequence[int]) -> str:
+    if len(steps) <= 5:
+        return ', '.join(map(str, steps))
+    return f'{steps[0]}, {steps[1]}, ..., {steps[-1]} ({len(steps)} sets)'
+
+
+def set_aside_later(ckpt_dir: StrPath, step: int) -> Optional[str]:
+    """A run that starts at ``step`` (a resume, or 0: a fresh start) where complete sets of later
+    steps exist starts a new branch: the files of every step above ``step`` (complete sets and
+    saves cut short) move into a new sub-folder ``abandoned-{step:06d}-{date-time}/``, so that
+    --resume_iter latest and --keep_last see this run's sets only, and nothing is deleted.
+    Returns the one line that says so, or None when there was nothing to move."""
+    later = [s for s in complete_steps(ckpt_dir) if s > step]
+    if not later:
+        return None
+    files = saved_files(ckpt_dir)
+    base = os.path.join(ckpt_dir, f'{ABANDONED}{step:06d}-{time.strftime("%Y%m%d-%H%M%S")}')
+    folder, n = base, 1
+    while os.path.lexists(folder):
+        folder, n = f'{base}-{n}', n + 1
+    os.makedirs(folder)
+    for s in sorted(k for k in files if k > step):
+        for kind in sorted(files[s], key=_uncommit_first):
+            os.replace(ckpt_path(ckpt_dir, s, kind), ckpt_path(folder, s, kind))
+    return (f'note: this run starts at iteration {step}, so the checkpoint sets of later iterations '
+            f'({_steps_text(later)}) belong to an abandoned run: moved to {folder} (nothing deleted); '
+            f'--resume_iter latest continues this run')
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -139,9 +189,13 @@ def save_checkpoint(ckpt_dir: StrPath, step: int, nets: Modules, nets_ema: Modul
         files.append((OPTIMS, {name: o.state_dict() for name, o in optims.items()}))
     if state is not None:
         files.append((STATE, state))
-    for kind, obj in files:
-        hook(f'before_{kind}')
-        atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=functools.partial(hook, f'in_{kind}'))
+    try:
+        for kind, obj in files:
+            hook(f'before_{kind}')
+            atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=functools.partial(hook, f'in_{kind}'))
+    except BaseException:  # (a full disk): the files of this uncommitted step only take space
+        remove_set(ckpt_dir, step, saved_files(ckpt_dir).get(step, ()))
+        raise
 
 
 # ``.{step}_{kind}.ckpt<random>.tmp``: what core.fileio.atomic_write leaves when killed mid-write
@@ -158,12 +212,15 @@ def remove_stray_temps(ckpt_dir: StrPath) -> None:
 
 
 def saved_files(ckpt_dir: StrPath) -> Dict[int, Set[str]]:
-    """{step: set of kinds} of the checkpoint files in ``ckpt_dir`` (temporary files excluded)."""
+    """{step: set of kinds} of the checkpoint files in ``ckpt_dir``: files named exactly as
+    :func:`ckpt_path` names them (``10_state.ckpt`` or ``0000010_state.ckpt`` is some other
+    file, never part of a set; temporary files and folders are left out too)."""
     found: Dict[int, Set[str]] = {}
     if os.path.isdir(ckpt_dir):
         for name in os.listdir(ckpt_dir):
             m = _FILE.fullmatch(name)
-            if m:
+            if m and name == os.path.basename(ckpt_path('', int(m.group(1)), m.group(2))) \
+                    and os.path.isfile(os.path.join(ckpt_dir, name)):
                 found.setdefault(int(m.group(1)), set()).add(m.group(2))
     return found
 
@@ -171,13 +228,14 @@ def saved_files(ckpt_dir: StrPath) -> Dict[int, Set[str]]:
 def complete_steps(ckpt_dir: StrPath) -> List[int]:
     """Ascending steps of the complete checkpoint sets in ``ckpt_dir``.
 
-    Our sets are complete when their state file (written last) is there. Official
-    checkpoints have no state file: a step without one counts when it has its
-    ``nets_ema`` file (all that sampling needs) and comes before every step of ours
-    (a stateless step after one of ours is a save that was cut short)."""
+    Our sets are complete when their state file (written last) is there, with the
+    ``nets_ema`` file. Official checkpoints have no state file: a step without one counts
+    when it has its ``nets_ema`` file (all that sampling needs) and comes before every step
+    of ours (a stateless step after one of ours is a save that was cut short)."""
     files = saved_files(ckpt_dir)
-    ours = sorted(step for step, kinds in files.items() if STATE in kinds)
-    first_ours = ours[0] if ours else math.inf
+    stated = sorted(step for step, kinds in files.items() if STATE in kinds)
+    first_ours = stated[0] if stated else math.inf
+    ours = [step for step in stated if NETS_EMA in files[step]]
     official = [step for step, kinds in files.items()
                 if STATE not in kinds and NETS_EMA in kinds and step < first_ours]
     return sorted(ours + official)

@@ -2,12 +2,18 @@
 
 A written file gets the permissions ``open()`` would give it (``0o666`` less the process's
 umask), not the ``0o600`` of a temporary file, so a group sharing a folder can read it.
+A write that fails (a full disk, a quota, a file-size limit, an I/O error) leaves no temporary
+file and becomes one :class:`~core.errors.UserError` line naming the file, the bytes it needs
+and what is free (:func:`atomic_write`, :func:`append_line`).
 Also: checks that an output folder can be made, before any work starts.
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,24 +59,119 @@ def _chmod(fd: int, path: str, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def atomic_write(path: _P, write: Callable[[IO[Any]], object], binary: bool = True) -> _P:
+# errors that say the file system has no room for the write (ENOSPC), the user's quota is used
+# up (EDQUOT, not on every platform) or the file exceeds the process's size limit (EFBIG)
+NO_SPACE = frozenset(code for code in (errno.ENOSPC, getattr(errno, 'EDQUOT', None), errno.EFBIG)
+                     if code is not None)
+
+
+class _Counting(io.BufferedWriter):
+    """A buffered file that counts the bytes handed to it: what a failed write needed at least
+    (all of it for one-shot writes such as text and JSON)."""
+
+    handed = 0
+
+    def write(self, data: Any) -> int:
+        self.handed += memoryview(data).nbytes
+        return super().write(data)
+
+
+def write_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: ``e`` itself or one it was raised from or while handling (torch's
+    zip writer raises a RuntimeError while handling the OSError of a full disk); None if none."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def size_text(n: float) -> str:
+    """A byte count for people: ``812 bytes``, ``14.2 KiB``, ``3.07 MiB``, ``1.25 GiB``."""
+    if n < 1024:
+        return f'{int(n)} bytes'
+    for unit in ('KiB', 'MiB', 'GiB', 'TiB'):
+        n /= 1024
+        if n < 1024 or unit == 'TiB':
+            return f'{n:.3g} {unit}' if n < 100 else f'{n:.0f} {unit}'
+    raise AssertionError('unreachable')
+
+
+def free_space(path: StrPath) -> int:
+    """Bytes free for this user on the file system of ``path`` (or of its nearest existing folder)."""
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def write_failed(path: StrPath, error: OSError, need: str, fix: str) -> str:
+    """The one line of a write of ``path`` that failed with ``error``: for a full disk, a quota
+    or a size limit, what the file needs (``need``, e.g. 'about 1.2 GiB') and the space free
+    there; then ``fix``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno in NO_SPACE:
+        return f'cannot write {path}: {reason}; it needs {need}, with {size_text(free_space(path))} free there: {fix}'
+    return f'cannot write {path}: {reason}: {fix}'
+
+
+FIX = 'free some space (or fix the folder), then run the same command again'
+
+
+def atomic_write(path: _P, write: Callable[[IO[Any]], object], binary: bool = True,
+                 size: int | None = None, fix: str = FIX) -> _P:
     """Calls ``write(f)`` on a temporary file beside ``path``, syncs it, then renames it to ``path``
-    (with the permissions of a file that ``open()`` creates, see :func:`file_mode`)."""
+    (with the permissions of a file that ``open()`` creates, see :func:`file_mode`).
+
+    When writing fails with an OSError (also one that the writer turned into another
+    exception, as torch's zip writer does), the temporary file is removed and the error becomes
+    a UserError: one line naming ``path``, what it needs (about ``size`` when the caller knows
+    it, else at least the bytes handed to the file), the space free, and ``fix``. An earlier
+    ``path`` is kept as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
+    counting = _Counting(io.FileIO(fd, 'w'))
     try:
-        with os.fdopen(fd, 'wb' if binary else 'w', encoding=None if binary else 'utf-8') as f:
+        with counting if binary else io.TextIOWrapper(counting, encoding='utf-8') as f:
             write(f)
             f.flush()
             _chmod(f.fileno(), tmp, file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        error = write_error(e) if isinstance(e, Exception) and not isinstance(e, UserError) else None
+        if error is None:
+            raise
+        need = f'about {size_text(size)}' if size is not None else f'at least {size_text(counting.handed)}'
+        raise UserError(write_failed(path, error, need, fix)) from None
     return path
+
+
+def append_line(path: StrPath, line: str, fix: str = FIX) -> None:
+    """Appends ``line`` and a newline to ``path`` (made with ``open()``'s permissions when new):
+    the whole line or nothing. When the write fails (a full disk), the file is cut back to its
+    previous end and the error is one UserError line, as for :func:`atomic_write`."""
+    data = memoryview((line + '\n').encode('utf-8'))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as e:
+            os.ftruncate(fd, end)
+            raise UserError(write_failed(path, e, size_text(len(line.encode('utf-8')) + 1), fix)) from None
+    finally:
+        os.close(fd)
 
 
 def write_json(values: Mapping[str, Any], path: _P) -> _P:

@@ -7,14 +7,16 @@ pixels. The two official helpers that convert differently (``tensor2numpy255`` t
 """
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torchvision.utils as vutils
+from PIL import Image
 
-from core.fileio import StrPath
+from core.fileio import StrPath, atomic_write
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +62,14 @@ def image_row(x: torch.Tensor) -> npt.NDArray[np.uint8]:
 
 
 def save_image(x: torch.Tensor, ncol: int, filename: StrPath) -> None:
-    """A grid of images (N, 3, H, W) in [-1, 1], ``ncol`` per row, no padding, to ``filename``."""
-    os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
-    vutils.save_image(denormalize(x.detach().cpu().clone()), filename, nrow=ncol, padding=0)
+    """A grid of images (N, 3, H, W) in [-1, 1], ``ncol`` per row, no padding, to ``filename``
+    (its format from the extension), written atomically (``core.fileio.atomic_write``: a full
+    disk is one line naming the file, and leaves no partial image)."""
+    ext = os.path.splitext(os.fspath(filename))[1].lower()
+    image_format = Image.registered_extensions().get(ext)
+    if image_format is None:
+        raise ValueError(f'unknown image file extension {ext!r}: {filename}')
+    encoded = io.BytesIO()
+    vutils.save_image(denormalize(x.detach().cpu().clone()), encoded, nrow=ncol, padding=0, format=image_format)
+    data = encoded.getvalue()
+    atomic_write(os.fspath(filename), lambda f: f.write(data), size=len(data))

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import time
 from typing import Any, Self
 
@@ -78,7 +79,10 @@ class RunLock:
     releases it when the process ends in any way (SIGKILL, a crash, a reboot), so a stale lock
     never blocks a restart; the file itself names the holder (pid, host, since) for the
     message a second run prints. (On a network file system without lock support the lock is
-    not taken, with a warning.)"""
+    not taken, with a warning.) The lock never follows a symbolic link and never writes into
+    a file it did not make: a link, a hard-linked file or one holding other data is refused
+    with one line, before anything is written; the holder's text goes in once the lock is
+    held."""
 
     def __init__(self, folder: StrPath) -> None:
         self.path = os.path.join(folder, LOCK_NAME)
@@ -86,7 +90,7 @@ class RunLock:
 
     def __enter__(self) -> Self:
         os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock_file(self.path)
         try:
             lock_file(fd)
         except OSError as e:
@@ -98,7 +102,12 @@ class RunLock:
             os.close(fd)  # no locks on this file system
             print(f'warning: cannot lock {self.path} ({e.strerror}); make sure no other run trains into this folder')
             return self
-        os.ftruncate(fd, 0)
+        if not _ours(fd):  # a file this project did not write: never emptied nor overwritten
+            os.close(fd)
+            raise UserError(f'{self.path} is not a lock file of this project (it holds other data, or is a hard '
+                            f'link to another file): move it out of the folder, then run the same command again')
+        os.ftruncate(fd, 0)  # held, and ours: the text of the previous holder goes
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
                                  'since': datetime.datetime.now().isoformat(timespec='seconds')}).encode())
         self.fd = fd
@@ -108,6 +117,42 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock (the file stays: it names the last holder)
             self.fd = None
+
+
+def _open_lock_file(path: str) -> int:
+    """The lock file opened for reading and writing, made when absent (never emptied here), and
+    never through a symbolic link: a link named ``.lock`` is refused with one line, as is
+    anything but a regular file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise UserError(f'{path} is a symbolic link (to {os.readlink(path)}): a run never writes through one; '
+                            f'remove the link (the run makes its own lock file), then run the same command again') from None
+        raise UserError(f'cannot open the lock file {path}: {e.strerror or e}; '
+                        f'choose a writable --checkpoint_dir') from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f'{path} is not a regular file; remove it (the run makes its own lock file), '
+                        f'then run the same command again')
+    return fd
+
+
+def _ours(fd: int) -> bool:
+    """Whether the open lock file is one this project wrote: a single link to it (a hard link
+    would be another file's data too), and empty or holding a holder's JSON."""
+    info = os.fstat(fd)
+    if info.st_nlink > 1:
+        return False
+    if info.st_size == 0:
+        return True
+    if info.st_size > 4096:
+        return False
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return set(json.loads(os.read(fd, 4096).decode())) == {'pid', 'host', 'since'}
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _read_holder(fd: int) -> str:

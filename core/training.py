@@ -32,7 +32,7 @@ from core.data import (ImageReadError, InputFetcher, get_test_loader, get_train_
 from core.device import configure_training, data_workers, fused_optimizers, select_device
 from core.errors import UserError
 from core.fan import load_fan
-from core.fileio import StrPath
+from core.fileio import StrPath, append_line
 from core.flags import StepOrLatest
 from core.networks import TRAINED, ModelConfig, build_networks, ema_copies
 from core.runfolder import RunLock, check_free_space, check_writable
@@ -97,6 +97,7 @@ class Trainer:
 
     # save_hook(step, point): called inside each checkpoint save (see core.ckpt.save_checkpoint)
     save_hook: Optional[Callable[[int, str], None]] = None
+    resumed_from = 0  # the step train() started from: --keep_last never removes its set
 
     def __init__(self, args: Namespace | Munch) -> None:
         args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
@@ -179,7 +180,7 @@ class Trainer:
         hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
         ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
                              state=self._train_state(step, fetcher, position), hook=hook)
-        ckpt.prune(self.args.checkpoint_dir, self.args.keep_last)
+        ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(self.resumed_from, step))
 
     def _resume(self, step: int, fetcher: InputFetcher) -> None:
         args = self.args
@@ -207,7 +208,7 @@ class Trainer:
         run_dir = args.checkpoint_dir
         lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
         with lock:
-            start = resume_start(run_dir, args.resume_iter)
+            start = self.resumed_from = resume_start(run_dir, args.resume_iter)
             # each rank reads only its rows of every global batch (the data position stays global)
             fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed,
                                    rank=self.dist.rank, world_size=self.dist.world_size)
@@ -223,7 +224,10 @@ class Trainer:
                 self._resume(start, fetcher)
             elif args.w_hpf > 0:
                 load_fan(self.nets.fan, args.wing_path)
-            if self.dist.is_main:  # the run remembers its architecture and domain names
+            if self.dist.is_main:  # later sets of another branch move aside; the run remembers its architecture
+                note = ckpt.set_aside_later(run_dir, start)
+                if note:
+                    print(note, flush=True)
                 model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
                 save_config(args, run_dir, domain_names=','.join(model.names()))
 
@@ -352,7 +356,9 @@ class _Logger:
         self.total = total
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc='train', unit='it', disable=not enabled)
-        self.jsonl = open(os.path.join(run_dir, 'log.jsonl'), 'a') if enabled else None
+        self.jsonl = os.path.join(run_dir, 'log.jsonl')  # a line at a time, whole or not at all
+        if enabled:
+            open(self.jsonl, 'a').close()
         self.tb = None
         if enabled:
             try:
@@ -369,8 +375,7 @@ class _Logger:
         line = f'Elapsed time [{elapsed}], Iteration [{i}/{self.total}], ' + \
             ' '.join(f'{k}: [{v:.4f}]' for k, v in values.items())
         tqdm.write(line)
-        self.jsonl.write(json.dumps({'step': i, 'time': round(time.time() - self.start_time, 3), **values}) + '\n')
-        self.jsonl.flush()
+        append_line(self.jsonl, json.dumps({'step': i, 'time': round(time.time() - self.start_time, 3), **values}))
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, i)
@@ -380,8 +385,6 @@ class _Logger:
 
     def close(self):
         self.bar.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
 

@@ -1,6 +1,9 @@
 """core/ckpt.py: official-format checkpoints: round trip, released-file quirks, wrong
-configuration, complete sets, host copies and optimiser state on resume."""
+configuration, complete sets, pruning and branches, a full disk, host copies and optimiser
+state on resume."""
+import errno
 import os
+import subprocess
 
 import pytest
 import torch
@@ -8,8 +11,10 @@ import torch.nn as nn
 from munch import Munch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from core import ckpt as ckpt_mod
 from core.ckpt import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
-                       load_checkpoint, load_modules, load_optimizers, save_checkpoint, to_host)
+                       load_checkpoint, load_modules, load_optimizers, prune, save_checkpoint, saved_files,
+                       set_aside_later, to_host)
 from core.errors import UserError
 from core.trainer import TrainConfig, build_optimizers
 from helpers import adam_after_one_step, tiny_nets
@@ -199,6 +204,178 @@ def test_a_save_that_fails_uncommits_the_step_and_removes_stray_temps(tmp_path):
     assert not stray.exists() and keep.exists()
     _save(tmp_path, 4)
     assert complete_steps(str(tmp_path)) == [2, 4]
+
+
+# ---------------------------------------------------------------------------- pruning, branches, stray names
+
+def _files(folder):
+    """{name: bytes} of every file under ``folder`` (sub-folders included)."""
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), 'rb').read()
+            for d, _, names in os.walk(folder) for f in names}
+
+
+def test_prune_keeps_the_resume_point_and_the_set_just_written(tmp_path):
+    for step in (1, 2, 3, 4, 5):
+        _save(tmp_path, step)
+    assert prune(str(tmp_path), 2, keep=(2, 5)) == [1, 3]  # 4, 5 the newest two; 2 the resume point
+    assert complete_steps(str(tmp_path)) == [2, 4, 5]
+    assert prune(str(tmp_path), 0, keep=()) == [] and complete_steps(str(tmp_path)) == [2, 4, 5]
+
+
+def test_a_resume_below_the_newest_set_moves_the_later_sets_aside(tmp_path):
+    """A resume from 2 where 3 and 4 (and a save of 5 cut short) exist: those files move into
+    one abandoned-* sub-folder, byte for byte; latest is then 2 and the next prune sees only
+    this branch. Nothing moves when nothing complete lies above the start."""
+    for step in (1, 2, 3, 4):
+        _save(tmp_path, step)
+    _cut(tmp_path, 5, ('nets', 'nets_ema'))
+    (tmp_path / 'config.yaml').write_text('kept')
+    before = _files(tmp_path)
+    note = set_aside_later(str(tmp_path), 2)
+    folders = [d for d in os.listdir(tmp_path) if (tmp_path / d).is_dir()]
+    assert len(folders) == 1 and folders[0].startswith('abandoned-000002-')
+    aside = tmp_path / folders[0]
+    assert '\n' not in note and 'iterations (3, 4)' in note and str(aside) in note and 'nothing deleted' in note
+    assert complete_steps(str(tmp_path)) == [1, 2] and latest_step(str(tmp_path)) == 2
+    assert complete_steps(str(aside)) == [3, 4] and saved_files(str(aside))[5] == {'nets', 'nets_ema'}
+    after = _files(tmp_path)
+    assert sorted(os.path.basename(k) for k in after) == sorted(before)  # moved, not lost
+    assert all(after[k] == before[os.path.basename(k)] for k in after)
+    assert set_aside_later(str(tmp_path), 2) is None  # nothing left above 2
+    _save(tmp_path, 3)
+    assert prune(str(tmp_path), 1, keep=(2, 3)) == [1]
+    assert complete_steps(str(tmp_path)) == [2, 3] and complete_steps(str(aside)) == [3, 4]
+    # a save cut short above the newest complete set (the same branch, killed) stays where it is
+    _cut(tmp_path, 4, ('nets',))
+    assert set_aside_later(str(tmp_path), 3) is None and saved_files(str(tmp_path))[4] == {'nets'}
+    # a fresh start (0) in a used folder sets the old run aside too
+    assert 'starts at iteration 0' in set_aside_later(str(tmp_path), 0)
+    assert complete_steps(str(tmp_path)) == [] and len(os.listdir(tmp_path)) == 3  # config.yaml and two folders
+
+
+def test_files_named_like_checkpoints_are_not_sets(tmp_path):
+    """'10_state.ckpt' (not a name a save makes) was taken for step 10: latest_step said 10
+    while sets 1 and 2 were the newest, and once real steps passed 10 every prune failed
+    removing '000010_state.ckpt'. Such names, and folders, are no part of any set."""
+    (tmp_path / '10_state.ckpt').write_bytes(b'notes')
+    (tmp_path / '0000011_state.ckpt').write_bytes(b'notes')
+    (tmp_path / '000012_state.ckpt').mkdir()
+    for step in (1, 2):
+        _save(tmp_path, step)
+    assert complete_steps(str(tmp_path)) == [1, 2] and latest_step(str(tmp_path)) == 2
+    check_complete(str(tmp_path), 2)
+    _save(tmp_path, 13)
+    assert prune(str(tmp_path), 1, keep=(13,)) == [1, 2]
+    assert set_aside_later(str(tmp_path), 13) is None
+    assert sorted(os.listdir(tmp_path)) == ['0000011_state.ckpt', '000012_state.ckpt', '000013_nets.ckpt',
+                                            '000013_nets_ema.ckpt', '000013_optims.ckpt', '000013_state.ckpt',
+                                            '10_state.ckpt']
+
+
+def test_a_removal_cut_short_never_leaves_a_set_that_looks_complete(tmp_path, monkeypatch):
+    for step in (1, 2):
+        _save(tmp_path, step)
+    real_remove = os.remove
+    calls = []
+
+    def remove_once(path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the run is stopped during the removal
+        real_remove(path)
+
+    monkeypatch.setattr(os, 'remove', remove_once)
+    with pytest.raises(KeyboardInterrupt):
+        prune(str(tmp_path), 1)
+    monkeypatch.undo()
+    assert complete_steps(str(tmp_path)) == [2]  # step 1 lost its state file first: never resumed half-gone
+
+
+# ---------------------------------------------------------------------------- a full disk
+
+class _FillsUp:
+    """A file whose disk fills after ``room`` bytes: the write that crosses it writes what fits
+    and fails with ENOSPC; later (small) writes go through, as on a real file system."""
+
+    def __init__(self, f, room):
+        self.f, self.room, self.full = f, room, False
+
+    def write(self, data):
+        data = memoryview(data).cast('B')
+        if not self.full and len(data) > self.room:
+            self.f.write(data[:self.room])
+            self.full = True
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_a_disk_full_inside_torch_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """torch's zip writer turns the OSError of a full disk into a RuntimeError ('unexpected
+    pos'); the save still ends in one line naming the file, its size and the free space."""
+    path = tmp_path / '000002_nets.ckpt'
+    atomic_save({'a': torch.ones(3)}, str(path))
+    real_save = torch.save
+    monkeypatch.setattr(ckpt_mod.torch, 'save', lambda obj, f: real_save(obj, _FillsUp(f, 1000)))
+    obj = {'a': torch.zeros(100_000)}
+    with pytest.raises(UserError) as e:
+        atomic_save(obj, str(path))
+    msg = str(e.value)
+    kib = round(obj['a'].numel() * obj['a'].element_size() / 1024)  # the tensor's bytes
+    assert '\n' not in msg and msg.startswith(f'cannot write {path}: No space left on device; it needs about {kib} KiB,')
+    assert 'free there:' in msg and '--resume_iter latest' in msg
+    assert os.listdir(tmp_path) == ['000002_nets.ckpt']  # no temporary left
+    assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(3))
+
+
+def _mount_tmpfs(folder, size):
+    """Mounts a tmpfs of ``size`` bytes on ``folder``; False where this process may not mount."""
+    folder.mkdir()
+    try:
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(size)``: a real file system of ``size`` bytes (a tmpfs; mounting needs root),
+    unmounted afterwards."""
+    mounted = []
+
+    def make(size):
+        folder = tmp_path / f'disk{len(mounted)}'
+        if not _mount_tmpfs(folder, size):
+            pytest.skip('mounting a small tmpfs needs root (the injected-error tests cover the same code)')
+        mounted.append(folder)
+        return folder
+    yield make
+    for folder in mounted:
+        subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)
+
+
+def test_a_real_disk_that_fills_at_the_second_set(tmp_path, small_disk):
+    """On a real small file system (tmpfs) the first set fits and the second does not: one
+    line naming the file, the bytes needed and free; set 1 complete; no temporary file and no
+    file of set 2 left."""
+    nets, nets_ema = Munch(generator=nn.Linear(64, 64)), Munch(generator=nn.Linear(64, 64))
+    save_checkpoint(str(tmp_path / 'probe'), 1, nets, nets_ema, state={'step': 1})
+    one_set = sum(os.path.getsize(tmp_path / 'probe' / f) for f in os.listdir(tmp_path / 'probe'))
+    disk = small_disk(one_set * 3 // 2 + 4 * 4096)  # a page per file besides the data
+    save_checkpoint(str(disk), 1, nets, nets_ema, state={'step': 1})
+    with pytest.raises(UserError) as e:
+        save_checkpoint(str(disk), 2, nets, nets_ema, state={'step': 2})
+    msg = str(e.value)
+    assert '\n' not in msg and 'No space left on device; it needs about ' in msg and 'free there:' in msg
+    assert msg.startswith(f'cannot write {disk}{os.sep}000002_')
+    assert complete_steps(str(disk)) == [1]
+    assert sorted(os.listdir(disk)) == sorted(os.listdir(tmp_path / 'probe'))  # set 1, nothing else
+    load_checkpoint(str(disk), 1, nets, nets_ema)
 
 
 # ---------------------------------------------------------------------------- GPU paths on CPU (docs/first_gpu_run.md items 3, 9)

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     add('--sample_every', type=int, default=5000)
     add('--save_every', type=int, default=10000)
     add('--keep_last', type=int, default=0,
-        help='after each complete checkpoint save, remove our older sets but the newest N (0: keep all, as upstream)')
+        help='after each complete checkpoint save, remove our older sets but the newest N and the set the run resumed '
+             'from (0: keep all, as upstream)')
     add('--eval_every', type=int, default=50000)
     return p
 

@@ -306,3 +306,26 @@ def switched(obj, **values):
     finally:
         for name, value in before.items():
             setattr(obj, name, value)
+
+
+@contextlib.contextmanager
+def small_disk(folder, size):
+    """A real file system of ``size`` bytes mounted on ``folder`` (a tmpfs; made here), unmounted
+    afterwards. Where this process may not mount (mounting needs root) the test is skipped, or
+    fails when STARGAN_REQUIRE_MOUNT is set (CI sets it: there the check must run)."""
+    folder.mkdir(parents=True)
+    try:
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
+                           capture_output=True, timeout=30)
+        mounted = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        mounted = False
+    if not mounted:
+        why = 'mounting a small tmpfs needs root (the injected-error tests cover the same code)'
+        if os.environ.get('STARGAN_REQUIRE_MOUNT'):
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)

@@ -1,9 +1,9 @@
 """core/ckpt.py: official-format checkpoints: round trip, released-file quirks, wrong
 configuration, complete sets, pruning and branches, a full disk, host copies and optimiser
 state on resume."""
+import contextlib
 import errno
 import os
-import subprocess
 
 import pytest
 import torch
@@ -17,6 +17,7 @@ from core.ckpt import (atomic_save, check_complete, ckpt_path, complete_steps, d
                        set_aside_later, to_host)
 from core.errors import UserError
 from core.trainer import TrainConfig, build_optimizers
+import helpers
 from helpers import adam_after_one_step, tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
@@ -331,32 +332,11 @@ def test_a_disk_full_inside_torch_save_is_one_line_and_keeps_the_old_file(tmp_pa
     assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(3))
 
 
-def _mount_tmpfs(folder, size):
-    """Mounts a tmpfs of ``size`` bytes on ``folder``; False where this process may not mount."""
-    folder.mkdir()
-    try:
-        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
-                           capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 @pytest.fixture
 def small_disk(tmp_path):
-    """``make(size)``: a real file system of ``size`` bytes (a tmpfs; mounting needs root),
-    unmounted afterwards."""
-    mounted = []
-
-    def make(size):
-        folder = tmp_path / f'disk{len(mounted)}'
-        if not _mount_tmpfs(folder, size):
-            pytest.skip('mounting a small tmpfs needs root (the injected-error tests cover the same code)')
-        mounted.append(folder)
-        return folder
-    yield make
-    for folder in mounted:
-        subprocess.run(['umount', '-l', str(folder)], capture_output=True, timeout=30)
+    """``make(size)``: a real file system of ``size`` bytes (helpers.small_disk), unmounted afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda size: stack.enter_context(helpers.small_disk(tmp_path / f'disk{size}', size))
 
 
 def test_a_real_disk_that_fills_at_the_second_set(tmp_path, small_disk):

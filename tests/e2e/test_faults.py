@@ -26,7 +26,7 @@ import main as cli
 from core import ckpt as ckpt_mod
 from core.ckpt import complete_steps
 from core.runfolder import RunLock
-from helpers import ROOT, assert_files_equal, make_dataset, run_args
+from helpers import ROOT, assert_files_equal, make_dataset, run_args, small_disk
 from tiny_run import make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow  # every test runs main.py, download.sh or a server, or a whole training run
@@ -235,17 +235,6 @@ def test_disk_full_while_saving_keeps_every_earlier_set(data, tmp_path, capsys, 
     assert complete_steps(str(tmp_path / 'ckpt')) == [2]
 
 
-def _mount_tmpfs(folder, size):
-    """Mounts a tmpfs of ``size`` bytes on ``folder`` (made here); False where this process may not mount."""
-    folder.mkdir(parents=True)
-    try:
-        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
-                           capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 def test_a_disk_that_fills_at_the_second_set_on_a_real_file_system(data, tmp_path, capsys):
     """A run folder on a real small file system (a tmpfs) where the first set fits and the
     second does not: one line naming the file, the bytes needed and free (torch's zip writer
@@ -256,11 +245,8 @@ def test_a_disk_that_fills_at_the_second_set_on_a_real_file_system(data, tmp_pat
     assert cli.main(run_args(data, probe, '--total_iters', '2', *flags)) == 0
     one_set = sum(f.stat().st_size for f in (probe / 'ckpt').glob('000002_*.ckpt'))
     half_nets = (probe / 'ckpt' / '000002_nets.ckpt').stat().st_size // 2
-    disk = tmp_path / 'disk'
-    if not _mount_tmpfs(disk, one_set + half_nets):  # the second set's first file stops half-way
-        pytest.skip('mounting a small tmpfs needs root (test_disk_full_while_saving_keeps_every_earlier_set '
-                    'covers the same path with an injected error)')
-    try:
+    # the second set's first file stops half-way
+    with small_disk(tmp_path / 'disk', one_set + half_nets) as disk:
         capsys.readouterr()
         assert cli.main(run_args(data, disk, '--total_iters', '4', *flags)) == 2
         captured = capsys.readouterr()
@@ -277,8 +263,6 @@ def test_a_disk_that_fills_at_the_second_set_on_a_real_file_system(data, tmp_pat
         subprocess.run(['mount', '-o', f'remount,size={one_set * 3}', str(disk)], check=True, timeout=30)
         assert cli.main(run_args(data, disk, '--total_iters', '4', *flags)) == 0  # room made: the same command
         assert complete_steps(str(disk / 'ckpt')) == [2, 4]
-    finally:
-        subprocess.run(['umount', '-l', str(disk)], capture_output=True, timeout=30)
 
 
 def test_keep_last_after_a_resume_keeps_the_resume_point_and_latest_continues_the_new_branch(data, tmp_path, capsys):

@@ -59,7 +59,7 @@ def _rank(rank, world_size, port, opt, folder, reads, out):
 
     core.data.load_rgb = counted
     common = dict(img_size=opt.img_size, batch_size=opt.batch_size, num_workers=opt.num_workers, seed=0,
-                  device='cpu', prob=0.5)
+                  device='cpu', prob=0.5, uint8=True)  # as --mode train builds them
     shared = reads == 'shared'
     fetcher = InputFetcher(get_train_loader(folder, 'source', **common), get_train_loader(folder, 'reference', **common),
                            16, 'train', 'cpu', seed=0, rank=rank if shared else 0, world_size=world_size if shared else 1)
@@ -86,7 +86,7 @@ def measure(opt, folder, nproc, reads):
     procs = [ctx.Process(target=_rank, args=(r, nproc, port, opt, folder, reads, out)) for r in range(nproc)]
     for p in procs:
         p.start()
-    results = sorted(out.get(timeout=1800) for _ in procs)
+    results = sorted(out.get(timeout=900) for _ in procs)
     for p in procs:
         p.join()
         if p.exitcode:

@@ -189,12 +189,14 @@ def save_checkpoint(ckpt_dir: StrPath, step: int, nets: Modules, nets_ema: Modul
         files.append((OPTIMS, {name: o.state_dict() for name, o in optims.items()}))
     if state is not None:
         files.append((STATE, state))
+    written: List[str] = []
     try:
         for kind, obj in files:
             hook(f'before_{kind}')
             atomic_save(to_host(obj), ckpt_path(ckpt_dir, step, kind), then=functools.partial(hook, f'in_{kind}'))
-    except BaseException:  # (a full disk): the files of this uncommitted step only take space
-        remove_set(ckpt_dir, step, saved_files(ckpt_dir).get(step, ()))
+            written.append(kind)
+    except BaseException:  # (a full disk): the files this save wrote, of an uncommitted step, only take space
+        remove_set(ckpt_dir, step, written)
         raise
 
 

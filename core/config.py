@@ -16,7 +16,7 @@ from munch import Munch
 from core.config_file import CONFIG_FILENAME, as_dict, load_config, read_yaml_defaults
 from core.errors import UserError
 from core.hub_format import is_hub_folder, model_values
-from core.flags import (CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
+from core.flags import (AUTO, CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
                         flag_actions)
 from core.modes import MODES, OUTPUT_FLAG
 from core.networks import MODEL_KEYS, check_model_values, split_names
@@ -168,9 +168,10 @@ def validate_args(args: Any) -> Any:
         need(v >= 1, f'--{k} must be >= 1, not {v}')
     need(0 < args.port < 65536, f'--port must be in 1..65535, not {args.port}')
     for k in ('total_iters', 'resume_iter', 'ds_iter', 'lr_decay_iter', 'print_every',
-              'sample_every', 'save_every', 'eval_every', 'keep_last'):
+              'sample_every', 'save_every', 'eval_every', 'keep_last', 'num_workers'):
         v = getattr(args, k)
-        need(v == LATEST if isinstance(v, str) else v >= 0, f'--{k} must be >= 0, not {v}')
+        words = {'resume_iter': LATEST, 'num_workers': AUTO}  # the one word each may be instead
+        need(v == words.get(k) if isinstance(v, str) else v >= 0, f'--{k} must be >= 0, not {v}')
     for k in ('lambda_reg', 'lambda_cyc', 'lambda_sty', 'lambda_ds', 'w_hpf', 'lr', 'f_lr',
               'weight_decay'):
         v = getattr(args, k)

@@ -10,7 +10,7 @@ from munch import Munch
 
 from core.errors import UserError
 from core.fileio import atomic_write
-from core.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest
+from core.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest, workers
 from core.networks import MODEL_KEYS, check_model_values
 
 __all__ = ['CONFIG_FILENAME', 'read_yaml_defaults', 'save_config', 'load_config', 'as_dict']
@@ -21,7 +21,8 @@ CONFIG_FILENAME = 'config.yaml'
 def _type_name(action):
     if isinstance(action, argparse._StoreTrueAction):
         return 'true/false'
-    names = {int: 'an integer', float: 'a number', str: 'a string', step_or_latest: "an integer or 'latest'"}
+    names = {int: 'an integer', float: 'a number', str: 'a string', step_or_latest: "an integer or 'latest'",
+             workers: "a number of workers (0 or more) or 'auto'"}
     return names.get(action.type, 'a value')
 
 
@@ -54,6 +55,8 @@ def _coerce(key, value, action, path):
         ok = isinstance(value, str)
     elif t is step_or_latest:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or value == LATEST
+    elif t is workers:
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or value == 'auto'
     if not ok:
         raise UserError(f'{where} must be {_type_name(action)}, not {value!r}')
     if action.choices is not None and value not in action.choices:

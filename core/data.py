@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
 import os
 from collections import Counter
@@ -106,13 +107,14 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
     walked once and each real file listed once (under its path through real folders when it
     has one). A link to ``folder`` itself or to a folder above it is skipped, and so is one
     that resolves into a folder of ``exclude`` (e.g. the other domains of a dataset) unless it
-    stays inside ``folder``. Folders and files are compared by file, not by spelling
+    stays inside ``folder``. Folders are compared by file, not by spelling
     (``core.fileio.file_identity``: another case on a case-insensitive disk is the same
-    folder). A dangling link is listed (the up-front check names it)."""
+    folder); image files by real path, so hard links to one file stay separate images, as
+    they always were. A dangling link is listed (the up-front check names it)."""
     _require_dir(folder, 'image folder')
     top = os.path.realpath(folder)
     walked: Set[object] = set()
-    files: Dict[object, str] = {}  # file identity -> listed path
+    files: Dict[str, str] = {}  # real path -> listed path
     links: List[str] = []
 
     def allowed(real: str) -> bool:
@@ -138,7 +140,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
                 if os.path.islink(path):
                     links.append(path)
                 else:
-                    files.setdefault(file_identity(path), path)
+                    files.setdefault(os.path.realpath(path), path)
 
     walk(folder)
     while links:
@@ -149,7 +151,7 @@ def list_images(folder: StrPath, exclude: Collection[str] = ()) -> List[str]:
         if os.path.isdir(real):
             walk(link)
         else:
-            files.setdefault(file_identity(link), link)
+            files.setdefault(real, link)
     return sorted(files.values())
 
 
@@ -571,10 +573,21 @@ class TrainTransform:
             return self.transform(img)
 
 
+@functools.lru_cache(maxsize=8)
+def _unit_values(device: torch.device) -> torch.Tensor:
+    """The value ToTensor then Normalize(0.5, 0.5) give each of the 256 uint8 pixel values,
+    computed by those transforms on the CPU (as the workers would), on ``device``."""
+    every = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)  # one row, R = G = B
+    to_float = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
+    return to_float(Image.fromarray(every))[0, 0].to(device)
+
+
 def unit_range(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels (``TrainTransform(uint8=True)``) as ToTensor then Normalize(0.5, 0.5) make
-    them, bit for bit, on the tensor's device: x / 255, then (x - 0.5) / 0.5, in float32."""
-    return x.to(torch.get_default_dtype()).div_(255).sub_(0.5).div_(0.5)
+    them on the CPU, bit for bit, on any device: a look-up of the 256 values (CUDA divides by a
+    number as a multiplication by its reciprocal, which differs in the last bit for about half
+    of them)."""
+    return _unit_values(x.device)[x.long()]
 
 
 INCEPTION_SIZE = 299
@@ -756,6 +769,12 @@ class _Cursor:
         self.epoch = sampler.epoch if self.resumable else 0
         self.batch = sampler.start // self.global_batch if self.resumable else 0
         self._it = None
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """An endless stream past its epoch's last full batch is at the next epoch's start."""
+        if self.share is not None and self.batch >= self._per_epoch():
+            self.epoch, self.batch = self.epoch + 1, 0
 
     def _per_epoch(self) -> int:
         n, bs = self.loader.sampler.num_samples, self.global_batch
@@ -785,8 +804,7 @@ class _Cursor:
                 raise UserError('a data loader yields no batch; add images or lower the '
                                 'batch size') from None
         self.batch += 1
-        if self.share is not None and self.batch == self._per_epoch():  # the endless stream moved on
-            self.epoch, self.batch = self.epoch + 1, 0
+        self._wrap()
         return out
 
     def state_dict(self):
@@ -811,6 +829,7 @@ class _Cursor:
         if self.resumable and 'seed' in st:
             self.loader.sampler.seed = int(st['seed'])
         self._it = None
+        self._wrap()
 
 
 class InputFetcher:
@@ -878,13 +897,14 @@ class InputFetcher:
             x, y = self.src.next()
             x_ref, x_ref2, y_ref = self.ref.next()
             batch = dict(x_src=x, y_src=y, x_ref=x_ref, x_ref2=x_ref2, y_ref=y_ref)
+            # the size of the global batch: this one, or the sum of the processes' equal rows
+            n = x.size(0) if self.sliced or self.share.world_size == 1 else x.size(0) * self.share.world_size
+            rows = self.share.rows(n)
             if self.sliced:
-                batch = {k: v[self.share.rows(v.size(0))] for k, v in batch.items()}
+                batch = {k: v[rows] for k, v in batch.items()}
             # the latent codes of the whole global batch (those of one process), then this process's rows
-            shape = (self.share.global_batch, self.latent_dim)
-            rows = self.share.rows(self.share.global_batch)
-            batch['z_trg'] = torch.randn(shape, generator=self.generator)[rows]
-            batch['z_trg2'] = torch.randn(shape, generator=self.generator)[rows]
+            batch['z_trg'] = torch.randn((n, self.latent_dim), generator=self.generator)[rows]
+            batch['z_trg2'] = torch.randn((n, self.latent_dim), generator=self.generator)[rows]
         elif self.mode == 'val':
             x, y = self.src.next()
             ref = (self.ref or self.src).next()  # no loader_ref: the next batch is the reference

@@ -9,14 +9,13 @@ import errno
 import importlib
 import json
 import os
-import shutil
 import socket
 import stat
 import time
 from typing import Any, Self
 
 from core.errors import UserError
-from core.fileio import StrPath
+from core.fileio import StrPath, free_space, size_text
 
 LOCK_NAME = '.lock'
 # errno of "another process holds the lock": fcntl.flock EWOULDBLOCK/EAGAIN, msvcrt.locking EACCES/EDEADLK
@@ -122,13 +121,19 @@ class RunLock:
 def _open_lock_file(path: str) -> int:
     """The lock file opened for reading and writing, made when absent (never emptied here), and
     never through a symbolic link: a link named ``.lock`` is refused with one line, as is
-    anything but a regular file."""
+    anything but a regular file. (Where ``O_NOFOLLOW`` does not exist, Windows, the link is
+    looked for before opening.)"""
+    def link_refused() -> UserError:
+        return UserError(f'{path} is a symbolic link (to {os.readlink(path)}): a run never writes through one; '
+                         f'remove the link (the run makes its own lock file), then run the same command again')
+
+    if not hasattr(os, 'O_NOFOLLOW') and os.path.islink(path):
+        raise link_refused()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o666)
     except OSError as e:
         if os.path.islink(path):
-            raise UserError(f'{path} is a symbolic link (to {os.readlink(path)}): a run never writes through one; '
-                            f'remove the link (the run makes its own lock file), then run the same command again') from None
+            raise link_refused() from None
         raise UserError(f'cannot open the lock file {path}: {e.strerror or e}; '
                         f'choose a writable --checkpoint_dir') from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -183,13 +188,9 @@ def check_writable(path: StrPath, flag: str) -> None:
         raise UserError(f'{flag} {path}: cannot write to this {what}; choose a writable {flag}')
 
 
-def gib(n: float) -> str:
-    return f'{n / 2 ** 30:.2f} GiB'
-
-
 def check_free_space(folder: StrPath, needed: int, what: str) -> None:
     """UserError unless the file system of ``folder`` has ``needed`` bytes free."""
-    free = shutil.disk_usage(nearest_existing(folder)).free
+    free = free_space(folder)
     if free < needed:
-        raise UserError(f'{folder} has {gib(free)} free but {what} needs about {gib(needed)}: '
+        raise UserError(f'{folder} has {size_text(free)} free but {what} needs about {size_text(needed)}: '
                         f'free some space (or use --keep_last N, or another --checkpoint_dir)')

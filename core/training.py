@@ -17,7 +17,7 @@ import signal
 import time
 from argparse import Namespace
 from types import FrameType
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from munch import Munch
@@ -125,33 +125,39 @@ class Trainer:
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
 
-    def _fetch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[ImageReadError], int]:
+    def _fetch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[_FetchFailure], int]:
         """This rank's next training batch, and what every rank agreed on before training on
-        it: the first read error any rank met (None: none did) and the stop signal any rank
-        received (0: none). One host-side agreement per iteration, so a fault or a signal on
-        one rank stops every rank in the same iteration."""
+        it: the first failure to read a batch on any rank (None: none failed; an image that does
+        not decode, or anything else, such as a loader worker killed) and the stop signal any
+        rank received (0: none). One host-side agreement per iteration, so a fault or a signal
+        on one rank stops every rank in the same iteration."""
         batch: Optional[Munch] = None
-        error: Optional[ImageReadError] = None
+        error: Optional[Exception] = None
         try:
             batch = next(fetcher)
-        except ImageReadError as e:
+        except Exception as e:
             error = e
         failed, signum = self.dist.agree(error is not None, stop.signum or 0)
-        if failed:
-            error = ImageReadError(self.dist.first_message(None if error is None else str(error)))
-        return batch, error, signum
+        if not failed:
+            return batch, None, signum
+        mine = None if error is None else str(error) if isinstance(error, UserError) else \
+            f'reading a training batch failed: {type(error).__name__}: {(str(error).strip().splitlines() or [""])[0]}'
+        return batch, _FetchFailure(error, self.dist.first_message(mine)), signum
 
-    def _stop_on_read_error(self, error: ImageReadError, fetcher: InputFetcher, position: Dict[str, Any],
-                            done: int, last_saved: int, finite: _FiniteWatch) -> ImageReadError:
-        """An image that fails to decode (a file damaged after the up-front check) stops training
-        with one line naming it, after saving the ``done`` iterations with the data position
-        before the failed batch, so a resume once the file is replaced continues exactly."""
+    def _stop_on_fetch_failure(self, failure: _FetchFailure, fetcher: InputFetcher, position: Dict[str, Any],
+                               done: int, last_saved: int, finite: _FiniteWatch) -> Exception:
+        """A batch that could not be read (an image damaged after the up-front check, on any rank)
+        stops training with one line naming it, after saving the ``done`` iterations with the
+        data position before that batch, so a resume once the file is replaced continues
+        exactly. An unexpected failure of this rank's own loader keeps its traceback."""
         kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
         if done > last_saved:
             self._checked_save(done, fetcher, finite, last_saved, position)
             kept = f'saved iteration {done}'
-        return ImageReadError(f'{error} ({kept} in {self.args.checkpoint_dir}; '
-                              f'then resume with --resume_iter latest)')
+        if failure.error is not None and not isinstance(failure.error, UserError):
+            return failure.error
+        kind = ImageReadError if isinstance(failure.error, ImageReadError) else UserError
+        return kind(f'{failure.message} ({kept} in {self.args.checkpoint_dir}; then resume with --resume_iter latest)')
 
     def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """What exact resume needs beyond the networks: data position (``position``: one
@@ -244,8 +250,13 @@ class Trainer:
                 self.dist.close()
         self.stopped_by = stopped
         if stopped and self.dist.is_main:
-            print(f'interrupted by {signal.Signals(stopped).name}: saved iteration {done} in {run_dir}; '
-                  f'resume with --resume_iter {done} (or latest)', flush=True)
+            name = signal.Signals(stopped).name
+            if done:
+                print(f'interrupted by {name}: saved iteration {done} in {run_dir}; '
+                      f'resume with --resume_iter {done} (or latest)', flush=True)
+            else:  # stopped before the first iteration of a fresh run
+                print(f'interrupted by {name} before the first iteration: nothing was saved; '
+                      f'run the same command again', flush=True)
         return done
 
     def _preflight(self, start: int) -> None:
@@ -274,9 +285,9 @@ class Trainer:
         with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
             for step in range(start, args.total_iters):
                 position = fetcher.state_dict()  # the data position before this iteration's batch
-                batch, error, signum = self._fetch(fetcher, stop)
-                if error is not None:
-                    raise self._stop_on_read_error(error, fetcher, position, step, last_saved, finite) from None
+                batch, failure, signum = self._fetch(fetcher, stop)
+                if failure is not None:
+                    raise self._stop_on_fetch_failure(failure, fetcher, position, step, last_saved, finite)
                 if signum:  # every rank stops before the same iteration, the batch read is not used
                     stop.request(signum)
                     if step > last_saved:
@@ -311,6 +322,13 @@ class Trainer:
         """FID and LPIPS of the EMA networks being trained, as iteration ``step``."""
         from metrics.eval import evaluate_networks  # the metrics stack is loaded only when used
         evaluate_networks(self.nets_ema, self.args, step)
+
+
+class _FetchFailure(NamedTuple):
+    """A batch that some rank could not read: this rank's own exception (None when another rank
+    failed) and the message of the first rank that failed."""
+    error: Optional[Exception]
+    message: str
 
 
 class _FiniteWatch:

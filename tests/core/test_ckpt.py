@@ -332,6 +332,23 @@ def test_a_disk_full_inside_torch_save_is_one_line_and_keeps_the_old_file(tmp_pa
     assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(3))
 
 
+def test_a_save_cut_short_removes_only_the_files_it_wrote(tmp_path):
+    """A save of a step that fails part-way removes what it wrote (the step is not complete),
+    and no file of that step it did not write (here an official optimiser file)."""
+    from core.ckpt import NETS, NETS_EMA, OPTIMS, ckpt_path, save_checkpoint
+    nets, nets_ema, _ = tiny_nets(0)
+    torch.save({'kept': torch.ones(1)}, ckpt_path(str(tmp_path), 5, OPTIMS))
+
+    def stop(point):
+        if point == f'before_{NETS_EMA}':
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(str(tmp_path), 5, nets, nets_ema, hook=stop)
+    assert not os.path.exists(ckpt_path(str(tmp_path), 5, NETS))
+    assert torch.load(ckpt_path(str(tmp_path), 5, OPTIMS), weights_only=True)['kept'].item() == 1
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """``make(size)``: a real file system of ``size`` bytes (helpers.small_disk), unmounted afterwards."""

@@ -46,12 +46,21 @@ def test_config_key_may_not_nest(tmp_path):
     ('sample_from: best', 'sample_from'),
     ('mode: fly', 'mode'),
     ('img_size:', 'img_size'),
+    ('num_workers: -3', 'num_workers'),
+    ('num_workers: many', 'num_workers'),
+    ('num_workers: 2.5', 'num_workers'),
 ])
 def test_yaml_wrong_type(tmp_path, line, key):
     cfg = write_yaml(tmp_path / 'c.yaml', line + '\n')
     with pytest.raises(UserError) as e:
         parse_args(['--config', cfg, '--mode', 'train'])
     assert f"'{key}'" in str(e.value) and '\n' not in str(e.value)
+
+
+def test_num_workers_from_a_config_file(tmp_path):
+    for text, expected in (('num_workers: auto', 'auto'), ('num_workers: 0', 0), ('num_workers: 6', 6)):
+        cfg = write_yaml(tmp_path / 'w.yaml', text + '\n')
+        assert parse_args(['--config', cfg, '--mode', 'train']).num_workers == expected
 
 
 def test_yaml_file_errors(tmp_path):

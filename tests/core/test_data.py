@@ -430,6 +430,29 @@ def test_training_stream_runs_on_across_epochs_as_the_per_epoch_loaders(tmp_path
     assert (fetcher.state_dict()['src']['epoch'], fetcher.state_dict()['src']['batch']) == (3, 0)
 
 
+def test_a_stream_started_past_an_epochs_last_batch_is_at_the_next_epoch(tmp_path):
+    root = noise_dataset(tmp_path, {'a': 5, 'b': 6, 'c': 3})  # 3 batches of 4 an epoch
+    full = take(_train_fetcher(root), 6)
+    late = _train_fetcher(root, epoch=0, start=3, ref_epoch=0, ref_start=3)
+    state = late.state_dict()
+    assert (state['src']['epoch'], state['src']['batch']) == (state['ref']['epoch'], state['ref']['batch']) == (1, 0)
+    for a, b in zip(full[3:], take(late, 3)):
+        for key in ('x_src', 'y_src', 'x_ref', 'x_ref2', 'y_ref'):
+            assert torch.equal(a[key], b[key]), key
+    assert (late.state_dict()['src']['epoch'], late.state_dict()['src']['batch']) == (2, 0)
+
+
+def test_a_short_last_batch_of_another_kind_of_loader_gets_latent_codes_of_its_size(tmp_path):
+    from torch.utils import data as tud
+    from core.data import DomainDataset, TrainTransform
+    root = noise_dataset(tmp_path, {'a': 3, 'b': 2})
+    src = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0)), batch_size=4)  # batches of 4, then 1
+    ref = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0), pair=True), batch_size=4)
+    fetcher = InputFetcher(src, ref, latent_dim=5, mode='train', device='cpu', seed=1)
+    sizes = [(b.x_src.size(0), b.z_trg.size(0), b.z_trg2.size(0)) for b in take(fetcher, 2)]
+    assert sizes == [(4, 4, 4), (1, 1, 1)]
+
+
 def test_loaders_of_another_kind_are_read_whole_and_sliced(tmp_path):
     """A training loader built outside ``get_train_loader`` (a script's own DataLoader): each
     process keeps its rows of the batch it reads, still the one process's values."""
@@ -739,6 +762,19 @@ def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
     dataset = DomainDataset(str(root), lambda img: img)
     assert [y for _, y in dataset.samples] == [0] * 4 + [1] * 3
     assert check_dataset(str(root), num_domains=2) == ['cat', 'dog']
+
+
+def test_hard_links_stay_separate_images(tmp_path):
+    """Two names of one file (a hard link, as `cp -al` or a de-duplicating copy makes) are two
+    images, as they always were: the image count, and so the data order, of such a dataset
+    does not change."""
+    from core.data import list_domain_images
+    root = tmp_path / 'train'
+    solid(str(root / 'cat' / 'a.png'), (1, 0, 0))
+    solid(str(root / 'dog' / 'b.png'), (2, 0, 0))
+    os.link(root / 'cat' / 'a.png', root / 'cat' / 'a_again.png')
+    found = list_domain_images(str(root), ['cat', 'dog'])
+    assert found['cat'] == [str(root / 'cat' / 'a.png'), str(root / 'cat' / 'a_again.png')]
 
 
 def test_links_are_compared_by_folder_not_by_spelling(tmp_path, monkeypatch):

@@ -99,10 +99,13 @@ def test_the_lock_names_its_holder_and_is_reused_by_the_next_run(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())['pid'] == os.getpid()
 
 
+@pytest.mark.parametrize('nofollow', [True, False], ids=['posix', 'no O_NOFOLLOW (Windows)'])
 @pytest.mark.parametrize('target', ['file', 'absent'])
-def test_a_lock_that_is_a_symbolic_link_is_refused_and_its_target_kept(tmp_path, target):
+def test_a_lock_that_is_a_symbolic_link_is_refused_and_its_target_kept(tmp_path, target, nofollow, monkeypatch):
     """``.lock -> ../file`` left ``file`` holding only the lock's text; a link to nothing
-    made the file it points to."""
+    made the file it points to. Also where ``os.O_NOFOLLOW`` does not exist."""
+    if not nofollow:
+        monkeypatch.delattr(os, 'O_NOFOLLOW')
     run = tmp_path / 'run'
     run.mkdir()
     (tmp_path / 'file').write_text('precious data')

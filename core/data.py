@@ -542,6 +542,12 @@ class _MaybeCrop:
         return self.crop(img) if float(torch.rand(1)) < self.prob else img
 
 
+def _to_unit_range() -> List[Callable[[Any], torch.Tensor]]:
+    """ToTensor then Normalize(0.5, 0.5): a PIL image as float32 values in [-1, 1] (the one
+    definition of the mapping that the training, test and look-up paths share)."""
+    return [transforms.ToTensor(), transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])]
+
+
 class TrainTransform:
     """The official training augmentation, driven by one seed per call.
 
@@ -556,8 +562,7 @@ class TrainTransform:
     """
 
     def __init__(self, img_size: int, prob: float, uint8: bool = False) -> None:
-        to_tensor = [transforms.PILToTensor()] if uint8 else [
-            transforms.ToTensor(), transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])]
+        to_tensor = [transforms.PILToTensor()] if uint8 else _to_unit_range()
         self.transform = transforms.Compose([
             _MaybeCrop(img_size, prob),
             transforms.Resize([img_size, img_size]),
@@ -578,8 +583,7 @@ def _unit_values(device: torch.device) -> torch.Tensor:
     """The value ToTensor then Normalize(0.5, 0.5) give each of the 256 uint8 pixel values,
     computed by those transforms on the CPU (as the workers would), on ``device``."""
     every = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)  # one row, R = G = B
-    to_float = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
-    return to_float(Image.fromarray(every))[0, 0].to(device)
+    return transforms.Compose(_to_unit_range())(Image.fromarray(every))[0, 0].to(device)
 
 
 def unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -601,8 +605,7 @@ def plain_transform(img_size: int, imagenet_normalize: bool = False) -> Callable
         steps += [transforms.Resize([INCEPTION_SIZE, INCEPTION_SIZE]), transforms.ToTensor(),
                   transforms.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
     else:
-        steps += [transforms.ToTensor(),
-                  transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])]
+        steps += _to_unit_range()
     return transforms.Compose(steps)
 
 

@@ -32,7 +32,9 @@ import urllib.error
 
 import torch
 
-from core import api, ckpt, device as devices, errors, fan, networks
+from core import api, device as devices, errors
+from core.io import ckpt_files as ckpt
+from core.nn import fan, networks
 
 dependencies = ['torch', 'torchvision', 'numpy', 'PIL', 'munch', 'yaml', 'tqdm']
 

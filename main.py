@@ -1,4 +1,4 @@
-"""StarGAN v2 command line: a thin dispatcher over the table of modes (core/modes.py).
+"""StarGAN v2 command line: a thin dispatcher over the table of modes (core/cli/mode_table.py).
 
     python main.py --mode train --config configs/afhq.yaml
     python main.py --mode sample --config configs/celeba_hq.yaml --resume_iter 100000
@@ -7,9 +7,9 @@ import importlib
 import sys
 from typing import Callable, List, Optional
 
-from core.config import parse_args
+from core.cli.arguments import parse_args
 from core.errors import UserError
-from core.modes import MODES
+from core.cli.mode_table import MODES
 
 
 def runner(mode: str) -> Callable:

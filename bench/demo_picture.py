@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from bench.demo_quality import load_val_images, to_tensor, training_seconds  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
-from core.images import to_uint8  # noqa: E402
-from core.fan import fan_masks  # noqa: E402
+from core.io.images import to_uint8  # noqa: E402
+from core.nn.fan import fan_masks  # noqa: E402
 
 __all__ = ['reference_grid', 'latent_grid', 'caption', 'main']
 
@@ -111,9 +111,9 @@ def compose(left, right, lines, scale):
 
 
 def main(argv=None):
-    from core.config import parse_args
-    from core.config_file import CONFIG_FILENAME, load_config
-    from core.inference import load_run_networks
+    from core.cli.arguments import parse_args
+    from core.cli.config_files import CONFIG_FILENAME, load_config
+    from core.use.load_run import load_run_networks
 
     own = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     own.add_argument('--out', default='assets/demo.png', help='PNG file to write')

@@ -1,6 +1,6 @@
 """How well a trained demo model translates shapes (no learned metric: analytic tests).
 
-The demo domains are shapes and the style is colours (``core/demo_data.py``). Held-out
+The demo domains are shapes and the style is colours (``core/datasets/demo_shapes.py``). Held-out
 validation images of every domain are translated to every other domain,
 
 * latent-guided:    s = F(z, y_trg), z ~ N(0, I);
@@ -42,10 +42,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.shape_classifier import classify_shape, shape_colours  # noqa: E402
-from core.demo_data import SHAPES  # noqa: E402
+from core.datasets.demo_shapes import SHAPES  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
-from core.images import to_uint8  # noqa: E402
-from core.fan import fan_masks  # noqa: E402
+from core.io.images import to_uint8  # noqa: E402
+from core.nn.fan import fan_masks  # noqa: E402
 
 __all__ = ['evaluate', 'load_val_images', 'format_table', 'main']
 
@@ -61,7 +61,9 @@ def load_val_images(val_dir, img_size, num_images):
     folder of ``val_dir``, resized to ``img_size`` when needed."""
     from PIL import Image
 
-    from core.data import list_domains, list_images, load_rgb
+    from core.datasets.folders import list_domains, list_images
+
+    from core.io.images import load_rgb
     domains = list_domains(val_dir)
     if not domains:
         raise UserError(f"'{val_dir}' has no domain sub-folders; generate the demo data first "
@@ -214,8 +216,8 @@ def format_table(result):
 
 def checkpoint_steps(checkpoint_dir):
     """Sorted steps of the complete checkpoints in ``checkpoint_dir`` (a save that was cut
-    short is left out, see ``core.ckpt.complete_steps``)."""
-    from core.ckpt import complete_steps
+    short is left out, see ``core.io.ckpt_files.complete_steps``)."""
+    from core.io.ckpt_files import complete_steps
     steps = complete_steps(checkpoint_dir)
     if not steps:
         raise UserError(f"no *_nets_ema.ckpt checkpoint in '{checkpoint_dir}'; train the demo first "
@@ -276,8 +278,8 @@ def _split_argv(argv):
 
 
 def main(argv=None):
-    from core.ckpt import ckpt_path, load_modules
-    from core.config import parse_args
+    from core.io.ckpt_files import ckpt_path, load_modules
+    from core.cli.arguments import parse_args
     from core.device import select_device
     from core.model import build_model
 

@@ -31,8 +31,8 @@ from torchvision import models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.data import list_domains  # noqa: E402
-from core.networks import Generator, MappingNetwork, StyleEncoder  # noqa: E402
+from core.datasets.folders import list_domains  # noqa: E402
+from core.nn.networks import Generator, MappingNetwork, StyleEncoder  # noqa: E402
 from metrics import eval as meval  # noqa: E402
 import metrics as metrics_pkg  # noqa: E402
 from metrics import fid, lpips  # noqa: E402

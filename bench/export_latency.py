@@ -1,7 +1,7 @@
 """CPU latency per image, PyTorch vs onnxruntime, of the exported networks at 256 px.
 
 Builds the paper's networks (AFHQ: w_hpf 0; CelebA-HQ: w_hpf 1, with the FAN masks),
-exports them with ``core.export.export_onnx`` into a temporary folder and times one
+exports them with ``core.use.export.export_onnx`` into a temporary folder and times one
 latent-guided translation of one image (mapping network, [FAN masks,] generator) and the
 style encoder, in PyTorch and in onnxruntime with the same number of threads. Weights are
 PyTorch's initial ones: latency does not depend on them.
@@ -22,9 +22,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.export import export_onnx  # noqa: E402
-from core.networks import ModelConfig, build_networks  # noqa: E402
-from core.fan import fan_masks  # noqa: E402
+from core.use.export import export_onnx  # noqa: E402
+from core.nn.networks import ModelConfig, build_networks  # noqa: E402
+from core.nn.fan import fan_masks  # noqa: E402
 
 MODELS = {'afhq': ModelConfig(img_size=256, num_domains=3, w_hpf=0),
           'celeba_hq': ModelConfig(img_size=256, num_domains=2, w_hpf=1)}

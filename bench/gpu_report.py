@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 
 from bench import eval_speed, train_speed  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
-from core.fileio import atomic_write  # noqa: E402
+from core.io.files import atomic_write  # noqa: E402
 
 # (amp, channels_last, compile, grad_checkpoint) of the project rows, in table order
 ROWS = (('none', 0, 0, 0), ('bf16', 0, 0, 0), ('bf16', 1, 0, 0), ('bf16', 1, 1, 0))
@@ -77,11 +77,11 @@ def _ddp_worker(rank, world_size, port, device_type, backend, iters, w_hpfs, res
     import torch.distributed as dist
     from munch import Munch
 
-    from core import distributed
-    from core.config import with_defaults
+    import core.train.distributed as distributed
+    from core.cli.arguments import with_defaults
     from core.model import build_model
-    from core.trainer import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
-    # the process group, device and wrappers of a torchrun worker (core.distributed)
+    from core.train.step import TrainConfig, build_optimizers, init_weights, speed_nets, train_step
+    # the process group, device and wrappers of a torchrun worker (core.train.distributed)
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -223,7 +223,7 @@ def loader_row(opt, device):
 def same_batches_as_cpu(folder, img_size, batch, device, batches=3):
     """The training fetcher's batches on ``device`` (uint8 pixels copied on the copy stream, made
     [-1, 1] there) equal the CPU fetcher's, bit for bit."""
-    from core.data import InputFetcher, get_train_loader
+    from core.datasets.loaders import InputFetcher, get_train_loader
 
     def draw(dev):
         common = dict(img_size=img_size, batch_size=batch, num_workers=0, seed=0, device=dev, uint8=True)

@@ -26,9 +26,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import main as cli  # noqa: E402
-from core.config import SAMPLE_OUTPUTS  # noqa: E402
+from core.cli.arguments import SAMPLE_OUTPUTS  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.fan import FAN  # noqa: E402
+from core.nn.fan import FAN  # noqa: E402
 from weights_by_name import fill_by_name  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The shape and colours of a demo image (``core/demo_data.py``), with no learned model.
+"""The shape and colours of a demo image (``core/datasets/demo_shapes.py``), with no learned model.
 
 :func:`classify_shape` segments the foreground and compares its bounding-box fill ratio and
 top/bottom balance with the ideal circle, square and triangle; :func:`shape_colours` gives
@@ -7,7 +7,7 @@ model with them; they are benchmark tools, not part of the model.
 """
 import numpy as np
 
-from core.demo_data import SHAPES
+from core.datasets.demo_shapes import SHAPES
 
 __all__ = ['classify_shape', 'segment', 'shape_features', 'shape_colours']
 

@@ -55,11 +55,11 @@ from munch import Munch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.config import parse_args  # noqa: E402
-from core.config_file import as_dict  # noqa: E402
+from core.cli.arguments import parse_args  # noqa: E402
+from core.cli.config_files import as_dict  # noqa: E402
 from core.device import select_device  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.trainer import (TrainConfig, build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
+from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
                           speed_nets, train_step)
 from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
 
@@ -545,7 +545,7 @@ def write_photos(root, n_per_domain, size, seed=0):
 def loader_speed(folder, img_size, batch, workers, device, batches):
     """Iterations/s of the training inputs (source + reference loaders through the
     InputFetcher, as the training loop draws them) from the domain folders in ``folder``."""
-    from core.data import InputFetcher, get_train_loader
+    from core.datasets.loaders import InputFetcher, get_train_loader
     common = dict(img_size=img_size, batch_size=batch, num_workers=workers, seed=0, device=device, uint8=True)
     fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
                            get_train_loader(folder, 'reference', **common), 16, 'train', device, seed=0)

@@ -15,8 +15,8 @@ go through the image reader of every mode (``core.data``: upright by EXIF, trans
 white, resized to the model's size with PIL), tensors of another size are resized with
 torchvision (antialiased bilinear). Domains are names or indices.
 
-This is the one path of translation: translate mode (``core.translate``) and the web demo
-(``core.serve``) call it, so the API gives their pixels for the same seed and inputs.
+This is the one path of translation: translate mode (``core.use.translate``) and the web demo
+(``core.use.serve``) call it, so the API gives their pixels for the same seed and inputs.
 """
 from __future__ import annotations
 
@@ -31,16 +31,17 @@ import torchvision.transforms.functional as TF
 from munch import Munch
 from PIL import Image
 
-from core.config import run_values
-from core.data import as_shown_rgb, load_rgb, plain_transform
+from core.cli.arguments import run_values
+from core.datasets.loaders import plain_transform
+from core.io.images import as_shown_rgb, load_rgb
 from core.device import DeviceLike, as_device
 from core.errors import UserError
-from core.fan import Masks, fan_masks
-from core.hub_format import resolve_pretrained
-from core.images import to_uint8
-from core.inference import load_networks, resolve_step
-from core.networks import MODEL_KEYS, ModelConfig
-from core.styles import domain_mean_style, truncated_style
+from core.nn.fan import Masks, fan_masks
+from core.use.hub_folder import resolve_pretrained
+from core.io.images import to_uint8
+from core.use.load_run import load_networks, resolve_step
+from core.nn.networks import MODEL_KEYS, ModelConfig
+from core.nn.styles import domain_mean_style, truncated_style
 
 __all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'model_config', 'to_pil']
 
@@ -96,7 +97,7 @@ def _image_tensor(image: Any, img_size: int, max_pixels: int | None) -> torch.Te
 
 def as_batch(images: Images, img_size: int, device: DeviceLike, max_pixels: int | None = None) -> torch.Tensor:
     """``images`` (one image of any accepted kind, or a list of them) as one (N, 3, img_size,
-    img_size) float batch in [-1, 1] on ``device``; a file is read by ``core.data.load_rgb``
+    img_size) float batch in [-1, 1] on ``device``; a file is read by ``core.io.images.load_rgb``
     (ImageReadError, or ImageTooLargeError above ``max_pixels`` pixels, both UserErrors)."""
     if isinstance(images, (list, tuple)):
         if not images:
@@ -124,13 +125,13 @@ def model_config(base: ModelConfig | None = None, **overrides: Any) -> ModelConf
     if 'num_domains' in overrides and 'domain_names' not in overrides:
         values['domain_names'] = None
     values.update(overrides)
-    return ModelConfig.from_args(Munch(values))  # checked by ModelConfig (core.networks.check_model_values)
+    return ModelConfig.from_args(Munch(values))  # checked by ModelConfig (core.nn.networks.check_model_values)
 
 
 def _run_config(checkpoint_dir: str, config: ModelConfig | None, overrides: dict[str, Any]) -> ModelConfig:
     """The ModelConfig of a run: ``config`` when given, else the model keys of the run's
     config.yaml (none for official checkpoints: the official defaults), then ``overrides``
-    (ModelConfig keywords) on top, as command-line flags are (``core.config.run_values``)."""
+    (ModelConfig keywords) on top, as command-line flags are (``core.cli.arguments.run_values``)."""
     if config is None:
         config = ModelConfig.from_args(Munch(run_values('translate', checkpoint_dir, given=frozenset(overrides))))
     return model_config(config, **overrides)
@@ -179,7 +180,7 @@ class StarGANv2:
         see ``from_run``), or else the id of a Hugging Face Hub repository ('owner/name', at
         ``revision``) fetched with ``huggingface_hub`` into its cache (``cache_dir``), which
         also serves it offline (``HF_HUB_OFFLINE=1``) once cached
-        (``core.hub_format.resolve_pretrained``)."""
+        (``core.use.hub_folder.resolve_pretrained``)."""
         folder = resolve_pretrained(folder_or_hub_id, revision=revision, cache_dir=cache_dir)
         return cls.from_run(folder, step=step, device=device, which=which, wing_path=wing_path, config=config,
                             **overrides)

@@ -1,7 +1,7 @@
 """The official ``core.checkpoint`` name ``CheckpointIO`` (compatibility layer: delegates only).
 
 The checkpoint files themselves (official format, atomic writes, resume state) are
-``core.ckpt``'s; ``CheckpointIO`` is the official object over its functions.
+``core.io.ckpt_files``'s; ``CheckpointIO`` is the official object over its functions.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from core.ckpt import Optimizers, atomic_save, load_modules, load_optimizers, state_dicts
+from core.io.ckpt_files import Optimizers, atomic_save, load_modules, load_optimizers, state_dicts
 
 __all__ = ['CheckpointIO']
 

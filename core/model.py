@@ -1,14 +1,14 @@
 """The official ``core.model`` names (compatibility layer: delegates only).
 
-The networks and their builder live in ``core.networks``; here are the official classes
+The networks and their builder live in ``core.nn.networks``; here are the official classes
 under their official module path and the official ``build_model(args)``.
 """
 from typing import Any, Tuple
 
 from munch import Munch
 
-from core.fan import FAN, load_fan  # noqa: F401 (official name)
-from core.networks import (AdaIN, AdainResBlk, Discriminator, Generator, HighPass, MappingNetwork,  # noqa: F401
+from core.nn.fan import FAN, load_fan  # noqa: F401 (official name)
+from core.nn.networks import (AdaIN, AdainResBlk, Discriminator, Generator, HighPass, MappingNetwork,  # noqa: F401
                            ModelConfig, ResBlk, StyleEncoder, build_networks, ema_copies)
 
 __all__ = ['ResBlk', 'AdaIN', 'AdainResBlk', 'HighPass', 'Generator', 'MappingNetwork', 'StyleEncoder',

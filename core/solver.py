@@ -1,9 +1,9 @@
 """The official ``core.solver`` names (compatibility layer: delegates only), for scripts
 written against the official repository.
 
-``Solver`` is ``core.training.Trainer`` with the official ``sample`` and ``evaluate``;
+``Solver`` is ``core.train.loop.Trainer`` with the official ``sample`` and ``evaluate``;
 ``compute_d_loss`` / ``compute_g_loss`` keep the official signatures (``nets, args, ...``)
-over ``core.losses``; ``moving_average``, ``adv_loss`` and ``r1_reg`` are ours under their
+over ``core.train.losses``; ``moving_average``, ``adv_loss`` and ``r1_reg`` are ours under their
 official names.
 """
 from typing import Any, Optional, Sequence, Tuple
@@ -11,21 +11,21 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from munch import Munch
 
-from core.config import sample_outputs
-from core.data import InputFetcher
-from core.fan import Masks
-from core.inference import load_run_networks
-from core.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)
-from core.sampling import write_samples
-from core.trainer import moving_average  # noqa: F401 (official name)
-from core.training import Trainer
+from core.cli.arguments import sample_outputs
+from core.datasets.loaders import InputFetcher
+from core.nn.fan import Masks
+from core.use.load_run import load_run_networks
+from core.train.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)
+from core.use.sample_grids import write_samples
+from core.train.step import moving_average  # noqa: F401 (official name)
+from core.train.loop import Trainer
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
 
 
 class Solver(Trainer):
     """Trains (official name and signature). ``sample`` and ``evaluate`` load their networks
-    through ``core.inference`` like the command line does."""
+    through ``core.use.load_run`` like the command line does."""
 
     @torch.no_grad()
     def sample(self, loaders: Munch) -> None:

@@ -1,8 +1,8 @@
 """The official ``core.utils`` names (compatibility layer: delegates), for scripts written
 against the official repository.
 
-Each is this project's own function (``core.sampling``, ``core.images``, ``core.video``,
-``core.trainer``, ``core.fileio``)
+Each is this project's own function (``core.use.sample_grids``, ``core.io.images``, ``core.use.video``,
+``core.train.step``, ``core.io.files``)
 under the official name and argument names; the files written are those of our sample
 mode and training grids. Differences that remain (see docs/official_dropin.md):
 ``video_ref`` / ``video_latent`` write this project's layout and interpolate across
@@ -22,15 +22,15 @@ from munch import Munch
 from torch import nn
 
 from core.errors import UserError
-from core.fan import fan_masks
-from core.fileio import write_json
-from core.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
-from core.sampling import (debug_image, translate_and_reconstruct, translate_using_latent,  # noqa: F401 (official names)
+from core.nn.fan import fan_masks
+from core.io.files import write_json
+from core.io.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
+from core.use.sample_grids import (debug_image, translate_and_reconstruct, translate_using_latent,  # noqa: F401 (official names)
                            translate_using_reference)
-from core.trainer import he_init  # noqa: F401 (official name)
-from core.video import SLOWDOWN, VideoWriter, interpolation_weights
-from core.video import video_latent as _video_latent
-from core.video import video_ref as _video_ref
+from core.train.step import he_init  # noqa: F401 (official name)
+from core.use.video import SLOWDOWN, VideoWriter, interpolation_weights
+from core.use.video import video_latent as _video_latent
+from core.use.video import video_ref as _video_ref
 
 __all__ = ['save_json', 'print_network', 'he_init', 'denormalize', 'save_image', 'translate_and_reconstruct',
            'translate_using_latent', 'translate_using_reference', 'debug_image', 'sigmoid', 'get_alphas',
@@ -56,7 +56,7 @@ def sigmoid(x: npt.ArrayLike, w: float = 1) -> npt.NDArray[np.float64]:
 
 
 def get_alphas(start: float = -5, end: float = 5, step: float = 0.5, len_tail: int = 10) -> List[float]:
-    """Style weights of one video transition; the defaults give ``core.video.interpolation_weights()``."""
+    """Style weights of one video transition; the defaults give ``core.use.video.interpolation_weights()``."""
     if (start, end, step, len_tail) == (-5, 5, 0.5, 10):
         return interpolation_weights()
     return [0.0] + [float(a) for a in sigmoid(np.arange(start, end, step))] + [1.0] * len_tail
@@ -92,13 +92,13 @@ def slide(entries: List[torch.Tensor] | Tuple[torch.Tensor, ...], margin: int = 
 
 def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor, y_ref: torch.Tensor,
               fname: _P) -> _P:
-    """Reference-guided video, as our sample mode writes it (``core.video.video_ref``)."""
+    """Reference-guided video, as our sample mode writes it (``core.use.video.video_ref``)."""
     return _video_ref(nets, args, x_src, x_ref, y_ref, fname)
 
 
 def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_list: Iterable[int | torch.Tensor],
                  z_list: Iterable[torch.Tensor], psi: float, fname: _P) -> _P:
-    """Latent-guided video, as our sample mode writes it (``core.video.video_latent``)."""
+    """Latent-guided video, as our sample mode writes it (``core.use.video.video_latent``)."""
     return _video_latent(nets, args, x_src, y_list, z_list, psi, fname)
 
 
@@ -107,7 +107,7 @@ def save_video(fname: _P, images: npt.ArrayLike, output_fps: float = 30, vcodec:
     frames per second, as the official file plays)."""
     if vcodec != 'libx264' or filters:
         raise UserError("save_video writes libx264 without extra filters only; for anything else "
-                        "use core.video.VideoWriter or ffmpeg on the frames")
+                        "use core.use.video.VideoWriter or ffmpeg on the frames")
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f'images must be an (N, H, W, 3) array, got shape {images.shape}')

@@ -1,7 +1,7 @@
 """The official ``core.wing`` names (compatibility layer: delegates only).
 
-The FAN network, its masks and landmarks live in ``core.fan``; face alignment in
-``core.align``; image conversions in ``core.images``. This module gives them the official
+The FAN network, its masks and landmarks live in ``core.nn.fan``; face alignment in
+``core.use.align``; image conversions in ``core.io.images``. This module gives them the official
 names and argument lists, for scripts written against the official repository.
 """
 from __future__ import annotations
@@ -14,15 +14,15 @@ import numpy.typing as npt
 import torch
 from munch import Munch
 
-from core.align import (EYE_LEFT, EYE_RIGHT, MOUTH_CORNERS, FloatArray, align_image, face_axis, landmarks_to_matrix,
+from core.use.align import (EYE_LEFT, EYE_RIGHT, MOUTH_CORNERS, FloatArray, align_image, face_axis, landmarks_to_matrix,
                         load_mean_landmarks)
-from core.align import align_faces as _align_faces
-from core.align import pad_mirror as _pad_mirror
+from core.use.align import align_faces as _align_faces
+from core.use.align import pad_mirror as _pad_mirror
 from core.device import select_device
-from core.fan import (FAN, PART_OPS, AddCoords, ConvBlock, CoordConvTh, HourGlass, fan_masks,  # noqa: F401 (re-exported)
+from core.nn.fan import (FAN, PART_OPS, AddCoords, ConvBlock, CoordConvTh, HourGlass, fan_masks,  # noqa: F401 (re-exported)
                       heatmaps_to_masks, landmarks_from_heatmaps, load_fan, normalize, truncate)
-from core.fan import _shift
-from core.images import from_uint8, to_uint8, to_uint8_truncated
+from core.nn.fan import _shift
+from core.io.images import from_uint8, to_uint8, to_uint8_truncated
 
 AddCoordsTh = AddCoords
 get_preds_fromhm = landmarks_from_heatmaps
@@ -120,5 +120,5 @@ class FaceAligner:
 
 
 def align_faces(args: Namespace | Munch, input_dir: str, output_dir: str) -> None:
-    """Align mode: every image of ``input_dir`` aligned into ``output_dir`` (``core.align``)."""
+    """Align mode: every image of ``input_dir`` aligned into ``output_dir`` (``core.use.align``)."""
     return _align_faces(args, input_dir, output_dir)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
 _M = TypeVar('_M', bound=nn.Module)
-# (the package is at the bottom of the layers: core.fileio's StrPath and core.device's DeviceLike, spelled out)
+# (the package is at the bottom of the layers: core.io.files's StrPath and core.device's DeviceLike, spelled out)
 _StrPath: TypeAlias = str | os.PathLike[str]
 
 

@@ -27,11 +27,15 @@ import torch
 from munch import Munch
 from PIL import Image
 
-from core.data import derive_seed, get_eval_loader, list_domains
+from core.datasets.folders import list_domains
+
+from core.datasets.loaders import get_eval_loader
+
+from core.datasets.order import derive_seed
 from core.device import DeviceLike, data_workers
-from core.fan import fan_masks
-from core.fileio import write_json
-from core.images import to_uint8
+from core.nn.fan import fan_masks
+from core.io.files import write_json
+from core.io.images import to_uint8
 from metrics import MetricsError, resolve_weights
 from metrics.fid import Features, InceptionPool3, activations_from_uint8, build_inception, frechet_distance, \
     statistics, stats_from_folder
@@ -45,7 +49,7 @@ def _arg(args: Namespace | Munch, name: str, default: Any = None) -> Any:
 
 
 def _cycle(loader: Any) -> Iterator[torch.Tensor]:
-    """Batches of ``loader`` (a DataLoader of ``core.data.get_eval_loader``) forever, a new shuffle each pass."""
+    """Batches of ``loader`` (a DataLoader of ``core.datasets.loaders.get_eval_loader``) forever, a new shuffle each pass."""
     if len(loader) == 0:
         raise MetricsError(f"reference folder '{loader.dataset.root}' holds {len(loader.dataset)} "
                            f"images, fewer than val_batch_size {loader.batch_size}; "
@@ -287,6 +291,6 @@ def calculate_fid_for_all_tasks(args: Namespace | Munch, domains: Sequence[str],
 
 def run(args: Namespace | Munch) -> None:
     """``--mode eval``: FID and LPIPS of the run's checkpoint ``--resume_iter`` (0: the newest)."""
-    from core.inference import load_run_networks
+    from core.use.load_run import load_run_networks
     nets, step = load_run_networks(args)
     evaluate_networks(nets, args, step)

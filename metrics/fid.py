@@ -28,10 +28,12 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models
 
-from core.data import load_rgb, plain_transform
+from core.datasets.loaders import plain_transform
+
+from core.io.images import load_rgb
 from core.device import DeviceLike, as_device, exact_fp32
 from core.errors import UserError
-from core.fileio import StrPath, atomic_write
+from core.io.files import StrPath, atomic_write
 from metrics import MetricsError, build_cached, file_fingerprint, load_into, read_state_dict, resolve_weights
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
@@ -105,7 +107,7 @@ def image_transform(img_size: int) -> Callable[[Image.Image], torch.Tensor]:
 
 
 def _open_rgb(path: str) -> Image.Image:
-    """An image file as every mode reads it (``core.data.load_rgb``: upright by its EXIF
+    """An image file as every mode reads it (``core.io.images.load_rgb``: upright by its EXIF
     orientation, transparency on white)."""
     try:
         return load_rgb(path)
@@ -117,7 +119,7 @@ def _uint8_to_pil(image: npt.ArrayLike) -> Image.Image:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise MetricsError(f'expected uint8 images of shape (H, W, 3), got {image.dtype} '
-                           f'{tuple(image.shape)}; quantise with core.images.to_uint8')
+                           f'{tuple(image.shape)}; quantise with core.io.images.to_uint8')
     return Image.fromarray(image, 'RGB')
 
 
@@ -161,7 +163,7 @@ def statistics(actvs: npt.ArrayLike) -> Stats:
 
 
 def list_image_files(folder: StrPath) -> list[str]:
-    from core.data import list_images   # the project's one definition of "an image"
+    from core.datasets.folders import list_images   # the project's one definition of "an image"
     if not os.path.isdir(folder):
         raise MetricsError(f"image folder '{folder}' does not exist; check the path")
     files = list_images(folder)

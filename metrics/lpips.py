@@ -16,7 +16,7 @@ import torch.nn as nn
 from torchvision import models
 
 from core.device import DeviceLike, as_device, exact_fp32
-from core.fileio import StrPath
+from core.io.files import StrPath
 from metrics import MetricsError, build_cached, load_into, read_state_dict, resolve_weights
 
 

@@ -21,8 +21,8 @@ import torch
 from munch import Munch
 from PIL import Image
 
-from core.config import with_defaults
-from core.fan import fan_masks
+from core.cli.arguments import with_defaults
+from core.nn.fan import fan_masks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -64,8 +64,8 @@ def golden_cases(kind, slow=False):
 
 def filled_nets(case):
     """G, F, E, D (and FAN when w_hpf > 0) of a golden case's configuration, filled by name."""
-    from core.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
-    from core.fan import FAN
+    from core.nn.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
+    from core.nn.fan import FAN
     from weights_by_name import fill_by_name
     args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],
                  num_domains=case['num_domains'], w_hpf=case['w_hpf'])
@@ -107,8 +107,8 @@ def tiny_nets(w_hpf=0, seed=0, **over):
     as training builds them (under ``torch.manual_seed(seed)``, in the official order, the EMA
     copies taken before He init), He-initialised; with ``w_hpf > 0`` a FAN filled by name whose
     heat-maps leave masks that vary (``tiny_run.sparse_heatmaps``)."""
-    from core.networks import ModelConfig, build_networks, ema_copies
-    from core.trainer import init_weights
+    from core.nn.networks import ModelConfig, build_networks, ema_copies
+    from core.train.step import init_weights
     from tiny_run import sparse_heatmaps
     from weights_by_name import fill_by_name
     args = tiny_args(w_hpf, **over)

@@ -1,5 +1,5 @@
 """``python tests/save_pause.py STEP POINT MARKER MAIN_ARGS...``: ``main.py`` whose checkpoint
-save of STEP stops at POINT (see core.ckpt.save_checkpoint's hook: 'before_<kind>' or
+save of STEP stops at POINT (see core.io.ckpt_files.save_checkpoint's hook: 'before_<kind>' or
 'in_<kind>'), creates the file MARKER and waits there to be killed (tests/e2e/test_kill_during_save.py)."""
 import os
 import sys
@@ -8,7 +8,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main  # noqa: E402
-from core.training import Trainer  # noqa: E402
+from core.train.loop import Trainer  # noqa: E402
 
 
 def pause_at(at_step, at_point, marker):

@@ -11,9 +11,9 @@ import torch
 
 import hubconf
 from core.api import StarGANv2
-from core.ckpt import atomic_save, state_dicts
+from core.io.ckpt_files import atomic_save, state_dicts
 from core.errors import UserError
-from core.networks import INFERENCE, Generator, ModelConfig, build_networks
+from core.nn.networks import INFERENCE, Generator, ModelConfig, build_networks
 from helpers import ROOT, SHARED_GOLDENS
 from tiny_run import make_image, sparse_heatmaps
 from weights_by_name import fill_by_name

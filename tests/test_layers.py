@@ -10,25 +10,31 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ('core', 'metrics')
 
 # Bottom to top. A module may import modules of its own layer or of a layer below it;
-# within a layer, the cycle check keeps the imports in one direction.
+# within a layer, the cycle check keeps the imports in one direction. The folders of core/
+# group modules by job (docs/layout.md draws both); a folder's modules may sit on several layers.
+FOLDERS = ('core.io', 'core.nn', 'core.datasets', 'core.train', 'core.cli', 'core.use')
 LAYERS = [
-    # 0. foundations: no project imports but these
-    ['core', 'core.errors', 'core.modes', 'metrics'],
-    # 1. utilities: files, devices, run folders, image conversion
-    ['core.fileio', 'core.device', 'core.runfolder', 'core.images', 'core.demo_data'],
-    # 2. data, networks, checkpoint files
-    ['core.data', 'core.fan', 'core.networks', 'core.ckpt', 'core.recompute', 'core.flags', 'core.hub_format'],
-    # 3. configuration, training pieces, inference loading, styles, alignment
-    ['core.config_file', 'core.config', 'core.distributed', 'core.losses', 'core.trainer', 'core.inference', 'core.styles',
-     'core.align'],
-    # 4. what the modes produce: videos, sample grids, translation, metrics, export
-    ['core.api', 'core.video', 'core.sampling', 'core.translate', 'core.export', 'metrics.lpips', 'metrics.fid',
-     'metrics.eval'],
+    # 0. foundations: no project imports but these (the packages' __init__ files are docstrings only)
+    ['core', 'core.errors', 'core.cli.mode_table', 'metrics', *FOLDERS],
+    # 1. files and devices: atomic writes, run folders, image files, the device decision, the demo dataset
+    ['core.io.files', 'core.device', 'core.io.run_folder', 'core.io.images', 'core.datasets.demo_shapes'],
+    # 2. data, networks, checkpoint files, flags, Hub folders
+    ['core.datasets.folders', 'core.datasets.order', 'core.datasets.loaders', 'core.nn.fan', 'core.nn.networks',
+     'core.nn.styles', 'core.io.ckpt_files', 'core.train.recompute', 'core.cli.flags', 'core.use.hub_folder'],
+    # 3. configuration, training pieces, loading a run, alignment
+    ['core.cli.config_files', 'core.cli.arguments', 'core.train.distributed', 'core.train.losses', 'core.train.step',
+     'core.use.load_run', 'core.use.align'],
+    # 4. what the modes produce: the Python API, videos, sample grids, translation, export, metrics
+    ['core.api', 'core.use.video', 'core.use.sample_grids', 'core.use.translate', 'core.use.export',
+     'metrics.lpips', 'metrics.fid', 'metrics.eval'],
     # 5. applications: the training loop, the web demo
-    ['core.training', 'core.serve'],
+    ['core.train.loop', 'core.use.serve'],
     # 6. compatibility: the official module paths, delegating to the layers below
     ['core.wing', 'core.utils', 'core.data_loader', 'core.checkpoint', 'core.model', 'core.solver'],
 ]
+# What may sit at the top of core/ beside the folders: the bottom modules, the Python API (a public path)
+# and the official module paths.
+TOP = ('core.errors', 'core.device', 'core.api')
 COMPATIBILITY = LAYERS[-1]
 
 
@@ -36,8 +42,9 @@ def modules(root=ROOT):
     """{dotted module name: path} of every module of the packages."""
     found = {}
     for package in PACKAGES:
-        for path in sorted((root / package).glob('*.py')):
-            found[package if path.stem == '__init__' else f'{package}.{path.stem}'] = path
+        for path in sorted((root / package).rglob('*.py')):
+            parts = path.relative_to(root).with_suffix('').parts
+            found['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
     return found
 
 
@@ -181,3 +188,18 @@ def test_the_checks_see_function_local_imports_and_circles(tmp_path):
     assert circles(graph) == [['core.a', 'core.b']]
     layers = [['core', 'metrics', 'core.b'], ['core.a', 'core.c']]
     assert upward_imports(graph, layers) == ['core.b (layer 0) imports core.a (layer 1) at line 2']
+
+
+def test_the_top_of_core_holds_only_the_bottom_modules_the_api_and_the_official_paths():
+    top = {m for m in modules() if m.count('.') == 1 and m.startswith('core.') and m not in FOLDERS}
+    assert top == set(TOP) | set(COMPATIBILITY), sorted(top ^ (set(TOP) | set(COMPATIBILITY)))
+
+
+def test_no_module_has_a_near_name_of_an_official_path():
+    """An official-path delegate and a real module never share a near-name (one is easy to edit
+    for the other): no module's own name is close to a delegate's, whatever its folder."""
+    import difflib
+    names = {m: m.rsplit('.', 1)[-1] for m in modules()}
+    near = [f'{m} ~ {c}' for c in COMPATIBILITY for m, short in names.items() if m != c
+            and difflib.SequenceMatcher(None, short, names[c]).ratio() >= 0.75]
+    assert not near, near

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.ckpt import atomic_save, ckpt_path, state_dicts, NETS_EMA
-from core.config import parse_args
-from core.config_file import save_config
-from core.networks import ModelConfig, build_networks
+from core.io.ckpt_files import atomic_save, ckpt_path, state_dicts, NETS_EMA
+from core.cli.arguments import parse_args
+from core.cli.config_files import save_config
+from core.nn.networks import ModelConfig, build_networks
 from weights_by_name import fill_by_name
 
 STEP = 3

@@ -7,7 +7,7 @@ import torch.nn as nn
 from munch import Munch
 
 from bench.shape_classifier import segment, shape_colours
-from core.demo_data import SHAPES, make_shapes_dataset, render_shape
+from core.datasets.demo_shapes import SHAPES, make_shapes_dataset, render_shape
 
 
 class _Oracle(nn.Module):

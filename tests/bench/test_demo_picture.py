@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.shape_classifier import classify_shape
-from core.demo_data import SHAPES, make_shapes_dataset
+from core.datasets.demo_shapes import SHAPES, make_shapes_dataset
 from core.errors import UserError
 from helpers import ROOT
 
@@ -34,9 +34,9 @@ def test_picture_cli_writes_a_captioned_png(tmp_path):
     from PIL import Image
 
     from bench.demo_picture import main
-    from core.ckpt import save_checkpoint
-    from core.config import parse_args
-    from core.config_file import save_config
+    from core.io.ckpt_files import save_checkpoint
+    from core.cli.arguments import parse_args
+    from core.cli.config_files import save_config
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=2)
     ckpt = tmp_path / 'ckpt'

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from bench.shape_classifier import classify_shape, segment, shape_colours
-from core.demo_data import SHAPES, make_shapes_dataset, render_shape
+from core.datasets.demo_shapes import SHAPES, make_shapes_dataset, render_shape
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

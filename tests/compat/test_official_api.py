@@ -253,7 +253,7 @@ def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
 
 def test_utils_sampling_helpers_write_the_sample_mode_files(tmp_path, one_thread):
     from core import utils
-    from core.sampling import write_samples
+    from core.use.sample_grids import write_samples
     args = official_args(result_dir=str(tmp_path / 'mode'))
     nets = filled_nets(args)
     g = torch.Generator().manual_seed(3)
@@ -269,7 +269,7 @@ def test_utils_sampling_helpers_write_the_sample_mode_files(tmp_path, one_thread
 
 def test_utils_video_helpers(tmp_path, one_thread):
     from core import utils
-    from core.video import interpolation_weights
+    from core.use.video import interpolation_weights
     assert utils.get_alphas() == interpolation_weights()
     alphas = utils.get_alphas(-2, 2, 1, 3)
     assert alphas[0] == 0 and alphas[-3:] == [1.0] * 3 and len(alphas) == 1 + 4 + 3

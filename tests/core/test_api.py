@@ -12,8 +12,8 @@ from PIL import Image
 
 from core.api import StarGANv2, as_batch
 from core.errors import UserError
-from core.fan import fan_masks
-from core.styles import mean_style, truncated_style
+from core.nn.fan import fan_masks
+from core.nn.styles import mean_style, truncated_style
 from helpers import ROOT
 from tiny_run import STEP, make_checkpoint, make_image
 
@@ -94,12 +94,12 @@ def test_an_official_checkpoint_takes_its_configuration_as_keywords(tmp_path, ru
 
 
 def test_from_pretrained_takes_a_hub_folder_or_a_cached_hub_repository(runs, tmp_path, monkeypatch, photos):
-    """A Hub folder (``--mode export --format hf``: core.hub_format) loads as the run it came
+    """A Hub folder (``--mode export --format hf``: core.use.hub_folder) loads as the run it came
     from, by path and, offline, by repository id from the Hub's cache; the resolver is
-    core.hub_format.resolve_pretrained (its own tests hold the other cases)."""
+    core.use.hub_folder.resolve_pretrained (its own tests hold the other cases)."""
     from huggingface_hub import constants
 
-    from core.hub_format import save_hub_folder
+    from core.use.hub_folder import save_hub_folder
     run = StarGANv2.from_run(runs['hpf1'][0], device='cpu')
     save_hub_folder(run.nets, run.config, tmp_path / 'hf', step=run.step)
     s = run.latent_style('male', 2, seed=3)
@@ -147,7 +147,7 @@ def test_translate_gives_what_translate_mode_computed_before_the_api(runs, model
 
 
 def test_images_are_rounded_as_saved_files(model0, photos, tmp_path):
-    from core.images import save_image
+    from core.io.images import save_image
     x = model0.translate(photos[0], 'dog', num=2, seed=3, return_tensors=True)
     save_image(x, 2, tmp_path / 'row.png')
     images = model0.translate(photos[0], 'dog', num=2, seed=3)
@@ -301,14 +301,14 @@ def test_strength_with_a_reference_and_several_sources(model0, photos):
 
 
 def test_translate_flags_are_checked_before_the_networks_load(tmp_path, monkeypatch, capsys):
-    import core.translate
+    import core.use.translate
     import main as cli
-    from core.config import parse_args
+    from core.cli.arguments import parse_args
     assert parse_args(['--mode', 'translate']).strength == 1.0
     with pytest.raises(UserError, match=r'--strength must be in \[0, 1\]'):
         parse_args(['--mode', 'translate', '--strength', '1.5'])
     src = make_image(tmp_path / 'src.png')
-    monkeypatch.setattr(core.translate, 'load_run_networks', lambda *a, **k: pytest.fail('networks loaded'))
+    monkeypatch.setattr(core.use.translate, 'load_run_networks', lambda *a, **k: pytest.fail('networks loaded'))
     base = ['--mode', 'translate', '--checkpoint_dir', str(tmp_path), '--src', str(src), '--trg_domain', '1',
             '--out', str(tmp_path / 'out.png')]
     assert cli.main([*base, '--strength', '0.5']) == 2
@@ -339,8 +339,8 @@ def test_translate_mode_writes_the_apis_pixels(runs, model1, photos, tmp_path):
 def test_the_web_demo_translates_with_the_api_and_a_strength(model0, photos):
     import gradio as gr
 
-    from core.images import image_row
-    from core.serve import Translator, build_app
+    from core.io.images import image_row
+    from core.use.serve import Translator, build_app
     demo = Translator(model0.nets, model0.config)
     s = model0.latent_style('dog', num=3, psi=0.7, seed=5)
     row = demo.latent(str(photos[0]), 'dog', 5, 0.7, 3)
@@ -396,8 +396,8 @@ def test_a_folder_under_the_home_directory_given_with_a_tilde(runs, tmp_path, mo
 
 
 def test_model_keywords_out_of_bounds_are_one_line_before_anything_is_built(runs, monkeypatch):
-    import core.inference
-    monkeypatch.setattr(core.inference, 'build_networks', lambda *a, **k: pytest.fail('networks were built'))
+    import core.use.load_run
+    monkeypatch.setattr(core.use.load_run, 'build_networks', lambda *a, **k: pytest.fail('networks were built'))
     for key, value, match in (('style_dim', 10 ** 12, 'style_dim must be an integer from 1 to 2048'),
                               ('num_domains', 10000, 'num_domains must be an integer from 1 to 256'),
                               ('img_size', 1, 'img_size must be a power of two from 16 to 1024'),

@@ -1,5 +1,5 @@
 """Align mode end to end: main.py on a face (the real photo from ../shared when it is there),
-FAN weights filled by name (the transform and the checks: tests/core/test_align.py)."""
+FAN weights filled by name (the transform and the checks: tests/core/use/test_align.py)."""
 import os
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import main as cli
-from core.fan import FAN
+from core.nn.fan import FAN
 from helpers import ROOT, face_like_landmarks
 from weights_by_name import fill_by_name
 

@@ -39,7 +39,7 @@ def _runs_worker(rank, world_size, runs):
 
 def aot_eager():
     """--compile through dynamo and AOT autograd without inductor's code generation (which
-    takes many minutes on a 2-core CPU), as in tests/core/test_trainer.py."""
+    takes many minutes on a 2-core CPU), as in tests/core/train/test_step.py."""
     real_compile = torch.compile
     torch.compile = lambda model: real_compile(model, backend='aot_eager')
 
@@ -71,7 +71,7 @@ def assert_matches_single(single, double, rel=1e-4):
     # t-th step with beta1 = 0 moves a weight by at most lr sqrt((1 - beta2^t) / (1 - beta2))
     # (the newest squared gradient carries weight 1 - beta2 in the second moment). G and D
     # take 2 steps per iteration; the EMA mixes in (1 - beta) of the weights after each one.
-    from core.config_file import load_config
+    from core.cli.config_files import load_config
     run = load_config(str(single / 'ckpt' / 'config.yaml'))
     lr, beta, beta2 = max(run['lr'], run['f_lr']), run['ema_beta'], run['beta2']
     step_bound = [lr * ((1 - beta2 ** t) / (1 - beta2)) ** 0.5 for t in (1, 2, 3, 4)]
@@ -114,7 +114,7 @@ def test_two_nodes_on_loopback_match_one_process(tmp_path):
 # ---------------------------------------------------------------- the DDP matrix
 def _wing(path):
     """wing.ckpt from name-filled FAN weights with sparse heat-maps (masks that vary)."""
-    from core.fan import FAN
+    from core.nn.fan import FAN
     from tiny_run import sparse_heatmaps
     from weights_by_name import fill_by_name
     torch.save({'state_dict': sparse_heatmaps(fill_by_name(FAN())).state_dict()}, path)
@@ -155,7 +155,7 @@ def test_ddp_matrix_matches_one_process(tmp_path):
     channels_last and --compile, here through aot_eager), 2 iterations each: every run
     finishes (w_hpf 1 stopped in its second iteration before the generator's unused shortcuts
     were ignored) and equals the single-process run. In bf16 the first losses are compared
-    at 3 %, as bf16 against fp32 in tests/core/test_trainer.py (the per-process batch
+    at 3 %, as bf16 against fp32 in tests/core/train/test_step.py (the per-process batch
     changes how oneDNN blocks its bf16 sums); fp32 at 1e-4."""
     cases = _matrix_cases(tmp_path)
     for name, argv in cases:
@@ -184,8 +184,9 @@ def _logged_worker(rank, world_size, runs):
     error lines go to ``status.rank{rank}``."""
     import contextlib
     import io
-    import core.data
-    real = core.data.load_rgb
+    import core.datasets.loaders
+    import core.io.images
+    real = core.io.images.load_rgb
     for port, argv, logs, damage in runs:
         os.makedirs(logs, exist_ok=True)
         reads = []
@@ -200,7 +201,7 @@ def _logged_worker(rank, world_size, runs):
                     f.write(f'{path}\n')
             return real(path, *a, **k)
 
-        core.data.load_rgb = logged
+        core.io.images.load_rgb = logged
         err = io.StringIO()
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
@@ -209,7 +210,7 @@ def _logged_worker(rank, world_size, runs):
             status = cli.main(argv)
         with open(os.path.join(logs, f'status.rank{rank}'), 'w') as f:
             f.write(f'{status}\n{err.getvalue()}')
-        core.data.load_rgb = real
+        core.io.images.load_rgb = real
 
 
 def _reads(logs, rank=0):
@@ -317,6 +318,6 @@ def test_an_image_damaged_in_one_ranks_share_stops_every_rank_at_once(tmp_path):
         lines.append(errors[0])
     assert lines[0] == lines[1]
     assert f"cannot read image '{target}'" in lines[0] and f'saved iteration {k - 1}' in lines[0]
-    from core.ckpt import complete_steps
+    from core.io.ckpt_files import complete_steps
     assert complete_steps(str(tmp_path / 'run' / 'ckpt')) == [k - 1]
     assert len(_reads(logs, 0)) == k * 3 * B // 2  # rank 0 read its share of iteration k, then stopped

@@ -19,8 +19,8 @@ from PIL import Image
 import main as cli
 from helpers import ROOT
 from core.api import StarGANv2, as_batch
-from core.fan import PART_OPS
-from core.networks import ModelConfig
+from core.nn.fan import PART_OPS
+from core.nn.networks import ModelConfig
 from tiny_run import STEP, make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow
@@ -146,7 +146,7 @@ def threshold_stable(fan, x, eps=1e-5):
     """(N, 1, 256, 256) bool numpy: mask pixels that no FAN heat-map value within ``eps`` of
     the mask step's 0.1 threshold feeds.
 
-    The mask step zeroes up-sampled heat-map values below 0.1 (core.fan.heatmaps_to_masks,
+    The mask step zeroes up-sampled heat-map values below 0.1 (core.nn.fan.heatmaps_to_masks,
     as upstream): a value within float rounding of 0.1 jumps by ~0.1 either way, in any two
     correct implementations. It then shifts channels by whole rows, so a value at row r
     feeds the mask rows r - k for the shifts k of the step; elsewhere the masks are smooth
@@ -195,9 +195,9 @@ def test_readme_onnxruntime_example_translates_one_image(exported, tmp_path, num
 
 def test_a_result_dir_that_cannot_be_made_is_refused_before_the_networks_load(tmp_path, monkeypatch, capsys):
     """issue 19, item 9: a file in the way of --result_dir is one line, before any network loads."""
-    import core.inference
+    import core.use.load_run
     (tmp_path / 'file').write_text('keep')
-    monkeypatch.setattr(core.inference, 'load_run_networks', lambda *a, **k: pytest.fail('networks loaded'))
+    monkeypatch.setattr(core.use.load_run, 'load_run_networks', lambda *a, **k: pytest.fail('networks loaded'))
     rc = cli.main(['--mode', 'export', '--format', 'onnx', '--checkpoint_dir', str(tmp_path / 'ckpt'),
                    '--result_dir', str(tmp_path / 'file' / 'onnx')])
     err = capsys.readouterr().err.strip().splitlines()

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 import main as cli
-from core import ckpt as ckpt_mod
-from core.ckpt import complete_steps
-from core.runfolder import RunLock
+import core.io.ckpt_files as ckpt_mod
+from core.io.ckpt_files import complete_steps
+from core.io.run_folder import RunLock
 from helpers import ROOT, assert_files_equal, make_dataset, run_args, small_disk
 from tiny_run import make_checkpoint, make_image
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import main as cli
-from core.ckpt import complete_steps, latest_step
+from core.io.ckpt_files import complete_steps, latest_step
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 COMMON = ['--total_iters', '6', '--print_every', '0', '--sample_every', '0', '--save_every', '2',

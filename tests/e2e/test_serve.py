@@ -2,7 +2,7 @@
 in headless Chromium (Playwright) and through gradio_client.
 
 The Translator behind the page (limits, cache, requests at once) is tested in
-tests/core/test_serve.py. The browser test needs Debian's chromium and the playwright package; without them it skips
+tests/core/use/test_serve.py. The browser test needs Debian's chromium and the playwright package; without them it skips
 with the command that installs them, unless STARGAN_REQUIRE_BROWSER=1 (set by .ci/run), where
 a missing browser is a failure.
 """

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 import main as cli
-from core import training as training_mod
+import core.train.loop as training_mod
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 
@@ -154,7 +154,7 @@ REPRESENTATIVE = os.path.join(ROOT, '..', 'shared', 'assets', 'representative')
 def test_official_readme_celeba_command_on_real_photos(tmp_path):
     """The official README's CelebA-HQ train command, unchanged but for small sizes, with the
     high-pass path and FAN masks (wing.ckpt written from name-filled weights)."""
-    from core.fan import FAN
+    from core.nn.fan import FAN
     from weights_by_name import fill_by_name
     torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
     celeba = os.path.join(REPRESENTATIVE, 'celeba_hq')
@@ -186,7 +186,7 @@ def test_official_readme_celeba_command_on_real_photos(tmp_path):
 
 
 # ---------------------------------------------------------------- speed switches, recomputation
-# (unit tests: tests/core/test_trainer.py, tests/core/test_recompute.py; one thread there and here)
+# (unit tests: tests/core/train/test_step.py, tests/core/train/test_recompute.py; one thread there and here)
 @pytest.mark.slow
 @pytest.mark.usefixtures('one_thread')
 def test_short_run_with_bf16_channels_last_stays_finite(tmp_path):

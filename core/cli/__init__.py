@@ -1,0 +1,1 @@
+"""The command line: the table of modes, the flags, YAML files and which source of a value wins."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, run folders, checkpoint files, image files (reading, checking, writing)."""

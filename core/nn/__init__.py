@@ -1,0 +1,1 @@
+"""The networks (official class names and state-dict keys), the FAN, mean styles and truncation."""

@@ -1,0 +1,1 @@
+"""Training: the loss terms, one iteration, activation recomputation, several processes, the loop."""

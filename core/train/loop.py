@@ -1,0 +1,431 @@
+"""The training loop: ``Trainer`` builds the networks once on one device and trains them
+(resume, checkpoints, sample grids, evaluation, logging, stop signals, several processes);
+``run(args)`` is ``--mode train``. One iteration is ``core.train.step.train_step``.
+
+The official ``Solver`` (``core.solver``) is this class with the official sample/evaluate
+methods on top.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import json
+import math
+import os
+import signal
+import time
+from argparse import Namespace
+from types import FrameType
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+
+import torch
+from munch import Munch
+from tqdm import tqdm
+
+import core.io.ckpt_files as ckpt
+import core.train.distributed as distributed
+from core.cli.arguments import LATEST, with_defaults
+from core.cli.config_files import save_config
+from core.datasets.folders import list_domains
+from core.datasets.loaders import InputFetcher, get_test_loader, get_train_loader, without_workers
+from core.io.images import ImageReadError
+from core.device import configure_training, data_workers, fused_optimizers, select_device
+from core.errors import UserError
+from core.nn.fan import load_fan
+from core.io.files import StrPath, append_line
+from core.cli.flags import StepOrLatest
+from core.nn.networks import TRAINED, ModelConfig, build_networks, ema_copies
+from core.io.run_folder import RunLock, check_free_space, check_writable
+from core.use.sample_grids import debug_image
+from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, match_optimizer_layout,
+                          prepare_inputs, speed_nets, to_memory_format, train_step)
+
+__all__ = ['Trainer', 'TrainingDiverged', 'resume_start', 'run']
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def resume_start(run_dir: StrPath, resume_iter: StepOrLatest) -> int:
+    """The iteration training starts from: ``resume_iter``, or for 'latest' the newest
+    complete checkpoint set in ``run_dir`` (0, a fresh start, when there is none)."""
+    if resume_iter == LATEST:
+        return ckpt.latest_step(run_dir) or 0
+    return resume_iter
+
+
+# Ctrl-C, and what schedulers send before they stop a job: SLURM's --signal (often USR1) and
+# preemption (TERM), Kubernetes and `docker stop` (TERM), torchrun passing one on (its own).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGUSR1') if hasattr(signal, name))
+
+
+class _StopFlag:
+    """The first stop signal asks the loop to stop after the current iteration (and save).
+    A second Ctrl-C interrupts at once, except under torchrun: there every worker gets one
+    Ctrl-C twice (from the terminal and from torchrun), so repeats are ignored, as are
+    repeated SIGTERM/SIGUSR1 (schedulers may resend them)."""
+
+    def __init__(self, launched_by_torchrun: bool = False) -> None:
+        self.torchrun = launched_by_torchrun
+        self.signum: Optional[int] = None  # the first stop signal received
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.requested and signum == signal.SIGINT and not self.torchrun:
+            raise KeyboardInterrupt
+        self.request(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Trains the networks of ``args`` (parsed flags; ``TrainConfig`` holds what a step reads)."""
+
+    # save_hook(step, point): called inside each checkpoint save (see core.io.ckpt_files.save_checkpoint)
+    save_hook: Optional[Callable[[int, str], None]] = None
+    resumed_from = 0  # the step train() started from: --keep_last never removes its set
+
+    def __init__(self, args: Namespace | Munch) -> None:
+        args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
+        self.args = args
+        self.hp = hp = TrainConfig.from_args(args)
+        device = select_device(args.device)  # the one device decision
+        # several processes only when torchrun launched this one
+        self.stopped_by: Optional[int] = None  # the signal that stopped training, if one did
+        self.dist = distributed.from_env(args.batch_size, device)
+        self.device = self.dist.device(device)
+        configure_training(self.device)
+        torch.manual_seed(args.seed)
+        nets = build_networks(hp.model, training=True)  # FAN weights: see _ensure_fan
+        nets_ema = ema_copies(nets)
+        init_weights(nets)  # He init after the EMA copies were taken (official)
+        self.optims = build_optimizers(nets, hp)
+        self.nets = Munch({k: v.to(self.device) for k, v in nets.items()})
+        self.nets_ema = Munch({k: v.to(self.device) for k, v in nets_ema.items()})
+        if 'fan' in nets:
+            self.nets_ema.fan = self.nets.fan
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ensure_fan(self, saved: Mapping[str, Any]) -> None:
+        """FAN weights come from the checkpoint when it has them, else from --wing_path."""
+        if self.args.w_hpf > 0 and 'fan' not in saved:
+            load_fan(self.nets.fan, self.args.wing_path)
+
+    def _fetch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[_FetchFailure], int]:
+        """This rank's next training batch, and what every rank agreed on before training on
+        it: the first failure to read a batch on any rank (None: none failed; an image that does
+        not decode, or anything else, such as a loader worker killed) and the stop signal any
+        rank received (0: none). One host-side agreement per iteration, so a fault or a signal
+        on one rank stops every rank in the same iteration."""
+        batch: Optional[Munch] = None
+        error: Optional[Exception] = None
+        try:
+            batch = next(fetcher)
+        except Exception as e:
+            error = e
+        failed, signum = self.dist.agree(error is not None, stop.signum or 0)
+        if not failed:
+            return batch, None, signum
+        mine = None if error is None else str(error) if isinstance(error, UserError) else \
+            f'reading a training batch failed: {type(error).__name__}: {(str(error).strip().splitlines() or [""])[0]}'
+        return batch, _FetchFailure(error, self.dist.first_message(mine)), signum
+
+    def _stop_on_fetch_failure(self, failure: _FetchFailure, fetcher: InputFetcher, position: Dict[str, Any],
+                               done: int, last_saved: int, finite: _FiniteWatch) -> Exception:
+        """A batch that could not be read (an image damaged after the up-front check, on any rank)
+        stops training with one line naming it, after saving the ``done`` iterations with the
+        data position before that batch, so a resume once the file is replaced continues
+        exactly. An unexpected failure of this rank's own loader keeps its traceback."""
+        kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
+        if done > last_saved:
+            self._checked_save(done, fetcher, finite, last_saved, position)
+            kept = f'saved iteration {done}'
+        if failure.error is not None and not isinstance(failure.error, UserError):
+            return failure.error
+        kind = ImageReadError if isinstance(failure.error, ImageReadError) else UserError
+        return kind(f'{failure.message} ({kept} in {self.args.checkpoint_dir}; then resume with --resume_iter latest)')
+
+    def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """What exact resume needs beyond the networks: data position (``position``: one
+        taken earlier), RNG states, the fp16 loss scale."""
+        position = fetcher.state_dict() if position is None else position
+        state = {'step': step, 'fetcher': position, 'torch_rng': torch.get_rng_state()}
+        if self.device.type == 'cuda':
+            state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
+        scaler = getattr(self, 'scaler', None)  # set by train()
+        if scaler is not None:  # --amp fp16: the loss scale resumes too
+            state['grad_scaler'] = scaler.state_dict()
+        return state
+
+    def _checked_save(self, step: int, fetcher: InputFetcher, finite: _FiniteWatch, last_saved: int,
+                      position: Optional[Dict[str, Any]] = None) -> int:
+        """The one save path of the loop: the non-finite check (every rank: never a checkpoint
+        holding NaN), then ``save``; returns ``step``, now the last saved."""
+        finite.check(last_saved, self.args.checkpoint_dir)
+        self.save(step, fetcher, position=position)
+        return step
+
+    def save(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> None:
+        """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
+        if not self.dist.is_main:
+            return
+        hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
+        ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
+                             state=self._train_state(step, fetcher, position), hook=hook)
+        ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(self.resumed_from, step))
+
+    def _resume(self, step: int, fetcher: InputFetcher) -> None:
+        args = self.args
+        ckpt.check_complete(args.checkpoint_dir, step)  # a save cut short is never resumed from
+        saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
+        self._ensure_fan(saved)
+        state = ckpt.load_checkpoint(args.checkpoint_dir, step, nets_ema=self.nets_ema, optims=self.optims)
+        if state is None:
+            tqdm.write(f'note: {ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)} not found (official '
+                       f'checkpoint): networks and optimisers restored, the data order restarts')
+            return
+        fetcher.load_state_dict(state['fetcher'])
+        if self.scaler is not None and 'grad_scaler' in state:
+            self.scaler.load_state_dict(state['grad_scaler'])
+        torch.set_rng_state(state['torch_rng'])
+        if 'cuda_rng' in state and self.device.type == 'cuda':
+            torch.cuda.set_rng_state(state['cuda_rng'], self.device)
+
+    # ------------------------------------------------------------------ train
+    def train(self, loaders: Munch) -> int:
+        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
+        writes into a run folder at a time (``RunLock``); nothing in it changes until every
+        check has passed (``_preflight``, the resume's own checks)."""
+        args = self.args
+        run_dir = args.checkpoint_dir
+        lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            start = self.resumed_from = resume_start(run_dir, args.resume_iter)
+            # each rank reads only its rows of every global batch (the data position stays global)
+            fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
+            if self.dist.is_main:
+                self._preflight(start)
+            # the fixed batch of the sample grids (rank 0 draws them), read here, leaving no workers behind
+            inputs_val = (next(InputFetcher(without_workers(loaders.val), None, args.latent_dim, 'val', self.device,
+                                            seed=args.seed)) if self.dist.is_main else Munch())
+            if fused_optimizers(self.device):  # fresh, so no state is lost; a resume keeps the setting
+                self.optims = build_optimizers(self.nets, self.hp, fused=True)
+            self.scaler = make_scaler(self.hp, self.device)
+            if start > 0:
+                self._resume(start, fetcher)
+            elif args.w_hpf > 0:
+                load_fan(self.nets.fan, args.wing_path)
+            if self.dist.is_main:  # later sets of another branch move aside; the run remembers its architecture
+                note = ckpt.set_aside_later(run_dir, start)
+                if note:
+                    print(note, flush=True)
+                model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
+                save_config(args, run_dir, domain_names=','.join(model.names()))
+
+            # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
+            # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
+            self.train_nets = speed_nets(self.nets, self.hp, wrap=lambda nets: self.dist.wrap(nets, self.device))
+            to_memory_format(self.nets_ema, self.hp)  # the EMA update then runs as multi-tensor kernels
+            match_optimizer_layout(self.optims)  # moments loaded in another layout than the parameters now have
+            logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
+            try:
+                done, stopped = self._loop(fetcher, inputs_val, logger, start)
+            finally:
+                logger.close()
+                self.dist.close()
+        self.stopped_by = stopped
+        if stopped and self.dist.is_main:
+            name = signal.Signals(stopped).name
+            if done:
+                print(f'interrupted by {name}: saved iteration {done} in {run_dir}; '
+                      f'resume with --resume_iter {done} (or latest)', flush=True)
+            else:  # stopped before the first iteration of a fresh run
+                print(f'interrupted by {name} before the first iteration: nothing was saved; '
+                      f'run the same command again', flush=True)
+        return done
+
+    def _preflight(self, start: int) -> None:
+        """What the run will need later, checked before its first iteration: writable output
+        folders, room for a checkpoint set, the evaluation weights when an evaluation will
+        run (the FAN weights are checked as they load, also before)."""
+        args = self.args
+        happens = lambda every: every > 0 and args.total_iters // every > start // every
+        check_writable(args.checkpoint_dir, '--checkpoint_dir')
+        if happens(args.sample_every):
+            check_writable(args.sample_dir, '--sample_dir')
+        if happens(args.eval_every):
+            check_writable(args.eval_dir, '--eval_dir')
+            from metrics.eval import check_weights  # the metrics stack is loaded only when used
+            check_weights(args)
+        if args.total_iters > start:  # at least the final set is saved
+            check_free_space(args.checkpoint_dir, ckpt.set_bytes(self.nets, self.nets_ema, TRAINED), 'a checkpoint set')
+
+    def _loop(self, fetcher: InputFetcher, inputs_val: Munch, logger: _Logger, start: int) -> Tuple[int, Optional[int]]:
+        args = self.args
+        last_saved = step = start
+        extra: Dict[str, Any] = dict(no_sync=self.dist.no_sync)
+        if self.scaler is not None:
+            extra['scaler'] = self.scaler
+        finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
+        with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
+            for step in range(start, args.total_iters):
+                position = fetcher.state_dict()  # the data position before this iteration's batch
+                batch, failure, signum = self._fetch(fetcher, stop)
+                if failure is not None:
+                    raise self._stop_on_fetch_failure(failure, fetcher, position, step, last_saved, finite)
+                if signum:  # every rank stops before the same iteration, the batch read is not used
+                    stop.request(signum)
+                    if step > last_saved:
+                        last_saved = self._checked_save(step, fetcher, finite, last_saved, position)
+                    break
+                assert batch is not None
+                logs = train_step(self.train_nets, self.nets_ema, self.optims, prepare_inputs(batch, self.hp),
+                                  self.hp, step, **extra)
+                i = step + 1
+                finite.update(logs, i)
+                if args.print_every and i % args.print_every == 0:
+                    finite.check(last_saved, args.checkpoint_dir)
+                    logger.log(i, self.dist.mean(logs))
+                if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
+                    sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
+                    debug_image(sample_nets, args, inputs_val, i)
+                if args.save_every and i % args.save_every == 0:
+                    last_saved = self._checked_save(i, fetcher, finite, last_saved)
+                if args.eval_every and i % args.eval_every == 0:
+                    finite.check(last_saved, args.checkpoint_dir)  # collective: on every rank
+                    if self.dist.is_main:
+                        self.evaluate_ema(i)
+                logger.tick()
+            else:
+                step = args.total_iters
+        done = step
+        if done > last_saved and done == args.total_iters:
+            self._checked_save(done, fetcher, finite, last_saved)
+        return done, stop.signum
+
+    def evaluate_ema(self, step: int) -> None:
+        """FID and LPIPS of the EMA networks being trained, as iteration ``step``."""
+        from metrics.eval import evaluate_networks  # the metrics stack is loaded only when used
+        evaluate_networks(self.nets_ema, self.args, step)
+
+
+class _FetchFailure(NamedTuple):
+    """A batch that some rank could not read: this rank's own exception (None when another rank
+    failed) and the message of the first rank that failed."""
+    error: Optional[Exception]
+    message: str
+
+
+class _FiniteWatch:
+    """The non-finite check without a host sync per iteration: ``update`` records, on the
+    losses' device, the first iteration whose losses were not all finite and their values
+    then; ``check`` (logging steps, before every save) reads that back once (and across
+    ranks under torchrun) and raises TrainingDiverged naming that iteration."""
+
+    def __init__(self, dist):
+        self.dist = dist
+        self.keys = self.first_bad = self.bad_values = None
+
+    def update(self, logs, i):
+        keys = [k for k, v in logs.items() if torch.is_tensor(v)]  # python floats (lambda_ds) are finite
+        device = logs[keys[0]].device
+        values = torch.stack([logs[k].detach().to(device, torch.float32).reshape(()) for k in keys])
+        if self.first_bad is None:
+            self.keys = keys
+            self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: all finite so far
+            self.bad_values = torch.zeros_like(values)
+        new = torch.logical_and(self.first_bad == 0, ~torch.isfinite(values).all())
+        self.first_bad = torch.where(new, i, self.first_bad)
+        self.bad_values = torch.where(new, values, self.bad_values)
+
+    def check(self, last_saved, run_dir):
+        if self.first_bad is None:
+            return
+        step = self.dist.first_nonzero(self.first_bad)
+        if not step:
+            return
+        bad = ', '.join(f'{k}={v}' for k, v in zip(self.keys, self.bad_values.tolist()) if not math.isfinite(v))
+        bad = bad or 'on another process'
+        kept = f'the last good checkpoint is iteration {last_saved} in {run_dir}' if last_saved else 'no checkpoint was written'
+        raise TrainingDiverged(f'non-finite loss at iteration {step} ({bad}); stopped, {kept}; '
+                               f'lower --lr or raise --lambda_reg and resume')
+
+
+class _Logger:
+    """Progress bar, log lines, log.jsonl and (when installed) TensorBoard scalars."""
+
+    def __init__(self, run_dir, start, total, enabled=True):
+        self.start_time = time.time()
+        self.total = total
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, desc='train', unit='it', disable=not enabled)
+        self.jsonl = os.path.join(run_dir, 'log.jsonl')  # a line at a time, whole or not at all
+        if enabled:
+            open(self.jsonl, 'a').close()
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(run_dir, 'tensorboard'))
+            except ImportError:  # tensorboard is optional
+                pass
+
+    def log(self, i, logs):
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in logs.items()}
+        elapsed = str(datetime.timedelta(seconds=int(time.time() - self.start_time)))
+        line = f'Elapsed time [{elapsed}], Iteration [{i}/{self.total}], ' + \
+            ' '.join(f'{k}: [{v:.4f}]' for k, v in values.items())
+        tqdm.write(line)
+        append_line(self.jsonl, json.dumps({'step': i, 'time': round(time.time() - self.start_time, 3), **values}))
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, i)
+
+    def tick(self):
+        self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def run(args: Namespace | Munch) -> int:
+    """``--mode train``: the loaders of ``--train_img_dir`` / ``--val_img_dir`` (the demo first
+    makes its dataset), then ``Trainer.train``. Returns the exit status: 0, or 128 + the signal
+    that stopped training after saving, as a shell reports it (a requeue script reads it)."""
+    if args.demo_data:  # the demo makes its own dataset (configs/demo.yaml)
+        from core.datasets.demo_shapes import make_shapes_dataset
+        make_shapes_dataset(args.demo_data, img_size=args.img_size)
+    # pinned memory follows --device; uint8 pixels from the workers, [-1, 1] on the device (same values)
+    common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob, seed=args.seed,
+                  num_domains=args.num_domains, device=args.device, uint8=True)
+    # a reference decodes two images per row, a source one: --num_workers auto splits the cores so
+    loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', num_workers=data_workers(args.num_workers, 1 / 3),
+                                         **common),
+                    ref=get_train_loader(args.train_img_dir, 'reference', num_workers=data_workers(args.num_workers, 2 / 3),
+                                         **common),
+                    val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
+                                        shuffle=True, num_workers=0, seed=args.seed,  # read once, in this process
+                                        num_domains=args.num_domains, device=args.device))
+    trainer = Trainer(args)
+    trainer.train(loaders)
+    return 128 + trainer.stopped_by if trainer.stopped_by else 0

@@ -283,7 +283,7 @@ def name_problems(text):
 
 
 @functools.lru_cache(None)
-def test_file_names():
+def existing_test_files():
     return frozenset(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, 'tests', '**', 'test_*.py'),
                                                              recursive=True))
 
@@ -301,7 +301,7 @@ def path_problems(text):
         elif test and not re.search(rf'^\s*def {re.escape(test)}\(', read(full), re.M):
             bad.append(f'{written}: no test {test} in {path}')
     bad += [f'{name}: no such test file under tests/' for name in sorted(set(BARE_TEST.findall(text)))
-            if name not in test_file_names()]
+            if name not in existing_test_files()]
     return bad
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by the tests (and bench/parity_errors.py): golden cases, tiny networks,
 tiny command-line runs on generated data, bitwise comparison of checkpoint files, name-filled
-networks, the official flags' defaults, a serve process, a download mirror's files.
+networks, the image files and datasets of the data tests, the official flags' defaults, a serve
+process, a download mirror's files.
 
 Importable as ``helpers`` because the pytest configuration (pyproject.toml) puts the project
 root and ``tests/`` on the path; fixtures live in ``conftest.py``.
@@ -22,6 +23,7 @@ from munch import Munch
 from PIL import Image
 
 from core.cli.arguments import with_defaults
+from core.errors import UserError
 from core.nn.fan import fan_masks
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -200,6 +202,62 @@ def write_pngs(folder, images, start=0):
     os.makedirs(folder, exist_ok=True)
     for i, img in enumerate(images):
         Image.fromarray(img).save(os.path.join(folder, f'{start + i:03d}.png'))
+
+
+# ---------------------------------------------------------------------------- image files of the data tests
+# (tests/core/io/test_images.py, tests/core/datasets/)
+
+DATA_SIZE = 16  # the image side of the data tests
+
+
+def solid(path, rgb, size=DATA_SIZE, mode='RGB'):
+    """A one-colour image: crops, flips and resizes leave its pixels unchanged."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new('RGB', (size, size), tuple(rgb)).convert(mode).save(path)
+
+
+def noise(path, seed, size=DATA_SIZE):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = np.random.RandomState(seed).randint(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def coded_dataset(root, counts):
+    """Image i of the d-th domain in SORTED name order -> colour (40 + 60 d, i, 7).
+
+    Pixels tell domain and image apart; folders are created in the given (unsorted) order.
+    """
+    order = sorted(counts)
+    for name, n in counts.items():
+        d = order.index(name)
+        for i in range(n):
+            solid(os.path.join(root, name, f'{i:03d}.png'), (40 + 60 * d, i, 7))
+    return str(root)
+
+
+def decode(x):
+    """(domain, image id) of each solid image in a [-1, 1] batch."""
+    rgb = torch.round((x[:, :, 0, 0] + 1) * 127.5).long()
+    return [((int(r) - 40) // 60, int(g)) for r, g, _ in rgb]
+
+
+def noise_dataset(root, counts, size=DATA_SIZE):
+    k = 0
+    for name, n in counts.items():
+        for i in range(n):
+            noise(os.path.join(root, name, f'{i:03d}.png'), k, size)
+            k += 1
+    return str(root)
+
+
+def one_line_error(fn, *needles):
+    with pytest.raises(UserError) as e:
+        fn()
+    msg = str(e.value)
+    assert '\n' not in msg and msg.strip() == msg and msg
+    for s in needles:
+        assert s in msg, (s, msg)
+    return msg
 
 
 # ---------------------------------------------------------------------------- official flags

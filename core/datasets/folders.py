@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Set
 
 from core.errors import UserError
 from core.io.files import StrPath, file_identity, is_inside, same_file
-from core.io.images import check_images
+from core.io.images import CheckedImages, check_images
 
 IMG_EXTENSIONS = ('png', 'jpg', 'jpeg', 'JPG', 'webp', 'bmp')
 _EXT_SET = frozenset('.' + e.lower() for e in IMG_EXTENSIONS)
@@ -115,13 +115,15 @@ def list_domain_images(root: StrPath, domains: Optional[Sequence[str]] = None) -
             for d in domains}
 
 
-def check_dataset(root: StrPath, num_domains: Optional[int] = None, batch_size: Optional[int] = None) -> List[str]:
+def check_dataset(root: StrPath, num_domains: Optional[int] = None, batch_size: Optional[int] = None,
+                  checked: Optional[CheckedImages] = None) -> List[str]:
     """Check a domain-folder dataset before any work; return its sorted domain names.
 
     UserError (one line, naming the fix) when: the folder is missing; it has no domain
     sub-folders or not ``num_domains`` of them; a domain holds no image; it holds fewer
     images than ``batch_size`` (training drops incomplete batches, so none would be left);
-    image files cannot be read (all are checked up front, see ``check_images``).
+    image files cannot be read (all are checked up front, see ``check_images``; ``checked``:
+    the files an earlier check of this dataset found readable, skipped when unchanged).
     """
     domains = list_domains(root)
     if not domains:
@@ -140,5 +142,5 @@ def check_dataset(root: StrPath, num_domains: Optional[int] = None, batch_size: 
     if batch_size is not None and len(paths) < batch_size:
         raise UserError(f"'{root}' holds {len(paths)} images, fewer than the batch size {batch_size}; "
                         f"add images or lower --batch_size")
-    check_images(root, paths)
+    check_images(root, paths, checked)
     return domains

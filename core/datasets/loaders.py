@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Dict, List, Optional, Tuple, TypeAlias
 
 import numpy as np
@@ -21,7 +21,7 @@ from torchvision import transforms
 from core.device import DeviceLike, pin_memory, select_device
 from core.errors import UserError
 from core.io.files import StrPath
-from core.io.images import load_rgb
+from core.io.images import CheckedImages, ImageReadError, load_rgb
 from core.datasets.folders import EXT_TEXT, check_dataset, list_domain_images, list_domains, list_images, require_dir
 from core.datasets.order import SEED_MAX, BalancedSampler, Resumable, Share, ShuffleSampler, resolve_seed
 
@@ -180,11 +180,56 @@ class FlatImageDataset(data.Dataset):
 
 # --------------------------------------------------------------------------- loaders
 
+def _worker_error(error: ImageReadError) -> ImageReadError:
+    """The one-line error of an image that a DataLoader worker could not read: torch re-raises a
+    worker's exception in this process as its type made from the worker's whole traceback text
+    (``Caught ... Original Traceback ...``), whose last line is ``<module>.<Name>: <message>``.
+    An error raised in this process (no workers) is returned as it is."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return error
+    tag = f'{type(error).__name__}: '
+    last = lines[-1]
+    return type(error)(last[last.index(tag) + len(tag):] if tag in last else last)
+
+
+class _Batches:
+    """The batches of a DataLoader iterator, an image that a worker could not read failing with
+    its one-line ImageReadError (see ``_worker_error``)."""
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.batches)
+        except ImageReadError as e:
+            error = _worker_error(e)
+            if error is e:
+                raise
+            raise error from None
+
+
+class _Loader(data.DataLoader):
+    """A DataLoader whose batches fail as in this process: an image that a worker could not read
+    is its one-line ImageReadError, as without workers."""
+
+    def __iter__(self) -> _Batches:  # type: ignore[override]
+        return _Batches(super().__iter__())
+
+
 def _make_loader(dataset: data.Dataset, sampler: BalancedSampler | ShuffleSampler, batch_size: int, num_workers: int,
                  drop_last: bool, pin: bool) -> data.DataLoader:
     """A loader whose workers live across epochs (``persistent_workers``); ``pin``: pinned
-    memory (see ``core.device.pin_memory``, the one device decision)."""
-    return data.DataLoader(
+    memory (see ``core.device.pin_memory``, the one device decision); an image that a worker
+    cannot read fails with its one-line ImageReadError (``_Loader``)."""
+    return _Loader(
         dataset=dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         pin_memory=pin, drop_last=drop_last, persistent_workers=num_workers > 0,
         # private generator: creating an iterator must not consume the global RNG
@@ -218,18 +263,20 @@ def without_workers(loader: data.DataLoader) -> data.DataLoader:
 def get_train_loader(root: StrPath, which: str = 'source', img_size: int = 256, batch_size: int = 8, prob: float = 0.5,
                      num_workers: int = 4, generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
                      epoch: int = 0, start: int = 0, num_domains: Optional[int] = None,
-                     device: DeviceLike = None, uint8: bool = False) -> data.DataLoader:
+                     device: DeviceLike = None, uint8: bool = False,
+                     checked: Optional[CheckedImages] = None) -> data.DataLoader:
     """Training loader: balanced over domains, augmented, reproducible and resumable.
 
     which='source' yields ``(x, y)``, which='reference' yields ``(x_ref, x_ref2, y)``.
     ``seed`` (else one drawn from ``generator``, else ``torch.initial_seed()``) fixes the
     whole stream; ``epoch``/``start`` (batches) start it where a previous run stopped.
     ``uint8``: images as uint8 pixels (``InputFetcher`` turns them into the [-1, 1] values
-    on the device, see ``TrainTransform``).
+    on the device, see ``TrainTransform``). ``checked``: one ``CheckedImages`` for the loaders of
+    one dataset (source and reference), so that the up-front check reads each image once.
     """
     if which not in ('source', 'reference'):
         raise ValueError(f"which must be 'source' or 'reference', not {which!r}")
-    check_dataset(root, num_domains, batch_size)
+    check_dataset(root, num_domains, batch_size, checked)
     dataset = DomainDataset(root, TrainTransform(img_size, prob, uint8), pair=(which == 'reference'))
     sampler = BalancedSampler(dataset.targets, resolve_seed(seed, generator, which),
                               epoch=epoch, start=start * batch_size)

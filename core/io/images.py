@@ -93,25 +93,11 @@ FORMATS_TEXT = 'PNG, JPEG, WebP or BMP'  # IMAGE_FORMATS as messages name them
 
 
 class ImageReadError(UserError):
-    """An image file that PIL cannot decode.
-
-    DataLoader workers re-raise exceptions as ``type(e)(text with traceback)``; the
-    constructor keeps only the original one-line message in that case.
-    """
-
-    def __init__(self, message: object = '') -> None:
-        lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
-        if len(lines) > 1:
-            last = lines[-1]
-            tag = f'{type(self).__name__}: '
-            message = last[last.index(tag) + len(tag):] if tag in last else last
-        super().__init__(message)
-
+    """An image file that PIL cannot decode."""
 
 
 # Last bytes of a whole file of these formats (a truncated file lacks them).
 _TRAILERS = {'PNG': b'IEND\xaeB`\x82', 'JPEG': b'\xff\xd9', 'MPO': b'\xff\xd9'}
-_checked: Dict[str, Tuple[int, float]] = {}  # path -> (size, mtime) of the files found readable in this process
 MAX_NAMED = 5  # unreadable files named in the message (the count says how many in all)
 
 
@@ -150,11 +136,16 @@ def unreadable_reason(path: StrPath) -> Optional[str]:
     return None
 
 
-def check_images(root: StrPath, paths: Iterable[str]) -> None:
+class CheckedImages(Dict[str, Tuple[int, int]]):
+    """The files that :func:`check_images` found readable: path -> (size, modification time in
+    ns). A caller that checks one dataset more than once (training's source and reference
+    loaders) hands the same one to each check, so that each unchanged file is read once."""
+
+
+def check_images(root: StrPath, paths: Iterable[str], checked: Optional[CheckedImages] = None) -> None:
     """UserError naming the unreadable files among ``paths`` (all of them are checked, the
-    first few are named, with the count), before any training starts. Files found readable
-    are remembered (by size and modification time), so the source and reference loaders of
-    one dataset check it once."""
+    first few are named, with the count), before any training starts. ``checked``: files in it
+    with the same size and modification time are skipped, and those found readable are added."""
     bad: List[Tuple[str, str]] = []
     for path in paths:
         try:
@@ -163,11 +154,12 @@ def check_images(root: StrPath, paths: Iterable[str]) -> None:
             bad.append((path, e.strerror or type(e).__name__))
             continue
         stamp = (st.st_size, st.st_mtime_ns)
-        if _checked.get(path) == stamp:
+        if checked is not None and checked.get(path) == stamp:
             continue
         reason = unreadable_reason(path)
         if reason is None:
-            _checked[path] = stamp
+            if checked is not None:
+                checked[path] = stamp
         else:
             bad.append((path, reason))
     if bad:

@@ -29,7 +29,7 @@ from core.cli.arguments import LATEST, with_defaults
 from core.cli.config_files import save_config
 from core.datasets.folders import list_domains
 from core.datasets.loaders import InputFetcher, get_test_loader, get_train_loader, without_workers
-from core.io.images import ImageReadError
+from core.io.images import CheckedImages, ImageReadError
 from core.device import configure_training, data_workers, fused_optimizers, select_device
 from core.errors import UserError
 from core.nn.fan import load_fan
@@ -416,8 +416,9 @@ def run(args: Namespace | Munch) -> int:
         from core.datasets.demo_shapes import make_shapes_dataset
         make_shapes_dataset(args.demo_data, img_size=args.img_size)
     # pinned memory follows --device; uint8 pixels from the workers, [-1, 1] on the device (same values)
+    # one up-front check of the training images for both loaders (checked)
     common = dict(img_size=args.img_size, batch_size=args.batch_size, prob=args.randcrop_prob, seed=args.seed,
-                  num_domains=args.num_domains, device=args.device, uint8=True)
+                  num_domains=args.num_domains, device=args.device, uint8=True, checked=CheckedImages())
     # a reference decodes two images per row, a source one: --num_workers auto splits the cores so
     loaders = Munch(src=get_train_loader(args.train_img_dir, 'source', num_workers=data_workers(args.num_workers, 1 / 3),
                                          **common),

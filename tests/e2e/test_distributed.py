@@ -185,8 +185,7 @@ def _logged_worker(rank, world_size, runs):
     import contextlib
     import io
     import core.datasets.loaders
-    import core.io.images
-    real = core.io.images.load_rgb
+    real = core.datasets.loaders.load_rgb
     for port, argv, logs, damage in runs:
         os.makedirs(logs, exist_ok=True)
         reads = []
@@ -201,7 +200,7 @@ def _logged_worker(rank, world_size, runs):
                     f.write(f'{path}\n')
             return real(path, *a, **k)
 
-        core.io.images.load_rgb = logged
+        core.datasets.loaders.load_rgb = logged
         err = io.StringIO()
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
@@ -210,7 +209,7 @@ def _logged_worker(rank, world_size, runs):
             status = cli.main(argv)
         with open(os.path.join(logs, f'status.rank{rank}'), 'w') as f:
             f.write(f'{status}\n{err.getvalue()}')
-        core.io.images.load_rgb = real
+        core.datasets.loaders.load_rgb = real
 
 
 def _reads(logs, rank=0):

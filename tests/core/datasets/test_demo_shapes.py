@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets.demo_shapes import SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, make_shapes_dataset, random_params, render_shape
+from core.datasets.demo_shapes import (SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, make_shapes_dataset, random_params,
+                                      render_shape)
 from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures('one_thread')

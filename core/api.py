@@ -37,7 +37,7 @@ from core.io.images import as_shown_rgb, load_rgb
 from core.device import DeviceLike, as_device
 from core.errors import UserError
 from core.nn.fan import Masks, fan_masks
-from core.use.hub_folder import resolve_pretrained
+from core.use.hub_transport import resolve_pretrained
 from core.io.images import to_uint8
 from core.use.load_run import load_networks, resolve_step
 from core.nn.networks import MODEL_KEYS, ModelConfig
@@ -180,7 +180,7 @@ class StarGANv2:
         see ``from_run``), or else the id of a Hugging Face Hub repository ('owner/name', at
         ``revision``) fetched with ``huggingface_hub`` into its cache (``cache_dir``), which
         also serves it offline (``HF_HUB_OFFLINE=1``) once cached
-        (``core.use.hub_folder.resolve_pretrained``)."""
+        (``core.use.hub_transport.resolve_pretrained``)."""
         folder = resolve_pretrained(folder_or_hub_id, revision=revision, cache_dir=cache_dir)
         return cls.from_run(folder, step=step, device=device, which=which, wing_path=wing_path, config=config,
                             **overrides)

@@ -14,13 +14,15 @@ PACKAGES = ('core', 'metrics')
 # group modules by job (docs/layout.md draws both); a folder's modules may sit on several layers.
 FOLDERS = ('core.io', 'core.nn', 'core.datasets', 'core.train', 'core.cli', 'core.use')
 LAYERS = [
-    # 0. foundations: no project imports but these (the packages' __init__ files are docstrings only)
-    ['core', 'core.errors', 'core.cli.mode_table', 'metrics', *FOLDERS],
+    # 0. foundations: no project imports but these (the packages' __init__ files are docstrings only); the
+    # model card's text
+    ['core', 'core.errors', 'core.cli.mode_table', 'metrics', *FOLDERS, 'core.use.model_card'],
     # 1. files and devices: atomic writes, run folders, image files, the device decision, the demo dataset
     ['core.io.files', 'core.device', 'core.io.run_folder', 'core.io.images', 'core.datasets.demo_shapes'],
-    # 2. data, networks, checkpoint files, flags, Hub folders
+    # 2. data, networks, checkpoint files, flags, Hub folders and their transport
     ['core.datasets.folders', 'core.datasets.order', 'core.datasets.loaders', 'core.nn.fan', 'core.nn.networks',
-     'core.nn.styles', 'core.io.ckpt_files', 'core.train.recompute', 'core.cli.flags', 'core.use.hub_folder'],
+     'core.nn.styles', 'core.io.ckpt_files', 'core.train.recompute', 'core.cli.flags', 'core.use.hub_folder',
+     'core.use.hub_transport'],
     # 3. configuration, training pieces, loading a run, alignment
     ['core.cli.config_files', 'core.cli.arguments', 'core.train.distributed', 'core.train.losses', 'core.train.step',
      'core.use.load_run', 'core.use.align'],

@@ -19,7 +19,7 @@ from core.use.hub_folder import is_hub_folder, model_values
 from core.cli.flags import (AUTO, CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
                         flag_actions)
 from core.cli.mode_table import MODES, OUTPUT_FLAG
-from core.nn.networks import MODEL_KEYS, check_model_values, split_names
+from core.nn.networks import MODEL_KEYS, ModelConfig, check_model_values, split_names
 
 __all__ = ['parse_args', 'resolve_args', 'validate_args', 'given_on_command_line', 'run_values', 'with_defaults',
            'domain_names', 'sample_outputs', 'parse_sample_outputs', 'output_flag', 'LATEST', 'SAMPLE_OUTPUTS',
@@ -160,9 +160,9 @@ def validate_args(args: Any) -> Any:
         if not cond:
             raise UserError(msg)
 
-    # the architecture: the rules of every model configuration (core.nn.networks.check_model_values)
-    check_model_values({key: getattr(args, key) for key in MODEL_KEYS if hasattr(args, key)}
-                       | {'domain_names': domain_names(args)}, '--{}')
+    # the architecture: checked as every model configuration is (core.nn.networks.ModelConfig.checked)
+    ModelConfig.checked({key: getattr(args, key) for key in MODEL_KEYS if hasattr(args, key)}
+                        | {'domain_names': domain_names(args)}, '--{}')
     for k in ('hidden_dim', 'batch_size', 'val_batch_size', 'num_outs_per_domain', 'num_outs'):
         v = getattr(args, k)
         need(v >= 1, f'--{k} must be >= 1, not {v}')

@@ -372,11 +372,20 @@ class ModelConfig:
     domain_names: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        """Every field checked (``check_model_values``: types and bounds, one-line UserError), and
-        stored in its type, before any network of this configuration is built."""
+        """Every field checked (``check_model_values``: types and bounds, domain names one per
+        domain; one-line UserError), and stored in its type, before any network of this
+        configuration is built."""
         checked = check_model_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         for key, value in checked.items():
             object.__setattr__(self, key, value)
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any], label: str = '{}') -> ModelConfig:
+        """The ModelConfig of the model keys in ``values`` (a missing one takes its default,
+        other keys are ignored), checked as every instance is, with a one-line UserError naming
+        the source by ``label.format(key)`` (e.g. '--{}' or "'{}' in FILE")."""
+        full = {f.name: values[f.name] if f.name in values else f.default for f in dataclasses.fields(cls)}
+        return cls(**check_model_values(full, label))
 
     @classmethod
     def from_args(cls, args: Namespace | Munch, domain_names: str | list | None = None) -> ModelConfig:

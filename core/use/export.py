@@ -1,7 +1,7 @@
 """Export mode: the EMA networks of a checkpoint as ONNX graphs with a dynamic batch size
 (``--format onnx``, below), or as a Hugging Face Hub folder (``--format hf``: ``config.json``,
 ``model.safetensors``, a model card; ``core.use.hub_folder``, ``export_hub``), uploaded with
-``--push_to_hub REPO``.
+``--push_to_hub REPO`` (``core.use.hub_transport``).
 
     python main.py --mode export --format onnx --config configs/demo.yaml --out expr/demo/onnx
 
@@ -34,8 +34,9 @@ from core.cli.config_files import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.io.files import atomic_write, check_output_dir, same_file
 from core.cli.flags import build_parser, flag_actions
-from core.use.hub_folder import card_metrics, card_training_data, check_repo_id, is_hub_folder, push_folder, \
-    read_hub_config, save_hub_folder, training_data
+from core.use.hub_folder import is_hub_folder, read_hub_config, save_hub_folder
+from core.use.hub_transport import check_repo_id, push_folder
+from core.use.model_card import card_metrics, card_training_data, training_data
 from core.nn.networks import ModelConfig
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
 
     - training data: from the ``train_img_dir`` (and ``demo_data``) that the run's config.yaml
       records; a run without one (an official checkpoint) takes ``--train_img_dir`` (give it,
-      or the dataset's ``--config``); see ``core.use.hub_folder.training_data``;
+      or the dataset's ``--config``); see ``core.use.model_card.training_data``;
     - metrics of ``step``: the first of ``--eval_dir``, the ``eval_dir`` that the run's
       config.yaml records, and the run folder itself that holds them (FID/LPIPS JSON files or
       ``metrics.jsonl``; ``metrics.eval.read_results``);

@@ -3,7 +3,7 @@ model card (``README.md``), written by ``--mode export --format hf`` and loaded 
 that loads a run (``--checkpoint_dir FOLDER``) and by the Python API.
 
     save_hub_folder(nets, cfg, 'expr/hub/afhq', step=100000)          # the three files
-    nets, cfg, meta = load_hub_folder(resolve_pretrained('user/stargan-v2-afhq'))
+    nets, cfg, meta = load_hub_folder('expr/hub/afhq')
 
 - ``config.json``: the :class:`~core.nn.networks.ModelConfig` fields at the top level (domain
   names a list, or null), ``format`` ('stargan-v2'), ``format_version``, ``step`` (the
@@ -14,20 +14,19 @@ that loads a run (``--checkpoint_dir FOLDER``) and by the Python API.
   when ``w_hpf > 0``; each network's official state-dict keys prefixed by its name
   (``generator.from_rgb.weight``, ``fan.conv1.weight``...). Loading reads it with
   ``safetensors.torch.load_file``: no pickle runs.
-- ``README.md``: the model card: Hub front matter (library, tags, licence), domains, image
-  size, iterations, the metrics, the training data and its licence.
+- ``README.md``: the model card (``core.use.model_card``): Hub front matter (library, tags,
+  licence), domains, image size, iterations, the metrics, the training data and its licence.
 
 Each file is written atomically, ``config.json`` last: a folder with a ``config.json`` has the
 weights it describes (unless a later export over it was cut short). Only EMA networks are in
-a folder (what inference uses), so ``--sample_from online`` is refused for one.
+a folder (what inference uses), so ``--sample_from online`` is refused for one. A Hub
+repository id becomes such a folder, and a folder goes to the Hub, by ``core.use.hub_transport``.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
@@ -38,20 +37,17 @@ from torch import nn
 from core.device import DeviceLike, as_device
 from core.errors import UserError
 from core.io.files import atomic_write
-from core.nn.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks, check_model_values
+from core.nn.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks
+from core.use.model_card import IMAGE, card_metrics, card_training_data, model_card
 
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'is_hub_folder', 'read_hub_config',
-           'config_from_hub', 'model_values', 'hub_step', 'save_hub_folder', 'load_hub_weights', 'load_hub_folder',
-           'model_card', 'training_data', 'card_training_data', 'card_metrics', 'resolve_pretrained', 'push_folder',
-           'check_repo_id', 'read_safetensors_header']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CARD_NAME', 'HUB_FILES', 'is_hub_folder',
+           'read_hub_config', 'config_from_hub', 'model_values', 'hub_step', 'save_hub_folder', 'load_hub_weights',
+           'load_hub_folder', 'read_safetensors_header']
 
 FORMAT = 'stargan-v2'
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = 'config.json', 'model.safetensors', 'README.md'
-HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)  # what resolve_pretrained fetches of a repository
-
-IMAGE = 'RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1), resized to {0}x{0}'
-PAPER = 'Choi, Uh, Yoo, Ha: StarGAN v2: Diverse Image Synthesis for Multiple Domains, CVPR 2020 (arXiv:1912.01865)'
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)  # a folder's files: all that goes to or comes from the Hub
 
 
 # ---------------------------------------------------------------------------- reading a folder
@@ -131,9 +127,8 @@ def _short(value: Any) -> str:
 
 
 def config_from_hub(data: Mapping[str, Any], where: str = CONFIG_NAME) -> ModelConfig:
-    """The ModelConfig of a ``config.json`` dict: each model key checked with the rules of every
-    model configuration (``core.nn.networks.check_model_values``); UserError naming a missing or
-    wrong key."""
+    """The ModelConfig of a ``config.json`` dict, checked by ``ModelConfig.checked``; UserError
+    naming a missing or wrong key."""
     optional = ('dim_in', 'domain_names', 'to_rgb_norm')
     missing = [key for key in MODEL_KEYS if key not in data and key not in optional]
     if missing:
@@ -141,8 +136,7 @@ def config_from_hub(data: Mapping[str, Any], where: str = CONFIG_NAME) -> ModelC
     if isinstance(data.get('domain_names'), str):  # a list in this format: a string would be split at commas
         raise UserError(f"'domain_names' in {where} must be a list of names or null, not a string; export the "
                         f"folder again")
-    values = check_model_values({key: data[key] for key in MODEL_KEYS if key in data}, f"'{{}}' in {where}")
-    return ModelConfig(**values)
+    return ModelConfig.checked(data, f"'{{}}' in {where}")
 
 
 def model_values(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -189,7 +183,7 @@ def save_hub_folder(nets: Mapping[str, nn.Module], cfg: ModelConfig, out_dir: st
     returns what ``config.json`` holds.
 
     ``extra``: more metadata for ``config.json`` and the card: ``source`` (a string: where the
-    networks came from), ``training_data`` (see :func:`training_data`; default: unknown) and
+    networks came from), ``training_data`` (see ``core.use.model_card.training_data``; default: unknown) and
     ``metrics`` (see ``metrics.eval.read_results``); other keys go into ``config.json`` as they are."""
     from safetensors.torch import save as safetensors_bytes
     names = _network_names(cfg)
@@ -332,248 +326,3 @@ def load_hub_folder(folder: str | os.PathLike[str], device: DeviceLike = None) -
     load_hub_weights(folder, nets)
     target = as_device(device)
     return Munch({name: net.to(target).eval() for name, net in nets.items()}), cfg, meta
-
-
-# ---------------------------------------------------------------------------- the model card
-
-_AFHQ = dict(name='AFHQ', license='cc-by-nc-4.0', link='https://github.com/clovaai/stargan-v2#animal-faces-hq-dataset-afhq',
-             text='AFHQ (Animal Faces-HQ, Choi et al. 2020) is released under CC BY-NC 4.0; a model trained on it '
-                  'is for non-commercial use.')
-_CELEBA_HQ = dict(name='CelebA-HQ', license='other', license_name='celeba-non-commercial-research',
-                  link='https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html',
-                  text='CelebA-HQ (Karras et al. 2018) is derived from CelebA, whose agreement allows non-commercial '
-                       'research and educational use only; the same terms apply to this model.')
-_DEMO = dict(name="this project's generated shapes (core/datasets/demo_shapes.py)", license='unknown', link=None,
-             text='Trained on shapes that core/datasets/demo_shapes.py draws (no third-party images): '
-                  'unknown, fill in the licence you give this model.')
-_UNKNOWN = dict(name='unknown', license='unknown', link=None,
-                text='unknown, fill in: the licence of the data this model was trained on (and what it allows).')
-
-
-def card_training_data(value: Any) -> dict[str, Any]:
-    """``value`` as the card's training data: a dict of the keys ``training_data`` gives, each a
-    string (``link`` may be None); anything else (a folder edited by hand, another writer)
-    becomes 'unknown, fill in'."""
-    if not isinstance(value, Mapping) or not all(isinstance(value.get(k), str) for k in ('name', 'license', 'text')):
-        return dict(_UNKNOWN)
-    out = {k: value[k] for k in ('name', 'license', 'license_name', 'link', 'text')
-           if isinstance(value.get(k), str)}
-    out.setdefault('link', None)
-    if out['license'] == 'other' and not ('license_name' in out and out['link']):
-        return dict(_UNKNOWN)  # the Hub needs a name and a link for an 'other' licence
-    return out
-
-
-def card_metrics(value: Any) -> dict[str, Any] | None:
-    """``value`` as the card's metrics: the numbers of a dict ('FID_latent/cat2dog': 41.2, ...)
-    and its ``from``; None when there are none."""
-    if not isinstance(value, Mapping):
-        return None
-    out: dict[str, Any] = {k: v for k, v in value.items() if isinstance(k, str) and '/' in k
-                           and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if not out:
-        return None
-    if isinstance(value.get('from'), str):
-        out['from'] = value['from']
-    return out
-
-
-def training_data(train_img_dir: str | None, demo_data: str | None = None) -> dict[str, Any]:
-    """Name, Hub licence id and a sentence on the training data, guessed from the training
-    folder's path: a path through ``afhq`` is AFHQ (CC BY-NC 4.0), through ``celeba`` CelebA-HQ
-    (CelebA's non-commercial research agreement), under ``demo_data`` the demo's generated
-    shapes; anything else (a user's own data, or no path) is 'unknown, fill in'."""
-    if not train_img_dir or not isinstance(train_img_dir, str):  # none, or a hand-edited config.yaml's non-path
-        return dict(_UNKNOWN)
-    parts = _components(train_img_dir)
-    demo = _components(demo_data) if demo_data and isinstance(demo_data, str) else []
-    if demo and parts[:len(demo)] == demo:  # whole components: expr/demo/data_celeba is not under expr/demo/data
-        return dict(_DEMO)
-    parts = [p.lower() for p in parts]
-    if any('afhq' in p for p in parts):
-        return dict(_AFHQ)
-    if any('celeba' in p for p in parts):
-        return dict(_CELEBA_HQ)
-    return dict(_UNKNOWN)
-
-
-def _components(path: str) -> list[str]:
-    """The components of ``path`` (either slash; '.' and '..' resolved as far as the text allows)."""
-    return [p for p in re.split(r'[\\/]+', os.path.normpath(path.replace('\\', '/'))) if p and p != '.']
-
-
-def _yaml_value(value: Any) -> str:
-    return json.dumps(value) if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', str(value)) else str(value)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return f'{value:.{digits}f}' if isinstance(value, float) and math.isfinite(value) else str(value)
-
-
-def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
-    """One row per task (and the mean), one column per metric and mode."""
-    values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and '/' in k}
-    columns = sorted({k.split('/')[0] for k in values}, key=lambda c: (c.split('_')[-1], c))
-    tasks = sorted({k.split('/', 1)[1] for k in values}, key=lambda t: (t == 'mean', t))
-    lines = ['| task | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
-    for task in tasks:
-        lines.append(f'| {task} | ' + ' | '.join(_fmt(values.get(f'{c}/{task}', ''), 2 if c.startswith('FID') else 4)
-                                                 for c in columns) + ' |')
-    return lines
-
-
-def model_card(meta: Mapping[str, Any]) -> str:
-    """The ``README.md`` of a Hub folder from its ``config.json`` dict: Hub front matter, then
-    what the model is, its domains, size, iterations, metrics, training data and licence."""
-    data = card_training_data(meta.get('training_data'))
-    names = meta.get('domain_names') or [str(i) for i in range(int(meta['num_domains']))]
-    front = ['---', 'library_name: pytorch', f"license: {_yaml_value(data.get('license', 'unknown'))}"]
-    if data.get('license') == 'other':
-        front += [f"license_name: {_yaml_value(data['license_name'])}", f"license_link: {_yaml_value(data['link'])}"]
-    front += ['pipeline_tag: image-to-image', 'tags:'] + [f'- {t}' for t in ('stargan-v2', 'gan', 'image-to-image',
-                                                                             'safetensors')] + ['---', '']
-    step = meta.get('step')
-    size = meta['img_size']
-    hpf = float(meta['w_hpf'])
-    nets = ', '.join(meta.get('networks') or [])
-    body = [f"# StarGAN v2: {', '.join(names)}", '',
-            f'StarGAN v2 networks ({nets}; the exponential-moving-average copies that inference uses) in the '
-            f"`{FORMAT}` folder format, version {meta.get('format_version')}: `{CONFIG_NAME}` holds the model "
-            f'configuration, `{WEIGHTS_NAME}` the weights (the official state-dict keys, prefixed by the network; '
-            f'loading them runs no pickle).', '',
-            '| | |', '|---|---|',
-            f"| domains | {', '.join(f'{i}: {n}' for i, n in enumerate(names))} |",
-            f'| image size | {size} x {size} |',
-            f"| iterations | {step if step is not None else 'unknown'} |",
-            f"| style / latent dimension | {meta['style_dim']} / {meta['latent_dim']} |",
-            f"| w_hpf | {hpf:g} ({'face masks from the FAN, whose weights are included' if hpf > 0 else 'no face masks'}) |",
-            f"| source | {meta.get('source') or 'unknown'} |", '',
-            '## Use', '', "With this project's code (a StarGAN v2 reimplementation), FOLDER being this folder:", '',
-            '```bash',
-            f'python main.py --mode translate --checkpoint_dir FOLDER --src photo.jpg --trg_domain {shlex.quote(names[-1])} '
-            f'--out out.png',
-            'python main.py --mode serve --checkpoint_dir FOLDER', '```', '',
-            'In Python (a folder, or a Hub repository id: cached by huggingface_hub, works offline once cached):', '',
-            '```python', 'from core.api import StarGANv2',
-            "model = StarGANv2.from_pretrained('FOLDER_OR_REPO_ID')",
-            f"images = model.translate('photo.jpg', domain={names[-1]!r}, num=4, seed=0)  # PIL images", '```', '',
-            f'Images are {IMAGE.format(size)}.', '', '## Metrics', '']
-    metrics = card_metrics(meta.get('metrics'))
-    if metrics:
-        body += [f"FID and LPIPS with the paper's protocol (`--mode eval`) at iteration {step}, "
-                 f"from `{metrics.get('from', 'the evaluation folder')}`:", '', *_metrics_table(metrics), '']
-    else:
-        body += [f"No evaluation of iteration {step if step is not None else '?'} was found when this folder was "
-                 f'written (run `--mode eval` on the run, then export again with `--eval_dir` set to its folder).', '']
-    name, link = str(data.get('name') or 'unknown'), data.get('link')
-    body += ['## Training data and licence', '', f'Training data: {f"[{name}]({link})" if link else name}.',
-             '', str(data.get('text') or _UNKNOWN['text']), '',
-             '## Reference', '', PAPER, '']
-    return '\n'.join(front + body)
-
-
-# ---------------------------------------------------------------------------- the Hugging Face Hub
-
-def check_repo_id(repo_id: str, flag: str = '--push_to_hub') -> str:
-    """``repo_id`` when it is a Hub model repository id ('owner/name' or 'name'), else UserError."""
-    if not isinstance(repo_id, str) or not re.fullmatch(r'(?:[\w.-]+/)?[\w.-]+', repo_id) \
-            or '--' in repo_id or '..' in repo_id or repo_id.endswith(('.', '-')) or len(repo_id) > 96:
-        raise UserError(f"{flag} {repo_id!r} is not a Hub repository id; give 'owner/name' "
-                        f"(letters, digits, '-', '_', '.')")
-    return repo_id
-
-
-def _hub_error(e: BaseException) -> str:
-    """The kind of a huggingface_hub exception by its class names (stable across versions)."""
-    names = {c.__name__ for c in type(e).__mro__}
-    for kind in ('OfflineModeIsEnabled', 'LocalEntryNotFoundError', 'RepositoryNotFoundError', 'GatedRepoError',
-                 'RevisionNotFoundError', 'LocalTokenNotFoundError'):
-        if kind in names:
-            return kind
-    return type(e).__name__
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
-
-
-def resolve_pretrained(folder_or_repo_id: str | os.PathLike[str], revision: str | None = None,
-                       cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """A local folder for ``folder_or_repo_id``: an existing folder is itself; else a Hub
-    repository id ('owner/name') is fetched with ``huggingface_hub.snapshot_download`` (only
-    config.json, model.safetensors and README.md), which keeps it in its cache and, offline
-    (``HF_HUB_OFFLINE=1`` or no network), returns the cached copy. UserError (one line) when
-    the folder does not exist, the package is missing, or the repository can be had neither
-    from the Hub nor from the cache."""
-    name = os.path.expanduser(os.fspath(folder_or_repo_id))  # '~/models/x' is a folder of the home directory
-    if os.path.isdir(name):
-        return name
-    looks_like_path = (name.startswith(('.', '/', '~')) or name.count('/') > 1 or os.sep != '/' and os.sep in name
-                       or os.path.exists(name))
-    if looks_like_path:
-        raise UserError(f"'{name}' is not a folder; give a folder written by --mode export --format hf, "
-                        f"or a Hub repository id 'owner/name'")
-    check_repo_id(name, 'repository id')
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise UserError(f"'{name}' is no local folder, and fetching it from the Hugging Face Hub needs huggingface_hub: "
-                        f"pip install huggingface_hub") from None
-    try:
-        return str(snapshot_download(name, revision=revision, cache_dir=os.fspath(cache_dir) if cache_dir else None,
-                                     allow_patterns=list(HUB_FILES)))
-    except Exception as e:
-        kind = _hub_error(e)
-        if kind in ('LocalEntryNotFoundError', 'OfflineModeIsEnabled'):
-            raise UserError(f"'{name}' is not in the Hugging Face cache and the Hub cannot be reached (offline: "
-                            f"HF_HUB_OFFLINE=1 or no network): fetch it once online, or give a local folder") from None
-        if kind in ('RepositoryNotFoundError', 'GatedRepoError'):
-            raise UserError(f"no model repository '{name}' on the Hugging Face Hub that this login may read; check "
-                            f"the id, or log in (hf auth login, or HF_TOKEN) for a private one") from None
-        if kind == 'RevisionNotFoundError':
-            raise UserError(f"'{name}' has no revision {revision!r} on the Hugging Face Hub; check it") from None
-        raise UserError(f"cannot fetch '{name}' from the Hugging Face Hub: {kind}: {_first_line(e)}") from None
-
-
-def push_folder(folder: str | os.PathLike[str], repo_id: str, commit_message: str | None = None,
-                public: bool = False) -> str:
-    """Uploads the Hub folder ``folder`` to the model repository ``repo_id`` with
-    ``huggingface_hub``; returns the repository's URL. A missing repository is created
-    private unless ``public``; an existing one keeps its visibility, and the message says
-    which it is. The token is huggingface_hub's own (``hf auth login`` or ``HF_TOKEN``).
-    UserError (one line) when the package is missing or the upload fails (no token,
-    offline, no permission)."""
-    check_repo_id(repo_id)
-    read_hub_config(folder)  # a valid folder, never some other one
-    try:
-        from huggingface_hub import HfApi
-    except ImportError:
-        raise UserError('--push_to_hub needs huggingface_hub: pip install huggingface_hub') from None
-    api = HfApi()
-    try:
-        url = api.create_repo(repo_id, repo_type='model', exist_ok=True, private=not public)
-        api.upload_folder(repo_id=repo_id, folder_path=os.fspath(folder), repo_type='model',
-                          allow_patterns=list(HUB_FILES), commit_message=commit_message or 'StarGAN v2 model folder')
-    except Exception as e:
-        kind = _hub_error(e)
-        hint = ('no token: log in with `hf auth login` or set HF_TOKEN' if kind == 'LocalTokenNotFoundError' else
-                'offline (HF_HUB_OFFLINE=1): unset it' if kind == 'OfflineModeIsEnabled' else
-                'check the network, your token (hf auth login, or HF_TOKEN) and your rights on the repository')
-        raise UserError(f"upload of '{folder}' to the Hub repository '{repo_id}' failed ({kind}: {_first_line(e)}); "
-                        f'{hint}; the folder is complete, push it again later') from None
-    try:  # what the repository is now (an existing one kept its own visibility)
-        private = getattr(api.repo_info(repo_id, repo_type='model'), 'private', None)
-    except Exception:
-        private = None
-    if private is None:
-        visibility = 'visibility unknown: check it on the Hub'
-    elif private:
-        visibility = ('a PRIVATE repository: only you (and your organisation) can see it; make it public in its '
-                      'settings on the Hub' + ('' if not public else ' (it existed already: its visibility was kept)'))
-    else:
-        visibility = ('a PUBLIC repository: anyone can see and download it' +
-                      ('' if public else ' (it existed already: its visibility was kept; make it private in its '
-                                         'settings on the Hub)'))
-    print(f'uploaded {folder} to {url}, {visibility}')
-    return str(url)

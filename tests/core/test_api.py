@@ -96,7 +96,7 @@ def test_an_official_checkpoint_takes_its_configuration_as_keywords(tmp_path, ru
 def test_from_pretrained_takes_a_hub_folder_or_a_cached_hub_repository(runs, tmp_path, monkeypatch, photos):
     """A Hub folder (``--mode export --format hf``: core.use.hub_folder) loads as the run it came
     from, by path and, offline, by repository id from the Hub's cache; the resolver is
-    core.use.hub_folder.resolve_pretrained (its own tests hold the other cases)."""
+    core.use.hub_transport.resolve_pretrained (its own tests hold the other cases)."""
     from huggingface_hub import constants
 
     from core.use.hub_folder import save_hub_folder

@@ -85,3 +85,18 @@ def test_the_message_names_the_source_it_is_given():
         check_model_value('style_dim', 10 ** 12, "'{}' in run/config.yaml")
     with pytest.raises(UserError, match=r"^--img_size must be a power of two from 16 to 1024, not 'a{30,}\.\.\.$"):
         check_model_value('img_size', 'a' * 10000, '--{}')
+
+
+def test_checked_builds_a_configuration_whose_errors_name_the_source():
+    """ModelConfig.checked: the model keys of a mapping (others ignored, missing ones their
+    defaults), each error one line naming the source; the same configuration as the constructor's."""
+    values = dict(img_size=32, num_domains=3, domain_names=['cat', 'dog', 'wild'], w_hpf=0, lr=0.5)
+    cfg = ModelConfig.checked(values, "'{}' in hf/config.json")
+    assert cfg == ModelConfig(img_size=32, num_domains=3, domain_names=('cat', 'dog', 'wild'), w_hpf=0.0)
+    with pytest.raises(UserError, match=r"^'domain_names' in hf/config.json gives 3 names but 'num_domains' in "
+                                        r"hf/config.json is 2; give one name per domain$"):
+        ModelConfig.checked({**values, 'num_domains': 2}, "'{}' in hf/config.json")
+    with pytest.raises(UserError, match=r"^--domain_names gives 3 names but --num_domains is 2"):  # the default count
+        ModelConfig.checked({'domain_names': 'a,b,c'}, '--{}')
+    with pytest.raises(UserError, match=r"^--img_size must be a power of two"):
+        ModelConfig.checked({'img_size': 48}, '--{}')

@@ -206,7 +206,7 @@ def save_hub_folder(nets: Mapping[str, nn.Module], cfg: ModelConfig, out_dir: st
         meta['metrics'] = metrics
     meta.update(extra)
     data = safetensors_bytes(_tensors(nets, names), metadata={'format': 'pt'})
-    files: list[tuple[str, bytes | str]] = [(WEIGHTS_NAME, data), (CARD_NAME, model_card(meta)),
+    files: list[tuple[str, bytes | str]] = [(WEIGHTS_NAME, data), (CARD_NAME, model_card(meta, CONFIG_NAME, WEIGHTS_NAME)),
                                             (CONFIG_NAME, json.dumps(meta, indent=2) + '\n')]
     for name, content in files:
         path = atomic_write(os.path.join(out_dir, name), _writer(content), binary=isinstance(content, bytes))

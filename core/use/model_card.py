@@ -1,12 +1,12 @@
 """The model card (``README.md``) of a Hub folder and the licence of its training data.
 
-    card = model_card(meta)                      # meta: what the folder's config.json holds
+    card = model_card(meta, CONFIG_NAME, WEIGHTS_NAME)  # meta: what the folder's config.json holds
     data = training_data('data/afhq/train')      # {'name': 'AFHQ', 'license': 'cc-by-nc-4.0', ...}
 
 The card has the Hub's front matter (library, tags, licence), then the domains, image size,
 iterations, the metrics, the training data and its licence. The folder format itself (its
 files and their names, written by ``core.use.hub_folder.save_hub_folder``) is
-``core.use.hub_folder``; the card names its files as that module does (a test holds them equal).
+``core.use.hub_folder``, which passes the names of its files to the card.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from typing import Any
 
 __all__ = ['IMAGE', 'PAPER', 'model_card', 'training_data', 'card_training_data', 'card_metrics']
 
-FOLDER_FORMAT = 'stargan-v2'  # the folder format the card describes (core.use.hub_folder.FORMAT)
 IMAGE = 'RGB, NCHW float32 in [-1, 1] (pixel / 127.5 - 1), resized to {0}x{0}'
 PAPER = 'Choi, Uh, Yoo, Ha: StarGAN v2: Diverse Image Synthesis for Multiple Domains, CVPR 2020 (arXiv:1912.01865)'
 
@@ -110,9 +109,10 @@ def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(meta: Mapping[str, Any]) -> str:
-    """The ``README.md`` of a Hub folder from its ``config.json`` dict: Hub front matter, then
-    what the model is, its domains, size, iterations, metrics, training data and licence."""
+def model_card(meta: Mapping[str, Any], config_name: str, weights_name: str) -> str:
+    """The ``README.md`` of a Hub folder from its ``config.json`` dict (``meta``, named ``config_name``;
+    the weights file ``weights_name``): Hub front matter, then what the model is, its domains, size,
+    iterations, metrics, training data and licence."""
     data = card_training_data(meta.get('training_data'))
     names = meta.get('domain_names') or [str(i) for i in range(int(meta['num_domains']))]
     front = ['---', 'library_name: pytorch', f"license: {_yaml_value(data.get('license', 'unknown'))}"]
@@ -126,8 +126,8 @@ def model_card(meta: Mapping[str, Any]) -> str:
     nets = ', '.join(meta.get('networks') or [])
     body = [f"# StarGAN v2: {', '.join(names)}", '',
             f'StarGAN v2 networks ({nets}; the exponential-moving-average copies that inference uses) in the '
-            f"`{FOLDER_FORMAT}` folder format, version {meta.get('format_version')}: `config.json` holds the model "
-            'configuration, `model.safetensors` the weights (the official state-dict keys, prefixed by the network; '
+            f"`{meta.get('format')}` folder format, version {meta.get('format_version')}: `{config_name}` holds the model "
+            f'configuration, `{weights_name}` the weights (the official state-dict keys, prefixed by the network; '
             f'loading them runs no pickle).', '',
             '| | |', '|---|---|',
             f"| domains | {', '.join(f'{i}: {n}' for i, n in enumerate(names))} |",

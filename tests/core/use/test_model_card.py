@@ -43,9 +43,10 @@ def test_model_card_front_matter_and_contents(runs):
 def test_the_licence_of_the_training_data(train_dir, demo, license_, name):
     data = training_data(train_dir, demo)
     assert (data['license'], data['name']) == (license_, name)
-    meta = dict(format_version=1, img_size=32, num_domains=2, style_dim=16, latent_dim=8, w_hpf=0, domain_names=None,
+    meta = dict(format='stargan-v2', format_version=1,
+                img_size=32, num_domains=2, style_dim=16, latent_dim=8, w_hpf=0, domain_names=None,
                 step=5, training_data=data, networks=['generator'])
-    front, body = card_parts(model_card(meta))
+    front, body = card_parts(model_card(meta, hub.CONFIG_NAME, hub.WEIGHTS_NAME))
     assert front['license'] == license_
     if license_ == 'other':  # the Hub wants a name and a link for other licences
         assert front['license_name'] and front['license_link'].startswith('https://')
@@ -80,9 +81,10 @@ def test_metrics_of_the_exported_step_come_from_the_eval_folder(tmp_path):
         f.write('{"step": 3, "mode": "lat')  # a line cut short is skipped
     assert read_results(tmp_path / 'eval', STEP + 1)['FID_latent/mean'] == 49.5
     assert read_results(tmp_path / 'eval', STEP)['from'] == 'eval/metrics.jsonl'
-    meta = dict(format_version=1, img_size=32, num_domains=2, style_dim=16, latent_dim=8, w_hpf=0, domain_names=NAMES,
+    meta = dict(format='stargan-v2', format_version=1,
+                img_size=32, num_domains=2, style_dim=16, latent_dim=8, w_hpf=0, domain_names=NAMES,
                 step=STEP, metrics=read_results(tmp_path / 'eval', STEP), networks=[])
-    _, body = card_parts(model_card(meta))
+    _, body = card_parts(model_card(meta, hub.CONFIG_NAME, hub.WEIGHTS_NAME))
     assert '| task | FID_latent | LPIPS_latent | FID_reference | LPIPS_reference |' in body
     assert '| cat2dog | 40.00 | 0.2500 | 40.00 | 0.2500 |' in body
     assert body.index('| cat2dog') < body.index('| mean |')
@@ -147,9 +149,10 @@ def test_the_cards_commands_quote_the_domain_names():
     import ast
     import shlex
     names = ["it's", 'a b', '$(touch x)']
-    meta = dict(format_version=1, img_size=32, num_domains=3, style_dim=16, latent_dim=8, w_hpf=0, domain_names=names,
+    meta = dict(format='stargan-v2', format_version=1,
+                img_size=32, num_domains=3, style_dim=16, latent_dim=8, w_hpf=0, domain_names=names,
                 step=5, networks=['generator'])
-    card = model_card(meta)
+    card = model_card(meta, hub.CONFIG_NAME, hub.WEIGHTS_NAME)
     command = next(line for line in card.splitlines() if '--trg_domain' in line)
     words = shlex.split(command)
     assert words[words.index('--trg_domain') + 1] == names[-1]
@@ -179,7 +182,7 @@ def test_export_metadata_of_a_run_with_odd_recorded_paths(tmp_path):
 
 
 def test_the_card_names_the_folders_format_and_files(runs):
-    """The card (below the folder format in the layers) names the format and files as core.use.hub_folder does."""
+    """The card names the format and files that core.use.hub_folder writes."""
     _, folder, _, _ = runs(0, 32)
     body = card_parts((folder / 'README.md').read_text())[1]
     assert f'`{hub.FORMAT}` folder format, version {hub.FORMAT_VERSION}' in body

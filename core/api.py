@@ -41,7 +41,7 @@ from core.use.hub_folder import resolve_pretrained
 from core.io.images import to_uint8
 from core.use.load_run import load_networks, resolve_step
 from core.nn.networks import MODEL_KEYS, ModelConfig
-from core.nn.styles import domain_mean_style, truncated_style
+from core.nn.styles import check_strength, domain_mean_style, need_source_domain, truncated_style
 
 __all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'model_config', 'to_pil']
 
@@ -244,6 +244,12 @@ class StarGANv2:
         x = self.images(image)
         return self.nets.style_encoder(x, self._labels(domain, x.size(0), 'domain'))
 
+    def _style_codes(self, s: torch.Tensor, rows: str) -> torch.Tensor:
+        """Style codes ``s`` on the model's device; a UserError unless they are (``rows``, style_dim)."""
+        if s.dim() != 2 or s.size(1) != self.config.style_dim:
+            raise UserError(f'style codes must be ({rows}, {self.config.style_dim}), not {tuple(s.shape)}')
+        return s.to(self.device)
+
     def masks(self, x: torch.Tensor) -> Masks:
         """The generator's FAN masks of the batch ``x`` for w_hpf > 0 models, else None."""
         return fan_masks(self.nets, self.config.w_hpf, x)
@@ -255,9 +261,7 @@ class StarGANv2:
         M == 1; (max(N, M), 3, S, S) in [-1, 1]. A w_hpf > 0 model computes the masks of
         ``x`` with the FAN (once per image)."""
         x = self.images(x)
-        s = s.to(self.device)
-        if s.dim() != 2 or s.size(1) != self.config.style_dim:
-            raise UserError(f'style codes must be (M, {self.config.style_dim}), not {tuple(s.shape)}')
+        s = self._style_codes(s, 'M')
         n, m = x.size(0), s.size(0)
         if n != m and n != 1 and m != 1:
             raise UserError(f'{n} images and {m} style codes: give as many of each, or one of either')
@@ -318,21 +322,15 @@ class StarGANv2:
         below 1 needs) to the target style: 1 (default) is the plain translation, 0 the
         source's own style. Returns the k outputs of each source, source by source: a list
         of PIL images, or with ``return_tensors`` a tensor (N * k, 3, S, S) in [-1, 1]."""
-        strength = float(strength)
-        if not 0 <= strength <= 1:
-            raise UserError(f'strength must be in [0, 1] (1: the target style, 0: the source\'s own), not {strength}')
-        if strength < 1 and source_domain is None:
-            raise UserError(f"a strength below 1 starts from the source's own style: give source_domain, the domain "
-                            f"the source image shows ({', '.join(self.domains)})")
+        strength = check_strength(strength)
+        need_source_domain(strength, source_domain, self.domains)
         x = self.images(image)
         if style is None:
             s_trg = self.target_style(domain, num, psi, seed, reference, reference_domain)
         elif domain is not None or reference is not None:
             raise UserError('give style codes (style=) or a target (domain= or reference=), not both')
         else:
-            s_trg = style.to(self.device)
-            if s_trg.dim() != 2 or s_trg.size(1) != self.config.style_dim:
-                raise UserError(f'style codes must be (k, {self.config.style_dim}), not {tuple(s_trg.shape)}')
+            s_trg = self._style_codes(style, 'k')
         n, k = x.size(0), s_trg.size(0)
         s = s_trg if n == 1 else s_trg.repeat(n, 1)
         if strength < 1:

@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.io.files import check_no_overwrite, check_output_dir, check_outside, mirror_paths
 from core.use.load_run import load_run_networks
 from core.nn.networks import ModelConfig
+from core.nn.styles import need_source_domain
 from core.io.images import save_image
 
 
@@ -75,11 +76,8 @@ def plan(args: Any) -> list[tuple[str, str]]:
 
 def source_domain(args: Any, names: list[str]) -> int | None:
     """The index of --src_domain, which a --strength below 1 needs (None when not given)."""
-    strength = getattr(args, 'strength', 1.0)
     src_domain = getattr(args, 'src_domain', None)
-    if strength < 1 and src_domain is None:
-        raise UserError(f"--strength {strength:g} starts from the source's own style: give --src_domain, the domain "
-                        f"the source images show ({', '.join(names)})")
+    need_source_domain(getattr(args, 'strength', 1.0), src_domain, names, '--strength', '--src_domain')
     return None if src_domain is None else domain_index(src_domain, names, '--src_domain')
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from core.api import StarGANv2, domain_index as api_domain_index
+from core.api import StarGANv2
 from core.datasets.folders import IMG_EXTENSIONS, is_image_file, list_images
 from core.errors import UserError
 from core.io.files import check_no_overwrite, check_output_dir, check_outside, mirror_paths
+from core.use.inputs import domain_index as model_domain_index
 from core.use.load_run import load_run_networks
 from core.nn.networks import ModelConfig
 from core.nn.styles import need_source_domain
@@ -38,7 +39,7 @@ def known_domains(args: Any) -> list[str]:
 
 def domain_index(value: str | int | None, names: list[str], flag: str) -> int:
     """The index of the domain ``value`` (a name or an index) given with ``flag``."""
-    return api_domain_index(value, names, flag, hint=', or give names with --domain_names')
+    return model_domain_index(value, names, flag, hint=', or give names with --domain_names')
 
 
 def plan(args: Any) -> list[tuple[str, str]]:

@@ -171,17 +171,6 @@ def test_every_kind_of_image_gives_the_same_output(model1, photos):
     assert model1.translate(as_batch(path, 128, 'cpu'), 'male', return_tensors=True).shape == (1, 3, 64, 64)
 
 
-def test_a_tensor_of_another_size_is_resized_close_to_pil(tmp_path):
-    """torchvision's antialiased resize of a tensor against PIL's of the image (smooth: a gradient)."""
-    ramp = np.linspace(0, 255, 200)
-    smooth = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, 255 - ramp) / 2,
-                       np.tile(ramp, (200, 1))], axis=2).astype(np.uint8)
-    Image.fromarray(smooth).save(tmp_path / 'smooth.png')
-    by_pil = as_batch(tmp_path / 'smooth.png', 64, 'cpu')
-    by_tensor = as_batch(as_batch(tmp_path / 'smooth.png', 200, 'cpu'), 64, 'cpu')
-    assert by_tensor.shape == by_pil.shape and (by_tensor - by_pil).abs().max() < 0.02
-
-
 def test_bad_inputs_are_one_line_errors(model0, photos, tmp_path):
     cases = [
         (dict(image=np.zeros((8, 8, 3), np.float32), domain='dog'), 'numpy image must be uint8'),

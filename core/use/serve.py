@@ -120,7 +120,7 @@ class Translator:
         source = src_domain if src_domain in self.names else None
         try:
             value = check_strength(1.0 if strength is None else strength, 'The style strength')
-            need_source_domain(value, source, self.names, 'The style strength', 'it under "Source image\'s domain"')
+            need_source_domain(value, source, self.names, 'The style strength', 'it in the menu beside the slider')
         except UserError as e:
             raise gr.Error(f'{e}.') from None
         return value, None if value == 1 or source is None else self.names.index(source)

@@ -180,23 +180,19 @@ def _bare(config: dict[str, typing.Any]) -> networks.ModelConfig:
 
 def generator(**config: typing.Any) -> networks.Generator:
     """An untrained Generator of ModelConfig keywords (img_size, style_dim, w_hpf, dim_in, max_conv_dim, to_rgb_norm)."""
-    cfg = _bare(config)
-    return networks.Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in, cfg.to_rgb_norm)
+    return networks.build_generator(_bare(config))
 
 
 def mapping_network(**config: typing.Any) -> networks.MappingNetwork:
     """An untrained MappingNetwork of ModelConfig keywords (latent_dim, style_dim, num_domains)."""
-    cfg = _bare(config)
-    return networks.MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains)
+    return networks.build_mapping_network(_bare(config))
 
 
 def style_encoder(**config: typing.Any) -> networks.StyleEncoder:
     """An untrained StyleEncoder of ModelConfig keywords (img_size, style_dim, num_domains, max_conv_dim, dim_in)."""
-    cfg = _bare(config)
-    return networks.StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+    return networks.build_style_encoder(_bare(config))
 
 
 def discriminator(**config: typing.Any) -> networks.Discriminator:
     """An untrained Discriminator of ModelConfig keywords (img_size, num_domains, max_conv_dim, dim_in)."""
-    cfg = _bare(config)
-    return networks.Discriminator(cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+    return networks.build_discriminator(_bare(config))

@@ -10,10 +10,8 @@
     x = model.generate(photos, s)                                  # (N, 3, S, S) in [-1, 1]
 
 Images are PIL images, numpy arrays (H, W[, 3 or 4]) of uint8, file paths, or float tensors
-(3, H, W) or (N, 3, H, W) in [-1, 1]; a list of them is a batch. Files, PIL images and arrays
-go through the image reader of every mode (``core.data``: upright by EXIF, transparency on
-white, resized to the model's size with PIL), tensors of another size are resized with
-torchvision (antialiased bilinear). Domains are names or indices.
+(3, H, W) or (N, 3, H, W) in [-1, 1]; a list of them is a batch (read by ``core.use.inputs``).
+Domains are names or indices.
 
 This is the one path of translation: translate mode (``core.use.translate``) and the web demo
 (``core.use.serve``) call it, so the API gives their pixels for the same seed and inputs.
@@ -23,93 +21,23 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 
-import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from munch import Munch
 from PIL import Image
 
 from core.cli.arguments import run_values
-from core.datasets.loaders import plain_transform
-from core.io.images import as_shown_rgb, load_rgb
 from core.device import DeviceLike, as_device
 from core.errors import UserError
 from core.nn.fan import Masks, fan_masks
-from core.use.hub_transport import resolve_pretrained
-from core.io.images import to_uint8
-from core.use.load_run import load_networks, resolve_step
 from core.nn.networks import MODEL_KEYS, ModelConfig
-from core.nn.styles import domain_mean_style, truncated_style
+from core.nn.styles import check_strength, domain_mean_style, need_source_domain, truncated_style
+from core.use.hub_transport import resolve_pretrained
+from core.use.inputs import Domain, ImageInput, Images, as_batch, domain_index, to_pil  # noqa: F401 (public names)
+from core.use.load_run import load_networks, resolve_step
 
 __all__ = ['StarGANv2', 'ImageInput', 'Images', 'Domain', 'as_batch', 'domain_index', 'model_config', 'to_pil']
-
-ImageInput: TypeAlias = 'Image.Image | np.ndarray | str | os.PathLike[str] | torch.Tensor'
-Images: TypeAlias = 'ImageInput | Sequence[ImageInput]'
-Domain: TypeAlias = 'int | str'
-
-
-def domain_index(value: Domain | None, names: Sequence[str], what: str, hint: str = '') -> int:
-    """The index of domain ``value`` (a name of ``names``, or an index) of a model; ``what``
-    names the argument in the one-line UserError, ``hint`` is added to it."""
-    if value is None:
-        raise UserError(f'{what} is required: a domain name ({", ".join(names)}) or index')
-    if isinstance(value, str) and value in names:
-        return list(names).index(value)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= int(value) < len(names):
-        return int(value)
-    if isinstance(value, str) and value.isdigit() and int(value) < len(names):
-        return int(value)
-    raise UserError(f"{what} '{value}' is not a domain of this model; use one of {', '.join(names)} "
-                    f"(or an index){hint}")
-
-
-def _image_tensor(image: Any, img_size: int, max_pixels: int | None) -> torch.Tensor:
-    """One image (any accepted kind but a list) as a (N, 3, img_size, img_size) float tensor in [-1, 1] on the CPU
-    (or on the tensor's device)."""
-    if isinstance(image, torch.Tensor):
-        if not image.is_floating_point():
-            raise UserError(f'an image tensor must be float in [-1, 1], not {image.dtype}; '
-                            f'give uint8 pixels as a numpy (H, W, 3) array')
-        x = image.detach()
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.size(1) != 3:
-            raise UserError(f'an image tensor must be (3, H, W) or (N, 3, H, W) in [-1, 1], not {tuple(image.shape)}')
-        if tuple(x.shape[2:]) != (img_size, img_size):
-            x = TF.resize(x, [img_size, img_size], antialias=True)
-        return x.float()
-    if isinstance(image, (str, os.PathLike)):
-        pil = load_rgb(os.fspath(image), max_pixels)
-    elif isinstance(image, Image.Image):
-        pil = as_shown_rgb(image)
-    elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise UserError(f'a numpy image must be uint8 (H, W), (H, W, 3) or (H, W, 4), not {image.dtype} '
-                            f'{image.shape}; give floats in [-1, 1] as a torch tensor (3, H, W)')
-        pil = as_shown_rgb(Image.fromarray(np.ascontiguousarray(image)))
-    else:
-        raise UserError(f'cannot read an image from a {type(image).__name__}; give a PIL image, a numpy uint8 '
-                        f'array, a file path or a tensor in [-1, 1]')
-    return plain_transform(img_size)(pil).unsqueeze(0)
-
-
-def as_batch(images: Images, img_size: int, device: DeviceLike, max_pixels: int | None = None) -> torch.Tensor:
-    """``images`` (one image of any accepted kind, or a list of them) as one (N, 3, img_size,
-    img_size) float batch in [-1, 1] on ``device``; a file is read by ``core.io.images.load_rgb``
-    (ImageReadError, or ImageTooLargeError above ``max_pixels`` pixels, both UserErrors)."""
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise UserError('no images given (an empty list)')
-        parts = [_image_tensor(image, img_size, max_pixels) for image in images]
-        return torch.cat([p.to(device) for p in parts])
-    return _image_tensor(images, img_size, max_pixels).to(device)
-
-
-def to_pil(x: torch.Tensor) -> list[Image.Image]:
-    """Images (N, 3, H, W) in [-1, 1] as PIL images, rounded as the saved files are (``to_uint8``)."""
-    return [Image.fromarray(a) for a in to_uint8(x)]
 
 
 def model_config(base: ModelConfig | None = None, **overrides: Any) -> ModelConfig:
@@ -244,6 +172,12 @@ class StarGANv2:
         x = self.images(image)
         return self.nets.style_encoder(x, self._labels(domain, x.size(0), 'domain'))
 
+    def _style_codes(self, s: torch.Tensor, rows: str) -> torch.Tensor:
+        """Style codes ``s`` on the model's device; a UserError unless they are (``rows``, style_dim)."""
+        if s.dim() != 2 or s.size(1) != self.config.style_dim:
+            raise UserError(f'style codes must be ({rows}, {self.config.style_dim}), not {tuple(s.shape)}')
+        return s.to(self.device)
+
     def masks(self, x: torch.Tensor) -> Masks:
         """The generator's FAN masks of the batch ``x`` for w_hpf > 0 models, else None."""
         return fan_masks(self.nets, self.config.w_hpf, x)
@@ -255,9 +189,7 @@ class StarGANv2:
         M == 1; (max(N, M), 3, S, S) in [-1, 1]. A w_hpf > 0 model computes the masks of
         ``x`` with the FAN (once per image)."""
         x = self.images(x)
-        s = s.to(self.device)
-        if s.dim() != 2 or s.size(1) != self.config.style_dim:
-            raise UserError(f'style codes must be (M, {self.config.style_dim}), not {tuple(s.shape)}')
+        s = self._style_codes(s, 'M')
         n, m = x.size(0), s.size(0)
         if n != m and n != 1 and m != 1:
             raise UserError(f'{n} images and {m} style codes: give as many of each, or one of either')
@@ -318,21 +250,15 @@ class StarGANv2:
         below 1 needs) to the target style: 1 (default) is the plain translation, 0 the
         source's own style. Returns the k outputs of each source, source by source: a list
         of PIL images, or with ``return_tensors`` a tensor (N * k, 3, S, S) in [-1, 1]."""
-        strength = float(strength)
-        if not 0 <= strength <= 1:
-            raise UserError(f'strength must be in [0, 1] (1: the target style, 0: the source\'s own), not {strength}')
-        if strength < 1 and source_domain is None:
-            raise UserError(f"a strength below 1 starts from the source's own style: give source_domain, the domain "
-                            f"the source image shows ({', '.join(self.domains)})")
+        strength = check_strength(strength)
+        need_source_domain(strength, source_domain, self.domains)
         x = self.images(image)
         if style is None:
             s_trg = self.target_style(domain, num, psi, seed, reference, reference_domain)
         elif domain is not None or reference is not None:
             raise UserError('give style codes (style=) or a target (domain= or reference=), not both')
         else:
-            s_trg = style.to(self.device)
-            if s_trg.dim() != 2 or s_trg.size(1) != self.config.style_dim:
-                raise UserError(f'style codes must be (k, {self.config.style_dim}), not {tuple(s_trg.shape)}')
+            s_trg = self._style_codes(style, 'k')
         n, k = x.size(0), s_trg.size(0)
         s = s_trg if n == 1 else s_trg.repeat(n, 1)
         if strength < 1:

@@ -34,7 +34,9 @@ class Solver(Trainer):
         nets, _ = load_run_networks(args, self.device)
         src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
         ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
-        write_samples(nets, args, src, ref, sample_outputs(args))
+        write_samples(nets, src, ref, args.result_dir, sample_outputs(args), w_hpf=args.w_hpf,
+                      num_domains=args.num_domains, latent_dim=args.latent_dim,
+                      num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
 
     @torch.no_grad()
     def evaluate(self, step: Optional[int] = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, List, Tuple, TypeVar
 
 import numpy as np
@@ -23,10 +23,11 @@ from torch import nn
 
 from core.errors import UserError
 from core.nn.fan import fan_masks
-from core.io.files import write_json
+from core.io.files import StrPath, write_json
 from core.io.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
-from core.use.sample_grids import (debug_image, translate_and_reconstruct, translate_using_latent,  # noqa: F401 (official names)
-                           translate_using_reference)
+from core.nn.styles import mean_style
+from core.use import sample_grids
+from core.use.sample_grids import debug_image  # noqa: F401 (official name)
 from core.train.step import he_init  # noqa: F401 (official name)
 from core.use.video import SLOWDOWN, VideoWriter, interpolation_weights
 from core.use.video import video_latent as _video_latent
@@ -62,6 +63,27 @@ def get_alphas(start: float = -5, end: float = 5, step: float = 0.5, len_tail: i
     return [0.0] + [float(a) for a in sigmoid(np.arange(start, end, step))] + [1.0] * len_tail
 
 
+def translate_and_reconstruct(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_src: torch.Tensor,
+                              x_ref: torch.Tensor, y_ref: torch.Tensor, filename: StrPath) -> None:
+    """The cycle-consistency grid (``core.use.sample_grids.translate_and_reconstruct``)."""
+    sample_grids.translate_and_reconstruct(nets, args.w_hpf, x_src, y_src, x_ref, y_ref, filename)
+
+
+@torch.no_grad()
+def translate_using_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Sequence[torch.Tensor],
+                           z_trg_list: Iterable[torch.Tensor], psi: float, filename: StrPath) -> None:
+    """The latent-guided grid (``core.use.sample_grids.translate_using_latent``), each domain's
+    mean style from the global RNG."""
+    mean_styles = [mean_style(nets, y_trg[0], args.latent_dim) for y_trg in y_trg_list]
+    sample_grids.translate_using_latent(nets, args.w_hpf, x_src, y_trg_list, z_trg_list, psi, filename, mean_styles)
+
+
+def translate_using_reference(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor,
+                              y_ref: torch.Tensor, filename: StrPath) -> None:
+    """The reference-guided grid (``core.use.sample_grids.translate_using_reference``)."""
+    sample_grids.translate_using_reference(nets, args.w_hpf, x_src, x_ref, y_ref, filename)
+
+
 @torch.no_grad()
 def interpolate(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, s_prev: torch.Tensor,
                 s_next: torch.Tensor) -> torch.Tensor:
@@ -93,13 +115,13 @@ def slide(entries: List[torch.Tensor] | Tuple[torch.Tensor, ...], margin: int = 
 def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor, y_ref: torch.Tensor,
               fname: _P) -> _P:
     """Reference-guided video, as our sample mode writes it (``core.use.video.video_ref``)."""
-    return _video_ref(nets, args, x_src, x_ref, y_ref, fname)
+    return _video_ref(nets, args.w_hpf, x_src, x_ref, y_ref, fname)
 
 
 def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_list: Iterable[int | torch.Tensor],
                  z_list: Iterable[torch.Tensor], psi: float, fname: _P) -> _P:
     """Latent-guided video, as our sample mode writes it (``core.use.video.video_latent``)."""
-    return _video_latent(nets, args, x_src, y_list, z_list, psi, fname)
+    return _video_latent(nets, args.w_hpf, x_src, y_list, z_list, psi, fname)
 
 
 def save_video(fname: _P, images: npt.ArrayLike, output_fps: float = 30, vcodec: str = 'libx264', filters: str = '') -> _P:

@@ -23,9 +23,9 @@ LAYERS = [
     ['core.datasets.folders', 'core.datasets.order', 'core.datasets.loaders', 'core.nn.fan', 'core.nn.networks',
      'core.nn.styles', 'core.io.ckpt_files', 'core.train.recompute', 'core.cli.flags', 'core.use.hub_folder',
      'core.use.hub_transport'],
-    # 3. configuration, training pieces, loading a run, alignment
+    # 3. configuration, training pieces, loading a run, alignment, the API's image and domain inputs
     ['core.cli.config_files', 'core.cli.arguments', 'core.train.distributed', 'core.train.losses', 'core.train.step',
-     'core.use.load_run', 'core.use.align'],
+     'core.use.load_run', 'core.use.align', 'core.use.inputs'],
     # 4. what the modes produce: the Python API, videos, sample grids, translation, export, metrics
     ['core.api', 'core.use.video', 'core.use.sample_grids', 'core.use.translate', 'core.use.export',
      'metrics.lpips', 'metrics.fid', 'metrics.eval'],

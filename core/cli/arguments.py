@@ -20,6 +20,7 @@ from core.cli.flags import (AUTO, CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMP
                         flag_actions)
 from core.cli.mode_table import MODES, OUTPUT_FLAG
 from core.nn.networks import MODEL_KEYS, ModelConfig, check_model_values, split_names
+from core.nn.styles import check_strength
 
 __all__ = ['parse_args', 'resolve_args', 'validate_args', 'given_on_command_line', 'run_values', 'with_defaults',
            'domain_names', 'sample_outputs', 'parse_sample_outputs', 'output_flag', 'LATEST', 'SAMPLE_OUTPUTS',
@@ -177,8 +178,7 @@ def validate_args(args: Any) -> Any:
         v = getattr(args, k)
         need(v >= 0, f'--{k} must be >= 0, not {v}')
     need(0 <= args.randcrop_prob <= 1, f'--randcrop_prob must be in [0, 1], not {args.randcrop_prob}')
-    need(0 <= args.strength <= 1, f"--strength must be in [0, 1] (1: the target style, 0: the source's own), "
-                                  f"not {args.strength}")
+    check_strength(args.strength, '--strength')
     for k in ('beta1', 'beta2', 'ema_beta'):
         v = getattr(args, k)
         need(0 <= v < 1, f'--{k} must be in [0, 1), not {v}')

@@ -410,18 +410,35 @@ INFERENCE = ('generator', 'mapping_network', 'style_encoder')
 TRAINED = INFERENCE + ('discriminator',)
 
 
+def build_generator(cfg: ModelConfig) -> Generator:
+    """An untrained Generator of ``cfg``."""
+    return Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in, cfg.to_rgb_norm)
+
+
+def build_mapping_network(cfg: ModelConfig) -> MappingNetwork:
+    """An untrained MappingNetwork of ``cfg``."""
+    return MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains)
+
+
+def build_style_encoder(cfg: ModelConfig) -> StyleEncoder:
+    """An untrained StyleEncoder of ``cfg``."""
+    return StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+
+
+def build_discriminator(cfg: ModelConfig) -> Discriminator:
+    """An untrained Discriminator of ``cfg``."""
+    return Discriminator(cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+
+
 def build_networks(cfg: ModelConfig, training: bool = False) -> Munch:
     """The one builder of the networks of ``cfg``: generator, mapping network, style encoder,
     the discriminator when ``training``, and an untrained FAN when ``w_hpf > 0`` (load its
     weights with ``core.nn.fan.load_fan``). Built in the official order, which fixes the random
     draws of PyTorch's default init. For inference (not ``training``) they are in eval mode."""
-    nets = Munch(generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.dim_in,
-                                     cfg.to_rgb_norm),
-                 mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains),
-                 style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
-                                            cfg.dim_in))
+    nets = Munch(generator=build_generator(cfg), mapping_network=build_mapping_network(cfg),
+                 style_encoder=build_style_encoder(cfg))
     if training:
-        nets.discriminator = Discriminator(cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.dim_in)
+        nets.discriminator = build_discriminator(cfg)
         # official order: the EMA copies were taken here; copying draws no random numbers, so
         # ema_copies() after this builder gives the same weights
     if cfg.w_hpf > 0:

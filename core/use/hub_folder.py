@@ -36,6 +36,7 @@ from torch import nn
 
 from core.device import DeviceLike, as_device
 from core.errors import UserError
+from core.io.ckpt_files import unwrap
 from core.io.files import atomic_write
 from core.nn.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks
 from core.use.model_card import IMAGE, card_metrics, card_training_data, model_card
@@ -166,7 +167,7 @@ def _tensors(nets: Mapping[str, nn.Module], names: list[str]) -> dict[str, torch
     (safetensors refuses tensors that share memory)."""
     out = {}
     for name in names:
-        module = getattr(nets[name], 'module', nets[name])  # a DataParallel wrapper's module
+        module = unwrap(nets[name])
         for key, value in module.state_dict().items():
             out[f'{name}.{key}'] = value.detach().to('cpu', copy=True).contiguous()
     return out
@@ -285,7 +286,7 @@ def load_hub_weights(folder: str | os.PathLike[str], nets: Mapping[str, nn.Modul
     except OSError as e:
         raise UserError(f'cannot read {path}: {str(e).splitlines()[0][:200]}; download or export it again') from None
     ours = {f'{name}.{key}': value for name, net in nets.items()
-            for key, value in getattr(net, 'module', net).state_dict().items()}
+            for key, value in unwrap(net).state_dict().items()}
     missing = [k for k in ours if k not in header]
     unexpected = [k for k in header if k not in ours]
     wrong = [k for k in ours if k in header and list(header[k][1]) != list(ours[k].shape)]
@@ -310,7 +311,7 @@ def load_hub_weights(folder: str | os.PathLike[str], nets: Mapping[str, nn.Modul
         raise UserError(f'cannot read {path}: {str(e).splitlines()[0][:200]}; download or export it again') from None
     for name, net in nets.items():
         prefix = f'{name}.'
-        getattr(net, 'module', net).load_state_dict(
+        unwrap(net).load_state_dict(
             {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
 
 

@@ -30,11 +30,13 @@ import numpy.typing as npt  # noqa: E402
 import torch  # noqa: E402
 from munch import Munch  # noqa: E402
 
-from core.api import StarGANv2, as_batch  # noqa: E402
+from core.api import StarGANv2  # noqa: E402
 from core.datasets.folders import list_domain_images  # noqa: E402
 from core.io.images import FORMATS_TEXT, ImageTooLargeError
 from core.errors import UserError  # noqa: E402
 from core.nn.networks import ModelConfig  # noqa: E402
+from core.nn.styles import check_strength, need_source_domain  # noqa: E402
+from core.use.inputs import as_batch  # noqa: E402
 from core.io.images import image_row  # noqa: E402
 
 __all__ = ['Translator', 'build_app', 'example_images', 'run']
@@ -115,15 +117,13 @@ class Translator:
 
     def strength(self, strength: Any, src_domain: Any) -> tuple[float, int | None]:
         """(strength, source domain index): a strength below 1 needs the source's domain."""
-        value = 1.0 if strength is None else float(strength)
-        if not 0 <= value <= 1:
-            raise gr.Error('The style strength must be from 0 to 1.')
-        if value == 1:
-            return value, None
-        if src_domain not in self.names:
-            raise gr.Error(f"A style strength below 1 starts from the source's own style: pick the source image's "
-                           f"domain ({', '.join(self.names)}).")
-        return value, self.names.index(src_domain)
+        source = src_domain if src_domain in self.names else None
+        try:
+            value = check_strength(1.0 if strength is None else strength, 'The style strength')
+            need_source_domain(value, source, self.names, 'The style strength', 'it in the menu beside the slider')
+        except UserError as e:
+            raise gr.Error(f'{e}.') from None
+        return value, None if value == 1 or source is None else self.names.index(source)
 
     @torch.no_grad()
     def latent(self, src: Any, domain: Any, seed: Any, psi: Any, num_outs: Any, strength: Any = 1.0,

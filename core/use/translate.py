@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
-from core.api import StarGANv2, domain_index as api_domain_index
+from core.api import StarGANv2
 from core.datasets.folders import IMG_EXTENSIONS, is_image_file, list_images
 from core.errors import UserError
 from core.io.files import check_no_overwrite, check_output_dir, check_outside, mirror_paths
+from core.use.inputs import domain_index as model_domain_index
 from core.use.load_run import load_run_networks
 from core.nn.networks import ModelConfig
+from core.nn.styles import need_source_domain
 from core.io.images import save_image
 
 
@@ -37,7 +39,7 @@ def known_domains(args: Any) -> list[str]:
 
 def domain_index(value: str | int | None, names: list[str], flag: str) -> int:
     """The index of the domain ``value`` (a name or an index) given with ``flag``."""
-    return api_domain_index(value, names, flag, hint=', or give names with --domain_names')
+    return model_domain_index(value, names, flag, hint=', or give names with --domain_names')
 
 
 def plan(args: Any) -> list[tuple[str, str]]:
@@ -75,11 +77,8 @@ def plan(args: Any) -> list[tuple[str, str]]:
 
 def source_domain(args: Any, names: list[str]) -> int | None:
     """The index of --src_domain, which a --strength below 1 needs (None when not given)."""
-    strength = getattr(args, 'strength', 1.0)
     src_domain = getattr(args, 'src_domain', None)
-    if strength < 1 and src_domain is None:
-        raise UserError(f"--strength {strength:g} starts from the source's own style: give --src_domain, the domain "
-                        f"the source images show ({', '.join(names)})")
+    need_source_domain(getattr(args, 'strength', 1.0), src_domain, names, '--strength', '--src_domain')
     return None if src_domain is None else domain_index(src_domain, names, '--src_domain')
 
 

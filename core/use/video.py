@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from argparse import Namespace
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from types import ModuleType, TracebackType
 from typing import Any, List, Literal, Optional, Tuple, TypeVar
@@ -282,7 +281,7 @@ def _check_batch(x: object, what: str) -> None:
 # ---------------------------------------------------------------------------- frames
 
 @torch.no_grad()
-def ref_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor,
+def ref_frames(nets: Munch, w_hpf: float, x_src: torch.Tensor, x_ref: torch.Tensor,
                y_ref: torch.Tensor | Sequence[int], loop: bool = False, chunk: int = 16) -> Iterator[torch.Tensor]:
     """Yields the frames of the reference-guided video, one (3, H, W) tensor at a time.
 
@@ -304,7 +303,7 @@ def ref_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref:
     if y_ref.numel() != n_ref:
         raise ValueError(f'y_ref has {y_ref.numel()} labels for {n_ref} reference images')
     n = x_src.size(0)
-    masks = fan_masks(nets, args.w_hpf, x_src)  # once per video
+    masks = fan_masks(nets, w_hpf, x_src)  # once per video
     # the style codes of all references: a few floats each, computed in chunks
     styles = _batched(lambda sl: nets.style_encoder(x_ref[sl], y_ref[sl]), n_ref, chunk)
     pairs = [(i, i + 1) for i in range(n_ref - 1)] + ([(n_ref - 1, 0)] if loop else [])
@@ -320,7 +319,7 @@ def ref_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref:
 
 
 @torch.no_grad()
-def latent_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
+def latent_frames(nets: Munch, w_hpf: float, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
                   z_trg_list: Iterable[torch.Tensor], psi: float, n_mean: int = N_MEAN_STYLE,
                   generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
     """Yields the frames of the latent-guided video, one (3, H, W) tensor at a time.
@@ -345,7 +344,7 @@ def latent_frames(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_t
     if len(domains) * len(zs) < 2:
         raise UserError('a latent video interpolates between styles: give at least 2 latent codes '
                         'or 2 target domains')
-    masks = fan_masks(nets, args.w_hpf, x_src)  # once per video
+    masks = fan_masks(nets, w_hpf, x_src)  # once per video
     latent_dim = zs[0].size(1)
     styles: List[torch.Tensor] = []  # (N or 1, style_dim) each
     for y in domains:
@@ -380,7 +379,7 @@ def _scale_for(x: torch.Tensor, scale: Optional[int]) -> int:
     return auto_scale(x.size(-1)) if scale is None else scale
 
 
-def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: torch.Tensor,
+def video_ref(nets: Munch, w_hpf: float, x_src: torch.Tensor, x_ref: torch.Tensor,
               y_ref: torch.Tensor | Sequence[int], fname: _P, loop: bool = False, scale: Optional[int] = None,
               crf: int = DEFAULT_CRF) -> _P:
     """Writes the reference-guided interpolation video to ``fname`` (.mp4); returns ``fname``.
@@ -388,17 +387,17 @@ def video_ref(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, x_ref: 
     ``x_src`` (N, 3, H, W) and ``x_ref`` (R >= 2, 3, H, W) in [-1, 1], ``y_ref`` (R,) the
     references' domains. (R - 1) transitions of 31 frames (R with ``loop``), then the last
     frame held 10 frames; 15 fps (30 fps at half speed). ``scale``: integer enlargement of
-    every pixel (None: enough to make cells >= 128 px). Uses ``args.w_hpf`` (FAN masks of
+    every pixel (None: enough to make cells >= 128 px). Uses ``w_hpf`` (FAN masks of
     the sources, computed once). Runs on the device of the inputs; memory does not
     depend on R.
     """
     _check_batch(x_src, 'x_src')
     _import_ffmpeg()  # fail early, before any network runs
-    frames = ref_frames(nets, args, x_src, x_ref, y_ref, loop=loop)
+    frames = ref_frames(nets, w_hpf, x_src, x_ref, y_ref, loop=loop)
     return _write(frames, fname, _scale_for(x_src, scale), crf)
 
 
-def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
+def video_latent(nets: Munch, w_hpf: float, x_src: torch.Tensor, y_trg_list: Iterable[int | torch.Tensor],
                  z_trg_list: Iterable[torch.Tensor], psi: float, fname: _P, scale: Optional[int] = None,
                  crf: int = DEFAULT_CRF, n_mean: int = N_MEAN_STYLE, generator: Optional[torch.Generator] = None) -> _P:
     """Writes the latent-guided interpolation video to ``fname`` (.mp4); returns ``fname``.
@@ -413,5 +412,5 @@ def video_latent(nets: Munch, args: Namespace | Munch, x_src: torch.Tensor, y_tr
     """
     _check_batch(x_src, 'x_src')
     _import_ffmpeg()
-    frames = latent_frames(nets, args, x_src, y_trg_list, z_trg_list, psi, n_mean=n_mean, generator=generator)
+    frames = latent_frames(nets, w_hpf, x_src, y_trg_list, z_trg_list, psi, n_mean=n_mean, generator=generator)
     return _write(frames, fname, _scale_for(x_src, scale), crf)

@@ -163,7 +163,7 @@ def test_gradio_client_latent_reference_and_bad_upload(official_server, images):
     assert np.array_equal(np.asarray(Image.open(same).convert('RGB')), row)
     half = client.predict(handle_file(str(src)), 'dog', 5, 0.7, 3, 0.5, 'cat', api_name='/latent')
     assert not np.array_equal(np.asarray(Image.open(half).convert('RGB')), row)
-    with pytest.raises(AppError, match="pick the source image's domain"):
+    with pytest.raises(AppError, match="needs the source image's domain"):
         client.predict(handle_file(str(src)), 'dog', 5, 0.7, 1, 0.5, None, api_name='/latent')
     with pytest.raises(AppError, match='cannot be read'):
         client.predict(handle_file(str(bad)), 'dog', 5, 0.7, 1, api_name='/latent')

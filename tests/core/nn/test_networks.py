@@ -100,3 +100,18 @@ def test_checked_builds_a_configuration_whose_errors_name_the_source():
         ModelConfig.checked({'domain_names': 'a,b,c'}, '--{}')
     with pytest.raises(UserError, match=r"^--img_size must be a power of two"):
         ModelConfig.checked({'img_size': 48}, '--{}')
+
+
+def test_build_networks_uses_the_one_builder_of_each_network():
+    from core.nn import networks
+    cfg = ModelConfig(img_size=32, style_dim=16, latent_dim=8, num_domains=3, w_hpf=0, dim_in=8, max_conv_dim=32)
+    torch.manual_seed(0)
+    nets = networks.build_networks(cfg, training=True)
+    torch.manual_seed(0)
+    alone = [networks.build_generator(cfg), networks.build_mapping_network(cfg), networks.build_style_encoder(cfg),
+             networks.build_discriminator(cfg)]
+    for name, net in zip(networks.TRAINED, alone):
+        assert type(nets[name]) is type(net)
+        want = net.state_dict()
+        assert {k: v.shape for k, v in nets[name].state_dict().items()} == {k: v.shape for k, v in want.items()}
+        assert all(torch.equal(v, want[k]) for k, v in nets[name].state_dict().items()), name  # the same draws

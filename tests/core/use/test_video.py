@@ -53,7 +53,7 @@ def smooth_images(n, seed):
     return torch.nn.functional.interpolate(x, size=S, mode='bilinear', align_corners=False)
 
 
-ARGS = Munch(w_hpf=0)
+W_HPF = 0
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -74,7 +74,7 @@ def test_interpolation_weights_follow_the_spec(tmp_path):
     grey = Munch(style_encoder=lambda x, y: x.mean((1, 2, 3))[:, None],
                  generator=lambda x, s, masks=None: torch.zeros_like(x) + s[:, :1, None, None])
     refs = torch.stack([torch.full((3, S, S), -1.0), torch.full((3, S, S), 1.0)])
-    path = video_ref(grey, ARGS, smooth_images(1, 0), refs, [0, 1], str(tmp_path / 'one.mp4'), scale=1)
+    path = video_ref(grey, W_HPF, smooth_images(1, 0), refs, [0, 1], str(tmp_path / 'one.mp4'), scale=1)
     meta, frames = read_video(path)
     assert meta['fps'] == 15.0
     assert len(frames) == len(w) + 10
@@ -134,7 +134,7 @@ def test_writer_user_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match='pip install imageio-ffmpeg'):
         VideoWriter(tmp_path / 'v.mp4')
     with pytest.raises(UserError, match='pip install imageio-ffmpeg'):
-        video_ref(None, ARGS, smooth_images(1, 0), smooth_images(2, 0), [0, 1], str(tmp_path / 'v.mp4'))
+        video_ref(None, W_HPF, smooth_images(1, 0), smooth_images(2, 0), [0, 1], str(tmp_path / 'v.mp4'))
 
 
 # ---------------------------------------------------------------------------- reference video
@@ -142,7 +142,7 @@ def test_writer_user_errors(tmp_path, monkeypatch):
 def test_video_ref_frames_layout_and_content(nets, tmp_path):
     x_src, x_ref = smooth_images(3, 2), smooth_images(3, 3)
     y_ref = torch.tensor([0, 1, 1])
-    path = video_ref(nets, ARGS, x_src, x_ref, y_ref, str(tmp_path / 'ref.mp4'), scale=2)
+    path = video_ref(nets, W_HPF, x_src, x_ref, y_ref, str(tmp_path / 'ref.mp4'), scale=2)
     meta, frames = read_video(path)
     k, c = 2, 2 * S
     assert len(frames) == 2 * 31 + 10
@@ -170,7 +170,7 @@ def test_video_ref_frames_layout_and_content(nets, tmp_path):
 
 def test_video_ref_loop_and_default_scale(nets, tmp_path):
     x = smooth_images(2, 4)
-    meta, frames = read_video(video_ref(nets, ARGS, x, x, [0, 1], str(tmp_path / 'v.mp4'), loop=True))
+    meta, frames = read_video(video_ref(nets, W_HPF, x, x, [0, 1], str(tmp_path / 'v.mp4'), loop=True))
     k = video.auto_scale(S)
     assert k * S >= 128
     assert len(frames) == 2 * 31 + 10 and meta['size'] == (3 * S * k, 2 * S * k)
@@ -178,9 +178,9 @@ def test_video_ref_loop_and_default_scale(nets, tmp_path):
 
 def test_video_ref_needs_two_references(nets, tmp_path):
     with pytest.raises(UserError, match='at least 2 reference'):
-        video_ref(nets, ARGS, smooth_images(2, 0), smooth_images(1, 0), [0], str(tmp_path / 'v.mp4'))
+        video_ref(nets, W_HPF, smooth_images(2, 0), smooth_images(1, 0), [0], str(tmp_path / 'v.mp4'))
     with pytest.raises(UserError, match='same size'):
-        video_ref(nets, ARGS, smooth_images(2, 0), torch.zeros(2, 3, 8, 8), [0, 1], str(tmp_path / 'v.mp4'))
+        video_ref(nets, W_HPF, smooth_images(2, 0), torch.zeros(2, 3, 8, 8), [0, 1], str(tmp_path / 'v.mp4'))
     assert os.listdir(tmp_path) == []
 
 
@@ -199,11 +199,11 @@ def test_video_ref_masks_computed_once_and_passed(nets, tmp_path):
 
     stub = Munch(generator=G(), style_encoder=nets.style_encoder, fan=Fan())
     x = smooth_images(2, 5)
-    video_ref(stub, Munch(w_hpf=1.0), x, smooth_images(3, 6), [0, 1, 0], str(tmp_path / 'v.mp4'), scale=1)
+    video_ref(stub, 1.0, x, smooth_images(3, 6), [0, 1, 0], str(tmp_path / 'v.mp4'), scale=1)
     assert calls == [x.shape]                      # FAN once, on the sources
     assert len(seen) == 2 * 31 and all(m is seen[0] and m is not None for m in seen)
     with pytest.raises(UserError, match='FAN'):
-        video_ref(Munch(generator=G(), style_encoder=nets.style_encoder), Munch(w_hpf=1.0), x,
+        video_ref(Munch(generator=G(), style_encoder=nets.style_encoder), 1.0, x,
                   smooth_images(2, 6), [0, 1], str(tmp_path / 'w.mp4'))
 
 
@@ -217,7 +217,7 @@ def test_frames_are_produced_lazily(nets):
             return gen(*a, **k)
 
     stub = Munch(generator=Counting(), style_encoder=nets.style_encoder)
-    frames = ref_frames(stub, ARGS, smooth_images(2, 0), smooth_images(50, 1), torch.zeros(50, dtype=torch.long))
+    frames = ref_frames(stub, W_HPF, smooth_images(2, 0), smooth_images(50, 1), torch.zeros(50, dtype=torch.long))
     assert inspect.isgenerator(frames) and produced == []
     next(frames), next(frames)
     assert len(produced) == 2  # one generator call per frame, only when asked
@@ -235,7 +235,7 @@ nets = Munch(generator=Generator(32, 8, 16, 0, dim_in=8).eval(),
              style_encoder=StyleEncoder(32, 8, 2, 16, dim_in=8).eval())
 x_src, x_ref = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(n_ref, 3, 32, 32) * 2 - 1
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-video_ref(nets, Munch(w_hpf=0), x_src, x_ref, torch.arange(n_ref) % 2, out)
+video_ref(nets, 0, x_src, x_ref, torch.arange(n_ref) % 2, out)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
@@ -270,7 +270,7 @@ def test_video_latent_frames_and_truncation(nets, tmp_path):
     x = smooth_images(2, 7)
     zs = [torch.randn(4), torch.randn(2, 4), torch.randn(1, 4)]
     torch.manual_seed(1)
-    path = video_latent(nets, ARGS, x, [0, torch.tensor([1, 1])], zs, 1.0, str(tmp_path / 'l.mp4'),
+    path = video_latent(nets, W_HPF, x, [0, torch.tensor([1, 1])], zs, 1.0, str(tmp_path / 'l.mp4'),
                         scale=2, n_mean=64)
     meta, frames = read_video(path)
     c = 2 * S
@@ -281,10 +281,10 @@ def test_video_latent_frames_and_truncation(nets, tmp_path):
         assert np.abs(cell(frames[0], 0, j, c) - up(tensor_to_uint8(x[j]), 2)).mean() < 6
         assert np.abs(cell(frames[0], 1, j, c) - up(tensor_to_uint8(out[j]), 2)).mean() < 6
     # a (K, N, latent_dim) tensor of codes works as a list of K codes
-    path = video_latent(nets, ARGS, x, [0], torch.randn(3, 2, 4), 1.0, str(tmp_path / 't.mp4'), scale=1, n_mean=8)
+    path = video_latent(nets, W_HPF, x, [0], torch.randn(3, 2, 4), 1.0, str(tmp_path / 't.mp4'), scale=1, n_mean=8)
     assert len(read_video(path)[1]) == 2 * 31 + 10
     # psi = 0: every code of a domain gives its mean style, so the video stands still
-    path = video_latent(nets, ARGS, x, [1], zs, 0.0, str(tmp_path / 'p.mp4'), scale=1, n_mean=64)
+    path = video_latent(nets, W_HPF, x, [1], zs, 0.0, str(tmp_path / 'p.mp4'), scale=1, n_mean=64)
     _, still = read_video(path)
     assert len(still) == 2 * 31 + 10
     assert np.abs(still.astype(float) - still[0]).max() <= 2
@@ -306,10 +306,10 @@ def test_domain_mean_style_is_the_mean_of_the_mapping(nets):
 def test_video_latent_argument_errors(nets, tmp_path):
     x = smooth_images(2, 0)
     with pytest.raises(UserError, match='at least 2'):
-        video_latent(nets, ARGS, x, [0], [torch.randn(4)], 1.0, str(tmp_path / 'l.mp4'), n_mean=8)
+        video_latent(nets, W_HPF, x, [0], [torch.randn(4)], 1.0, str(tmp_path / 'l.mp4'), n_mean=8)
     with pytest.raises(ValueError, match='latent codes'):
-        video_latent(nets, ARGS, x, [0], [torch.randn(3, 4)] * 2, 1.0, str(tmp_path / 'l.mp4'), n_mean=8)
+        video_latent(nets, W_HPF, x, [0], [torch.randn(3, 4)] * 2, 1.0, str(tmp_path / 'l.mp4'), n_mean=8)
     with pytest.raises(ValueError, match='one domain'):
-        video_latent(nets, ARGS, x, [torch.tensor([0, 1])], [torch.randn(4)] * 2, 1.0,
+        video_latent(nets, W_HPF, x, [torch.tensor([0, 1])], [torch.randn(4)] * 2, 1.0,
                      str(tmp_path / 'l.mp4'), n_mean=8)
     assert os.listdir(tmp_path) == []

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core.device import DeviceLike, dist_backend, local_cuda_index, use_cuda_device
 from core.errors import UserError
 from core.nn.networks import TRAINED, unused_parameter_names
+from core.train.losses import eager
 
 # buffers are not broadcast before each forward (torch 2.14 renamed the option)
 _NO_BUFFER_SYNC: dict[str, Any] = (dict(forward_sync_buffers=False)
@@ -113,7 +114,7 @@ class Distributed(Single):
     def no_sync(self, nets: Munch, names: Iterable[str]) -> contextlib.AbstractContextManager[object]:
         stack = contextlib.ExitStack()
         for name in names:
-            net = getattr(nets[name], '_orig_mod', nets[name])  # under torch.compile: the DDP wrapper
+            net = eager(nets[name])  # under torch.compile: the DDP wrapper
             if isinstance(net, DistributedDataParallel):
                 stack.enter_context(net.no_sync())
         return stack

@@ -8,6 +8,7 @@ methods on top.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import json
@@ -94,39 +95,167 @@ class _StopFlag:
 
 
 class Trainer:
-    """Trains the networks of ``args`` (parsed flags; ``TrainConfig`` holds what a step reads)."""
+    """Trains the networks of ``args`` (parsed flags; ``TrainConfig`` holds what a step reads).
+
+    Everything a run holds is made once: here what depends on the arguments alone (the
+    configuration, device, process group, networks, EMA copies, optimisers, fp16 loss
+    scaler); in ``_prepare`` what depends on the loaders and the run folder (``_Run``)."""
 
     # save_hook(step, point): called inside each checkpoint save (see core.io.ckpt_files.save_checkpoint)
     save_hook: Optional[Callable[[int, str], None]] = None
-    resumed_from = 0  # the step train() started from: --keep_last never removes its set
 
     def __init__(self, args: Namespace | Munch) -> None:
-        args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
-        self.args = args
+        self.args = args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.hp = hp = TrainConfig.from_args(args)
+        self.resumed_from = 0  # the step train() started from: --keep_last never removes its set
+        self.stopped_by: Optional[int] = None  # the signal that stopped training, if one did
         device = select_device(args.device)  # the one device decision
         # several processes only when torchrun launched this one
-        self.stopped_by: Optional[int] = None  # the signal that stopped training, if one did
         self.dist = distributed.from_env(args.batch_size, device)
         self.device = self.dist.device(device)
         configure_training(self.device)
         torch.manual_seed(args.seed)
-        nets = build_networks(hp.model, training=True)  # FAN weights: see _ensure_fan
-        nets_ema = ema_copies(nets)
+        nets = build_networks(hp.model, training=True)  # FAN weights: see _load_fan
+        nets_ema = ema_copies(nets)  # sharing the FAN of nets
         init_weights(nets)  # He init after the EMA copies were taken (official)
-        self.optims = build_optimizers(nets, hp)
         self.nets = Munch({k: v.to(self.device) for k, v in nets.items()})
         self.nets_ema = Munch({k: v.to(self.device) for k, v in nets_ema.items()})
-        if 'fan' in nets:
-            self.nets_ema.fan = self.nets.fan
+        # fused Adam on CUDA (a resume loads its moments into these: the setting is kept)
+        self.optims = build_optimizers(self.nets, hp, fused=fused_optimizers(self.device))
+        self.scaler = make_scaler(hp, self.device)  # --amp fp16, else None
 
-    # ------------------------------------------------------------------ checkpoints
-    def _ensure_fan(self, saved: Mapping[str, Any]) -> None:
-        """FAN weights come from the checkpoint when it has them, else from --wing_path."""
+    # ------------------------------------------------------------------ state
+    def _load_fan(self, saved: Mapping[str, Any]) -> None:
+        """FAN weights come from the checkpoint when it has them (``saved``), else from --wing_path."""
         if self.args.w_hpf > 0 and 'fan' not in saved:
             load_fan(self.nets.fan, self.args.wing_path)
 
-    def _fetch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[_FetchFailure], int]:
+    def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """What exact resume needs beyond the networks: data position (``position``: one
+        taken earlier), RNG states, the fp16 loss scale."""
+        position = fetcher.state_dict() if position is None else position
+        state = {'step': step, 'fetcher': position, 'torch_rng': torch.get_rng_state()}
+        if self.device.type == 'cuda':
+            state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
+        if self.scaler is not None:  # --amp fp16: the loss scale resumes too
+            state['grad_scaler'] = self.scaler.state_dict()
+        return state
+
+    def _resume(self, step: int, fetcher: InputFetcher) -> None:
+        args = self.args
+        ckpt.check_complete(args.checkpoint_dir, step)  # a save cut short is never resumed from
+        saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
+        self._load_fan(saved)
+        state = ckpt.load_checkpoint(args.checkpoint_dir, step, nets_ema=self.nets_ema, optims=self.optims)
+        if state is None:
+            tqdm.write(f'note: {ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)} not found (official '
+                       f'checkpoint): networks and optimisers restored, the data order restarts')
+            return
+        fetcher.load_state_dict(state['fetcher'])
+        if self.scaler is not None and 'grad_scaler' in state:
+            self.scaler.load_state_dict(state['grad_scaler'])
+        torch.set_rng_state(state['torch_rng'])
+        if 'cuda_rng' in state and self.device.type == 'cuda':
+            torch.cuda.set_rng_state(state['cuda_rng'], self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checked_save(self, run: _Run, step: int, position: Optional[Dict[str, Any]] = None) -> None:
+        """The one save path of the loop: the non-finite check (every rank: never a checkpoint
+        holding NaN), then the complete set of ``step`` (rank 0) with the data position
+        ``position`` (None: the fetcher's now), then --keep_last's pruning of older sets."""
+        run.finite.check(run.last_saved, self.args.checkpoint_dir)
+        if self.dist.is_main:
+            hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
+            ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
+                                 state=self._train_state(step, run.fetcher, position), hook=hook)
+            ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(self.resumed_from, step))
+        run.last_saved = step
+
+    def _save_before_stopping(self, run: _Run, done: int, position: Dict[str, Any]) -> str:
+        """Saves the ``done`` iterations (with the data position ``position``, before the batch
+        that is not trained on) unless they are saved already; says what is kept."""
+        if done > run.last_saved:
+            self._checked_save(run, done, position)
+            return f'saved iteration {done}'
+        return f'iteration {run.last_saved} is the last saved' if run.last_saved else 'nothing was saved'
+
+    # ------------------------------------------------------------------ train
+    def train(self, loaders: Munch) -> int:
+        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
+        writes into a run folder at a time (``RunLock``); nothing in it changes until every
+        check has passed (``_preflight``, the resume's own checks)."""
+        run_dir = self.args.checkpoint_dir
+        lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            start = self.resumed_from = resume_start(run_dir, self.args.resume_iter)
+            run = self._prepare(loaders, start)
+            try:
+                done, stopped = self._loop(run, start)
+            finally:
+                run.logger.close()
+                self.dist.close()
+        self.stopped_by = stopped
+        if stopped and self.dist.is_main:
+            name = signal.Signals(stopped).name
+            if done:
+                print(f'interrupted by {name}: saved iteration {done} in {run_dir}; '
+                      f'resume with --resume_iter {done} (or latest)', flush=True)
+            else:  # stopped before the first iteration of a fresh run
+                print(f'interrupted by {name} before the first iteration: nothing was saved; '
+                      f'run the same command again', flush=True)
+        return done
+
+    def _prepare(self, loaders: Munch, start: int) -> _Run:
+        """What a run from ``start`` holds beside the Trainer, made once before its first
+        iteration: the data fetcher, the fixed batch of the sample grids, the state loaded
+        (the checkpoint set of ``start``, or the FAN weights of a fresh run), the run folder's
+        configuration, the networks the step calls and the logger."""
+        args = self.args
+        run_dir = args.checkpoint_dir
+        # each rank reads only its rows of every global batch (the data position stays global)
+        fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed,
+                               rank=self.dist.rank, world_size=self.dist.world_size)
+        if self.dist.is_main:
+            self._preflight(start)
+        # the fixed batch of the sample grids (rank 0 draws them), read here, leaving no workers behind
+        inputs_val = (next(InputFetcher(without_workers(loaders.val), None, args.latent_dim, 'val', self.device,
+                                        seed=args.seed)) if self.dist.is_main else Munch())
+        if start > 0:
+            self._resume(start, fetcher)
+        else:
+            self._load_fan({})
+        if self.dist.is_main:  # later sets of another branch move aside; the run remembers its architecture
+            note = ckpt.set_aside_later(run_dir, start)
+            if note:
+                print(note, flush=True)
+            model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
+            save_config(args, run_dir, domain_names=','.join(model.names()))
+
+        # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
+        # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
+        train_nets = speed_nets(self.nets, self.hp, wrap=lambda nets: self.dist.wrap(nets, self.device))
+        to_memory_format(self.nets_ema, self.hp)  # the EMA update then runs as multi-tensor kernels
+        match_optimizer_layout(self.optims)  # moments loaded in another layout than the parameters now have
+        logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
+        return _Run(fetcher, inputs_val, train_nets, logger, _FiniteWatch(self.dist), last_saved=start)
+
+    def _preflight(self, start: int) -> None:
+        """What the run will need later, checked before its first iteration: writable output
+        folders, room for a checkpoint set, the evaluation weights when an evaluation will
+        run (the FAN weights are checked as they load, also before)."""
+        args = self.args
+        happens = lambda every: every > 0 and args.total_iters // every > start // every
+        check_writable(args.checkpoint_dir, '--checkpoint_dir')
+        if happens(args.sample_every):
+            check_writable(args.sample_dir, '--sample_dir')
+        if happens(args.eval_every):
+            check_writable(args.eval_dir, '--eval_dir')
+            from metrics.eval import check_weights  # the metrics stack is loaded only when used
+            check_weights(args)
+        if args.total_iters > start:  # at least the final set is saved
+            check_free_space(args.checkpoint_dir, ckpt.set_bytes(self.nets, self.nets_ema, TRAINED), 'a checkpoint set')
+
+    def _next_batch(self, fetcher: InputFetcher, stop: _StopFlag) -> Tuple[Optional[Munch], Optional[_FetchFailure], int]:
         """This rank's next training batch, and what every rank agreed on before training on
         it: the first failure to read a batch on any rank (None: none failed; an image that does
         not decode, or anything else, such as a loader worker killed) and the stop signal any
@@ -145,179 +274,49 @@ class Trainer:
             f'reading a training batch failed: {type(error).__name__}: {(str(error).strip().splitlines() or [""])[0]}'
         return batch, _FetchFailure(error, self.dist.first_message(mine)), signum
 
-    def _stop_on_fetch_failure(self, failure: _FetchFailure, fetcher: InputFetcher, position: Dict[str, Any],
-                               done: int, last_saved: int, finite: _FiniteWatch) -> Exception:
-        """A batch that could not be read (an image damaged after the up-front check, on any rank)
-        stops training with one line naming it, after saving the ``done`` iterations with the
-        data position before that batch, so a resume once the file is replaced continues
-        exactly. An unexpected failure of this rank's own loader keeps its traceback."""
-        kept = f'iteration {last_saved} is the last saved' if last_saved else 'nothing was saved'
-        if done > last_saved:
-            self._checked_save(done, fetcher, finite, last_saved, position)
-            kept = f'saved iteration {done}'
-        if failure.error is not None and not isinstance(failure.error, UserError):
-            return failure.error
-        kind = ImageReadError if isinstance(failure.error, ImageReadError) else UserError
-        return kind(f'{failure.message} ({kept} in {self.args.checkpoint_dir}; then resume with --resume_iter latest)')
-
-    def _train_state(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """What exact resume needs beyond the networks: data position (``position``: one
-        taken earlier), RNG states, the fp16 loss scale."""
-        position = fetcher.state_dict() if position is None else position
-        state = {'step': step, 'fetcher': position, 'torch_rng': torch.get_rng_state()}
-        if self.device.type == 'cuda':
-            state['cuda_rng'] = torch.cuda.get_rng_state(self.device)
-        scaler = getattr(self, 'scaler', None)  # set by train()
-        if scaler is not None:  # --amp fp16: the loss scale resumes too
-            state['grad_scaler'] = scaler.state_dict()
-        return state
-
-    def _checked_save(self, step: int, fetcher: InputFetcher, finite: _FiniteWatch, last_saved: int,
-                      position: Optional[Dict[str, Any]] = None) -> int:
-        """The one save path of the loop: the non-finite check (every rank: never a checkpoint
-        holding NaN), then ``save``; returns ``step``, now the last saved."""
-        finite.check(last_saved, self.args.checkpoint_dir)
-        self.save(step, fetcher, position=position)
-        return step
-
-    def save(self, step: int, fetcher: InputFetcher, position: Optional[Dict[str, Any]] = None) -> None:
-        """The complete set of ``step`` (rank 0), then --keep_last's pruning of older sets."""
-        if not self.dist.is_main:
-            return
-        hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
-        ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
-                             state=self._train_state(step, fetcher, position), hook=hook)
-        ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(self.resumed_from, step))
-
-    def _resume(self, step: int, fetcher: InputFetcher) -> None:
+    def _loop(self, run: _Run, start: int) -> Tuple[int, Optional[int]]:
+        """Iterations ``start`` to --total_iters; returns the iterations done and the stop
+        signal that ended them early (None: none)."""
         args = self.args
-        ckpt.check_complete(args.checkpoint_dir, step)  # a save cut short is never resumed from
-        saved = ckpt.load_modules(ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.NETS), self.nets)
-        self._ensure_fan(saved)
-        state = ckpt.load_checkpoint(args.checkpoint_dir, step, nets_ema=self.nets_ema, optims=self.optims)
-        if state is None:
-            tqdm.write(f'note: {ckpt.ckpt_path(args.checkpoint_dir, step, ckpt.STATE)} not found (official '
-                       f'checkpoint): networks and optimisers restored, the data order restarts')
-            return
-        fetcher.load_state_dict(state['fetcher'])
-        if self.scaler is not None and 'grad_scaler' in state:
-            self.scaler.load_state_dict(state['grad_scaler'])
-        torch.set_rng_state(state['torch_rng'])
-        if 'cuda_rng' in state and self.device.type == 'cuda':
-            torch.cuda.set_rng_state(state['cuda_rng'], self.device)
-
-    # ------------------------------------------------------------------ train
-    def train(self, loaders: Munch) -> int:
-        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
-        writes into a run folder at a time (``RunLock``); nothing in it changes until every
-        check has passed (``_preflight``, the resume's own checks)."""
-        args = self.args
-        run_dir = args.checkpoint_dir
-        lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
-        with lock:
-            start = self.resumed_from = resume_start(run_dir, args.resume_iter)
-            # each rank reads only its rows of every global batch (the data position stays global)
-            fetcher = InputFetcher(loaders.src, loaders.ref, args.latent_dim, 'train', self.device, seed=args.seed,
-                                   rank=self.dist.rank, world_size=self.dist.world_size)
-            if self.dist.is_main:
-                self._preflight(start)
-            # the fixed batch of the sample grids (rank 0 draws them), read here, leaving no workers behind
-            inputs_val = (next(InputFetcher(without_workers(loaders.val), None, args.latent_dim, 'val', self.device,
-                                            seed=args.seed)) if self.dist.is_main else Munch())
-            if fused_optimizers(self.device):  # fresh, so no state is lost; a resume keeps the setting
-                self.optims = build_optimizers(self.nets, self.hp, fused=True)
-            self.scaler = make_scaler(self.hp, self.device)
-            if start > 0:
-                self._resume(start, fetcher)
-            elif args.w_hpf > 0:
-                load_fan(self.nets.fan, args.wing_path)
-            if self.dist.is_main:  # later sets of another branch move aside; the run remembers its architecture
-                note = ckpt.set_aside_later(run_dir, start)
-                if note:
-                    print(note, flush=True)
-                model = ModelConfig.from_args(args, domain_names=args.domain_names or list_domains(args.train_img_dir))
-                save_config(args, run_dir, domain_names=','.join(model.names()))
-
-            # parallel wrappers go outside the networks, after loading (checkpoints stay unwrapped)
-            # --channels_last / --compile apply to the training networks (EMA copies stay as they are)
-            self.train_nets = speed_nets(self.nets, self.hp, wrap=lambda nets: self.dist.wrap(nets, self.device))
-            to_memory_format(self.nets_ema, self.hp)  # the EMA update then runs as multi-tensor kernels
-            match_optimizer_layout(self.optims)  # moments loaded in another layout than the parameters now have
-            logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
-            try:
-                done, stopped = self._loop(fetcher, inputs_val, logger, start)
-            finally:
-                logger.close()
-                self.dist.close()
-        self.stopped_by = stopped
-        if stopped and self.dist.is_main:
-            name = signal.Signals(stopped).name
-            if done:
-                print(f'interrupted by {name}: saved iteration {done} in {run_dir}; '
-                      f'resume with --resume_iter {done} (or latest)', flush=True)
-            else:  # stopped before the first iteration of a fresh run
-                print(f'interrupted by {name} before the first iteration: nothing was saved; '
-                      f'run the same command again', flush=True)
-        return done
-
-    def _preflight(self, start: int) -> None:
-        """What the run will need later, checked before its first iteration: writable output
-        folders, room for a checkpoint set, the evaluation weights when an evaluation will
-        run (the FAN weights are checked as they load, also before)."""
-        args = self.args
-        happens = lambda every: every > 0 and args.total_iters // every > start // every
-        check_writable(args.checkpoint_dir, '--checkpoint_dir')
-        if happens(args.sample_every):
-            check_writable(args.sample_dir, '--sample_dir')
-        if happens(args.eval_every):
-            check_writable(args.eval_dir, '--eval_dir')
-            from metrics.eval import check_weights  # the metrics stack is loaded only when used
-            check_weights(args)
-        if args.total_iters > start:  # at least the final set is saved
-            check_free_space(args.checkpoint_dir, ckpt.set_bytes(self.nets, self.nets_ema, TRAINED), 'a checkpoint set')
-
-    def _loop(self, fetcher: InputFetcher, inputs_val: Munch, logger: _Logger, start: int) -> Tuple[int, Optional[int]]:
-        args = self.args
-        last_saved = step = start
-        extra: Dict[str, Any] = dict(no_sync=self.dist.no_sync)
-        if self.scaler is not None:
-            extra['scaler'] = self.scaler
-        finite = _FiniteWatch(self.dist)  # on the device: read on logging steps and before saving
+        step = start
         with _StopFlag(launched_by_torchrun=distributed.launched_by_torchrun()) as stop:
             for step in range(start, args.total_iters):
-                position = fetcher.state_dict()  # the data position before this iteration's batch
-                batch, failure, signum = self._fetch(fetcher, stop)
-                if failure is not None:
-                    raise self._stop_on_fetch_failure(failure, fetcher, position, step, last_saved, finite)
+                position = run.fetcher.state_dict()  # the data position before this iteration's batch
+                batch, failure, signum = self._next_batch(run.fetcher, stop)
+                if failure is not None:  # saved first, so that a resume once the file is replaced continues exactly
+                    raise failure.exception(self._save_before_stopping(run, step, position), args.checkpoint_dir)
                 if signum:  # every rank stops before the same iteration, the batch read is not used
                     stop.request(signum)
-                    if step > last_saved:
-                        last_saved = self._checked_save(step, fetcher, finite, last_saved, position)
+                    self._save_before_stopping(run, step, position)
                     break
                 assert batch is not None
-                logs = train_step(self.train_nets, self.nets_ema, self.optims, prepare_inputs(batch, self.hp),
-                                  self.hp, step, **extra)
-                i = step + 1
-                finite.update(logs, i)
-                if args.print_every and i % args.print_every == 0:
-                    finite.check(last_saved, args.checkpoint_dir)
-                    logger.log(i, self.dist.mean(logs))
-                if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
-                    sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
-                    debug_image(sample_nets, args, inputs_val, i)
-                if args.save_every and i % args.save_every == 0:
-                    last_saved = self._checked_save(i, fetcher, finite, last_saved)
-                if args.eval_every and i % args.eval_every == 0:
-                    finite.check(last_saved, args.checkpoint_dir)  # collective: on every rank
-                    if self.dist.is_main:
-                        self.evaluate_ema(i)
-                logger.tick()
+                logs = train_step(run.train_nets, self.nets_ema, self.optims, prepare_inputs(batch, self.hp), self.hp,
+                                  step, scaler=self.scaler, no_sync=self.dist.no_sync)
+                self._after_step(run, step + 1, logs)
             else:
                 step = args.total_iters
-        done = step
-        if done > last_saved and done == args.total_iters:
-            self._checked_save(done, fetcher, finite, last_saved)
-        return done, stop.signum
+        if step > run.last_saved and step == args.total_iters:
+            self._checked_save(run, step)
+        return step, stop.signum
+
+    def _after_step(self, run: _Run, i: int, logs: Munch) -> None:
+        """What follows iteration ``i`` (1-based): the non-finite watch, then on their
+        iterations the log line, the sample grid, the checkpoint set and the evaluation."""
+        args = self.args
+        run.finite.update(logs, i)
+        if args.print_every and i % args.print_every == 0:
+            run.finite.check(run.last_saved, args.checkpoint_dir)
+            run.logger.log(i, self.dist.mean(logs))
+        if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
+            sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
+            debug_image(sample_nets, args, run.inputs_val, i)
+        if args.save_every and i % args.save_every == 0:
+            self._checked_save(run, i)
+        if args.eval_every and i % args.eval_every == 0:
+            run.finite.check(run.last_saved, args.checkpoint_dir)  # collective: on every rank
+            if self.dist.is_main:
+                self.evaluate_ema(i)
+        run.logger.tick()
 
     def evaluate_ema(self, step: int) -> None:
         """FID and LPIPS of the EMA networks being trained, as iteration ``step``."""
@@ -325,11 +324,33 @@ class Trainer:
         evaluate_networks(self.nets_ema, self.args, step)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What one ``Trainer.train`` holds beside the Trainer (made by ``Trainer._prepare``): the
+    data fetcher, the fixed batch of the sample grids, the networks the step calls (speed
+    switches and parallel wrappers around ``Trainer.nets``), the logger, the non-finite watch,
+    and the last iteration saved (or resumed from)."""
+    fetcher: InputFetcher
+    inputs_val: Munch
+    train_nets: Munch
+    logger: _Logger
+    finite: _FiniteWatch
+    last_saved: int
+
+
 class _FetchFailure(NamedTuple):
     """A batch that some rank could not read: this rank's own exception (None when another rank
     failed) and the message of the first rank that failed."""
     error: Optional[Exception]
     message: str
+
+    def exception(self, kept: str, run_dir: StrPath) -> Exception:
+        """The exception that stops training: one line naming the batch and what is ``kept``
+        in ``run_dir``; an unexpected failure of this rank's own loader keeps its traceback."""
+        if self.error is not None and not isinstance(self.error, UserError):
+            return self.error
+        kind = ImageReadError if isinstance(self.error, ImageReadError) else UserError
+        return kind(f'{self.message} ({kept} in {run_dir}; then resume with --resume_iter latest)')
 
 
 class _FiniteWatch:

@@ -9,12 +9,13 @@ networks run in bf16/fp16 but every loss and the R1 penalty are reduced in float
 from typing import Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from munch import Munch
 
 from core.nn.fan import Masks, fan_masks
 
-__all__ = ['adv_loss', 'r1_reg', 'l1', 'target_style', 'discriminator_loss', 'generator_loss']
+__all__ = ['adv_loss', 'r1_reg', 'l1', 'eager', 'target_style', 'discriminator_loss', 'generator_loss']
 
 
 def adv_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
@@ -45,6 +46,12 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.abs(a.float() - b.float()))
 
 
+def eager(net: nn.Module) -> nn.Module:
+    """The module that ``torch.compile`` wrapped (its ``_orig_mod``), or ``net`` itself when it
+    is not compiled."""
+    return getattr(net, '_orig_mod', net)
+
+
 def target_style(nets: Munch, y_trg: torch.Tensor, z_trg: Optional[torch.Tensor] = None,
                  x_ref: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Target style from a latent code (mapping network) or a reference image (style encoder)."""
@@ -64,7 +71,7 @@ def discriminator_loss(nets: Munch, x_real: torch.Tensor, y_org: torch.Tensor, y
     # gradient nobody reads; R1 takes its own leaf instead (the same values and gradients)
     x_in = x_real.detach().requires_grad_()
     # --compile: R1 needs a double backward, which compiled graphs lack: the eager D
-    out = nets.get('discriminator_r1', nets.discriminator)(x_in, y_org)
+    out = eager(nets.discriminator)(x_in, y_org)
     loss_real = adv_loss(out, 1)
     loss_reg = r1_reg(out, x_in, scale=r1_scale)
     loss_fake = adv_loss(nets.discriminator(x_fake.detach(), y_trg), 0)

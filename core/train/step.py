@@ -47,9 +47,12 @@ class TrainConfig:
 
     @classmethod
     def from_args(cls, args: Namespace | Munch) -> TrainConfig:
-        """From parsed arguments; keys that official-style args lack take the defaults."""
-        default = cls()
-        known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls) if f.name != 'model'}
+        """From complete parsed arguments (``parse_args``, or ``with_defaults`` for official-style
+        ones: the one place where missing flags take their defaults)."""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name != 'model' and not hasattr(args, f.name)]
+        if missing:
+            raise TypeError(f'TrainConfig.from_args: the arguments lack {", ".join(missing)} (complete them with with_defaults)')
+        known = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != 'model'}
         return cls(model=ModelConfig.from_args(args), **known)
 
     @property
@@ -151,10 +154,10 @@ def speed_nets(nets: Munch, hp: TrainConfig, wrap: Optional[Callable[[Munch], Mu
     """The networks the training step calls: --channels_last converts G, F, E, D (and the
     FAN) in place, --grad_checkpoint makes the blocks of G, D and E recompute in backward
     (in place, same parameters); then ``wrap`` (e.g. the DDP wrappers, which must see the final memory
-    format); then --compile wraps G, F, E, D in torch.compile. The R1 pass (double
-    backward, which compiled graphs do not support) keeps the eager discriminator under
-    the key ``discriminator_r1``. ``compile_options``: keyword arguments for torch.compile
-    (e.g. a backend for the benches' smoke runs). Without switches or wrap: ``nets`` itself."""
+    format); then --compile wraps G, F, E, D in torch.compile (the R1 pass calls the eager
+    discriminator under it: ``core.train.losses.eager``). ``compile_options``: keyword
+    arguments for torch.compile (e.g. a backend for the benches' smoke runs). Without
+    switches or wrap: ``nets`` itself (the result has the same keys as ``nets``)."""
     to_memory_format(nets, hp)
     if hp.grad_checkpoint:  # recompute the blocks in backward (core/train/recompute.py)
         recompute_nets(nets)
@@ -165,7 +168,6 @@ def speed_nets(nets: Munch, hp: TrainConfig, wrap: Optional[Callable[[Munch], Mu
     out = Munch(nets)
     for name in TRAINED:
         out[name] = torch.compile(nets[name], **(compile_options or {}))
-    out.discriminator_r1 = nets.discriminator
     return out
 
 
@@ -229,12 +231,13 @@ def _step(optims: Munch, loss: torch.Tensor, names: Iterable[str], scaler: Optio
     scaler.update()
 
 
-def _synced(nets: Munch, names: Iterable[str]) -> ContextManager:
+def no_context(nets: Munch, names: Iterable[str]) -> ContextManager:
+    """The ``no_sync`` of one process: a context that does nothing (there is nothing to average)."""
     return contextlib.nullcontext()
 
 
 def train_step(nets: Munch, nets_ema: Munch, optims: Munch, inputs: Munch, hp: TrainConfig, step: int,
-               scaler: Optional[torch.amp.GradScaler] = None, no_sync: Callable[..., ContextManager] = _synced) -> Munch:
+               scaler: Optional[torch.amp.GradScaler] = None, no_sync: Callable[..., ContextManager] = no_context) -> Munch:
     """One iteration; returns the official log dict (floats are still tensors, never read
     back to the host here). ``scaler``: the --amp fp16 GradScaler (make_scaler).
     ``no_sync(nets, names)``: a context in which backward passes need not average the

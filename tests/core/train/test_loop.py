@@ -87,3 +87,37 @@ def test_a_stop_before_the_first_iteration_says_nothing_was_saved(tmp_path, monk
     out = capsys.readouterr().out
     assert 'interrupted by SIGTERM before the first iteration: nothing was saved' in out and 'saved iteration' not in out
     assert complete_steps(str(tmp_path / 'run' / 'ckpt')) == []
+
+
+# ------------------------------------------------------------------ state made once
+def test_the_state_made_in_init_is_the_state_trained(tmp_path, monkeypatch):
+    """Networks, EMA copies (sharing the FAN), optimisers and the loss scaler are made by
+    __init__ and trained as they are: train() replaces none of them."""
+    import main as cli
+    from core.train.loop import Trainer
+    made, trained = {}, {}
+    real_init, real_loop = Trainer.__init__, Trainer._loop
+
+    def init(self, args):
+        real_init(self, args)
+        made.update(nets=self.nets, nets_ema=self.nets_ema, optims=self.optims, scaler=self.scaler, hp=self.hp,
+                    params=[id(p) for o in self.optims.values() for g in o.param_groups for p in g['params']])
+
+    def loop(self, run, start):
+        trained.update(nets=self.nets, nets_ema=self.nets_ema, optims=self.optims, scaler=self.scaler, hp=self.hp,
+                       params=[id(p) for o in self.optims.values() for g in o.param_groups for p in g['params']])
+        return real_loop(self, run, start)
+
+    monkeypatch.setattr(Trainer, '__init__', init)
+    monkeypatch.setattr(Trainer, '_loop', loop)
+    assert cli.main(_tiny_run(tmp_path) + ['--total_iters', '1']) == 0
+    assert trained and all(trained[k] is made[k] for k in ('nets', 'nets_ema', 'optims', 'scaler', 'hp'))
+    assert trained['params'] == made['params']
+    assert set(made['optims']) == {'generator', 'mapping_network', 'style_encoder', 'discriminator'}
+
+
+def test_the_ema_copies_share_the_fan_of_the_networks():
+    from core.train.loop import Trainer
+    from helpers import tiny_args
+    trainer = Trainer(tiny_args(w_hpf=1, device='cpu'))
+    assert trainer.nets_ema.fan is trainer.nets.fan

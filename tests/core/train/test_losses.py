@@ -22,3 +22,11 @@ def test_r1_under_a_grad_scaler_keeps_small_gradients():
     assert r1_reg(d_out(True), x).item() == 0.0  # what fp16 gave before
     scale = torch.tensor(2.0 ** 10)
     assert r1_reg(d_out(True), x, scale=scale).item() == pytest.approx(exact, rel=1e-2)
+
+
+# ------------------------------------------------------------------ the R1 pass under --compile
+def test_eager_is_the_module_under_torch_compile():
+    from core.train.losses import eager
+    net = torch.nn.Linear(2, 1)
+    assert eager(net) is net
+    assert eager(torch.compile(net, backend='eager')) is net

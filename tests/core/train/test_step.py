@@ -195,6 +195,24 @@ def test_compile_trains_with_eager_r1(monkeypatch):
 
 
 # ------------------------------------------------------------------ resume into another layout (docs/first_gpu_run.md item 4)
+def test_speed_nets_under_compile_keeps_the_keys_of_the_networks():
+    """--compile wraps G, F, E, D; the result has exactly the keys of the networks (the R1 pass
+    finds the eager discriminator under its wrapper: core.train.losses.eager)."""
+    from core.train.losses import eager
+    nets = tiny_nets()[0]
+    hp = TrainConfig.from_args(with_defaults(Munch(compile=True)))
+    compiled = speed_nets(nets, hp, compile_options=dict(backend='eager'))
+    assert set(compiled) == set(nets)
+    assert all(eager(compiled[name]) is nets[name] for name in nets)
+
+
+def test_train_config_reads_complete_arguments_only():
+    """Missing flags take their defaults in one place (with_defaults), not again here."""
+    with pytest.raises(TypeError, match='lack lr_decay_iter'):
+        TrainConfig.from_args(Munch({k: v for k, v in vars(parse_args(['--mode', 'train'])).items() if k != 'lr_decay_iter'}))
+    assert TrainConfig.from_args(with_defaults(Munch())) == TrainConfig.from_args(parse_args(['--mode', 'train']))
+
+
 def test_moments_follow_their_parameters_into_channels_last():
     """Resumed into channels_last parameters, Adam's contiguous moments are converted: the
     fused CPU kernel, which walks memory as it lies, then gives the same update as in the

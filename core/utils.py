@@ -27,7 +27,6 @@ from core.io.files import StrPath, write_json
 from core.io.images import denormalize, save_image, to_float255  # noqa: F401 (official names)
 from core.nn.styles import mean_style
 from core.use import sample_grids
-from core.use.sample_grids import debug_image  # noqa: F401 (official name)
 from core.train.step import he_init  # noqa: F401 (official name)
 from core.use.video import SLOWDOWN, VideoWriter, interpolation_weights
 from core.use.video import video_latent as _video_latent
@@ -142,3 +141,10 @@ def save_video(fname: _P, images: npt.ArrayLike, output_fps: float = 30, vcodec:
 def tensor2ndarray255(images: torch.Tensor) -> npt.NDArray[np.floating]:
     """(N, 3, H, W) images in [-1, 1] -> (N, H, W, 3) float array in [0, 255]."""
     return to_float255(images)
+
+
+def debug_image(nets: Munch, args: Any, inputs: Munch, step: int) -> None:
+    """The official training-time grids: ``core.use.sample_grids.training_grids`` with the training
+    flags (``--sample_dir``, ``--seed``, the model's)."""
+    sample_grids.training_grids(nets, inputs, step, args.sample_dir, w_hpf=args.w_hpf, num_domains=args.num_domains,
+                                latent_dim=args.latent_dim, num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)

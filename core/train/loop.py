@@ -38,7 +38,7 @@ from core.io.files import StrPath, append_line
 from core.cli.flags import StepOrLatest
 from core.nn.networks import TRAINED, ModelConfig, build_networks, ema_copies
 from core.io.run_folder import RunLock, check_free_space, check_writable
-from core.use.sample_grids import debug_image
+from core.use.sample_grids import training_grids
 from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, match_optimizer_layout,
                           prepare_inputs, speed_nets, to_memory_format, train_step)
 
@@ -309,7 +309,8 @@ class Trainer:
             run.logger.log(i, self.dist.mean(logs))
         if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
             sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
-            debug_image(sample_nets, args, run.inputs_val, i)
+            training_grids(sample_nets, run.inputs_val, i, args.sample_dir, w_hpf=args.w_hpf, num_domains=args.num_domains,
+                           latent_dim=args.latent_dim, num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
         if args.save_every and i % args.save_every == 0:
             self._checked_save(run, i)
         if args.eval_every and i % args.eval_every == 0:

@@ -81,12 +81,6 @@ def training_grids(nets: Munch, inputs: Munch, step: int, sample_dir: StrPath, *
     translate_using_reference(nets, w_hpf, x_src, x_ref, y_ref, out('reference'))
 
 
-def debug_image(nets: Munch, args: Any, inputs: Munch, step: int) -> None:
-    """``training_grids`` with the training flags (``--sample_dir``, ``--seed``, the model's)."""
-    training_grids(nets, inputs, step, args.sample_dir, w_hpf=args.w_hpf, num_domains=args.num_domains,
-                   latent_dim=args.latent_dim, num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
-
-
 # --------------------------------------------------------------------------- sample mode
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ Inception and AlexNet download ImageNet weights), so "the official way" above is
 official protocol rebuilt on our networks.
 """
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from core.datasets.folders import list_domains  # noqa: E402
-from core.nn.networks import Generator, MappingNetwork, StyleEncoder  # noqa: E402
+from core.nn.networks import ModelConfig, build_generator, build_mapping_network, build_style_encoder  # noqa: E402
 from metrics import eval as meval  # noqa: E402
 import metrics as metrics_pkg  # noqa: E402
 from metrics import fid, lpips  # noqa: E402
@@ -65,11 +66,9 @@ def write_name_filled_weights(folder):
 
 def tiny_nets(args, device):
     torch.manual_seed(0)
-    nets = Munch(
-        generator=Generator(args.img_size, args.style_dim, args.max_conv_dim, 0, args.dim_in),
-        mapping_network=MappingNetwork(args.latent_dim, args.style_dim, args.num_domains),
-        style_encoder=StyleEncoder(args.img_size, args.style_dim, args.num_domains,
-                                   args.max_conv_dim, args.dim_in))
+    cfg = dataclasses.replace(ModelConfig.from_args(args), w_hpf=0)  # no FAN in this bench
+    nets = Munch(generator=build_generator(cfg), mapping_network=build_mapping_network(cfg),
+                 style_encoder=build_style_encoder(cfg))
     for net in nets.values():        # He init as in training, so styles change the outputs
         for m in net.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):

@@ -3,13 +3,13 @@ types) and a run's ``config.yaml`` (what the run used; itself a valid ``--config
 """
 import argparse
 import os
-from typing import Any, Dict, Optional
+from typing import IO, Any, Dict, Optional
 
 import yaml
 from munch import Munch
 
 from core.errors import UserError
-from core.io.files import atomic_write
+from core.io.files import atomic_write, read_small_file
 from core.cli.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest, workers
 from core.nn.networks import MODEL_KEYS, check_model_values
 
@@ -64,27 +64,17 @@ def _coerce(key, value, action, path):
     return value
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; anything over 1 MiB is not one
-
-
 def _read_yaml(path: str, fix: str) -> Any:
-    """The YAML document of ``path``, read only when it is a small file (``MAX_CONFIG_BYTES``);
-    one-line UserError for a file too big, unreadable, not YAML or nested too deep."""
-    size = os.path.getsize(path)
-    if size > MAX_CONFIG_BYTES:
-        raise UserError(f"config file '{path}' is {size} bytes, more than a config file has "
-                        f'({MAX_CONFIG_BYTES // 1024} KiB at most); {fix}')
-    try:
-        with open(path, encoding='utf-8') as f:
+    """The YAML document of ``path``, read only when it is a small file; one-line UserError for a
+    file too big, unreadable, not YAML or nested too deep."""
+    def parse(f: IO[str]) -> Any:
+        try:
             return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        at = f' at line {mark.line + 1}' if mark is not None else ''
-        raise UserError(f"config file '{path}' is not valid YAML{at}; {fix}") from None
-    except RecursionError:
-        raise UserError(f"config file '{path}' is nested too deeply to be a config file; {fix}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file '{path}': {str(e).splitlines()[0][:200]}; {fix}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, 'problem_mark', None)
+            at = f' at line {mark.line + 1}' if mark is not None else ''
+            raise UserError(f"config file '{path}' is not valid YAML{at}; {fix}") from None
+    return read_small_file(path, parse, f"config file '{path}'", 'a config file', fix)
 
 
 def read_yaml_defaults(path: str, parser: Optional[argparse.ArgumentParser] = None) -> Dict[str, Any]:

@@ -261,3 +261,23 @@ def check_no_overwrite(jobs: Sequence[tuple[StrPath, StrPath]], out_flag: str, i
     for _, out in jobs:
         if file_identity(out) in input_files:
             raise UserError(f"{out_flag}: writing '{out}' would overwrite an input image; choose another {out_flag}")
+
+
+SMALL_FILE_BYTES = 1 << 20  # a configuration file is a few KiB; anything over 1 MiB is not one
+
+
+def read_small_file(path: str, parse: Callable[[IO[str]], Any], name: str, what: str, fix: str) -> Any:
+    """``parse`` of the text file ``path`` (``name``: how messages name the file), read only when it
+    is small (``SMALL_FILE_BYTES``). One-line UserError ending in ``fix`` for a file too big, one
+    that cannot be read or is not UTF-8, and one nested too deeply to be ``what``; the parser's own
+    errors are the caller's."""
+    size = os.path.getsize(path)
+    if size > SMALL_FILE_BYTES:
+        raise UserError(f'{name} is {size} bytes, more than {what} has ({SMALL_FILE_BYTES // 1024} KiB at most); {fix}')
+    try:
+        with open(path, encoding='utf-8') as f:
+            return parse(f)
+    except RecursionError:
+        raise UserError(f'{name} is nested too deeply to be {what}; {fix}') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f'cannot read {name}: {str(e).splitlines()[0][:200]}; {fix}') from None

@@ -37,7 +37,7 @@ from torch import nn
 from core.device import DeviceLike, as_device
 from core.errors import UserError
 from core.io.ckpt_files import unwrap
-from core.io.files import atomic_write
+from core.io.files import atomic_write, read_small_file
 from core.nn.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks
 from core.use.model_card import IMAGE, card_metrics, card_training_data, model_card
 
@@ -53,24 +53,20 @@ HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)  # a folder's files: all that
 
 # ---------------------------------------------------------------------------- reading a folder
 
-MAX_CONFIG_BYTES = 1 << 20  # config.json is a few KiB; anything over 1 MiB is not one
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on the header of a weights file
 _CHECKPOINT_FILE = re.compile(r'\d+_(?:nets|nets_ema|optims|state)\.ckpt')
 
 
 def _read_json(path: str) -> Any:
-    """The JSON of ``path`` when it is small (``MAX_CONFIG_BYTES``); UserError otherwise."""
-    size = os.path.getsize(path)
-    if size > MAX_CONFIG_BYTES:
-        raise UserError(f'{path} is {size} bytes, more than a {CONFIG_NAME} has ({MAX_CONFIG_BYTES // 1024} KiB '
-                        f'at most); export the folder again')
-    try:
-        with open(path, encoding='utf-8') as f:
+    """The JSON of ``path`` when it is small; UserError otherwise."""
+    def parse(f: IO[str]) -> Any:
+        try:
             return json.load(f)
-    except RecursionError:
-        raise UserError(f'{path} is nested too deeply to be a {CONFIG_NAME}; export the folder again') from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f'cannot read {path}: {str(e).splitlines()[0][:200]}; export the folder again') from None
+        except ValueError as e:  # not JSON (UnicodeDecodeError, a ValueError too, is read_small_file's)
+            if isinstance(e, UnicodeDecodeError):
+                raise
+            raise UserError(f'cannot read {path}: {str(e).splitlines()[0][:200]}; export the folder again') from None
+    return read_small_file(path, parse, path, f'a {CONFIG_NAME}', 'export the folder again')
 
 
 def _is_ours(config_path: str) -> bool:

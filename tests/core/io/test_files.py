@@ -218,3 +218,23 @@ def test_a_sample_grid_is_written_atomically_in_the_format_of_its_extension(tmp_
     with pytest.raises(ValueError, match='unknown image file extension'):
         save_image(grid, 2, str(tmp_path / 'g.notanimage'))
     assert sorted(os.listdir(tmp_path)) == ['g.JPG', 'sub']
+
+
+def test_read_small_file_reads_small_text_and_refuses_big_undecodable_or_deep_files(tmp_path, monkeypatch):
+    files = fileio
+    ok = tmp_path / 'ok.json'
+    ok.write_text('{"a": [1, 2]}')
+    assert files.read_small_file(str(ok), json.load, 'ok.json', 'a settings file', 'write it again') == {'a': [1, 2]}
+    monkeypatch.setattr(files, 'SMALL_FILE_BYTES', 8)
+    with pytest.raises(UserError, match=r'^ok.json is 13 bytes, more than a settings file has \(0 KiB at most\); '
+                                        r'write it again$'):
+        files.read_small_file(str(ok), json.load, 'ok.json', 'a settings file', 'write it again')
+    monkeypatch.undo()
+    latin = tmp_path / 'latin.json'
+    latin.write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(UserError, match=r'^cannot read latin.json: .*; write it again$'):
+        files.read_small_file(str(latin), json.load, 'latin.json', 'a settings file', 'write it again')
+    deep = tmp_path / 'deep.json'
+    deep.write_text('[' * 100_000 + ']' * 100_000)
+    with pytest.raises(UserError, match=r'^deep.json is nested too deeply to be a settings file; write it again$'):
+        files.read_small_file(str(deep), json.load, 'deep.json', 'a settings file', 'write it again')

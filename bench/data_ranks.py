@@ -43,22 +43,22 @@ def _free_port():
 
 def _rank(rank, world_size, port, opt, folder, reads, out):
     """One rank: its loaders, --iters timed batches; (decoded per iteration, seconds) to ``out``."""
-    import core.datasets.loaders
-    from core.datasets.loaders import InputFetcher, get_train_loader
+    import core.datasets.pipeline
+    from core.datasets.pipeline import InputFetcher, get_train_loader
     from core.datasets.order import Share
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group('gloo', rank=rank, world_size=world_size)
     import multiprocessing
     decoded = multiprocessing.Value('l', 0)  # shared with the loader workers (forked from this process)
-    real = core.datasets.loaders.load_rgb  # the name the datasets read images through
+    real = core.datasets.pipeline.load_rgb  # the name the datasets read images through
 
     def counted(path, *a, **k):
         with decoded.get_lock():
             decoded.value += 1
         return real(path, *a, **k)
 
-    core.datasets.loaders.load_rgb = counted
+    core.datasets.pipeline.load_rgb = counted
     common = dict(img_size=opt.img_size, batch_size=opt.batch_size, num_workers=opt.num_workers, seed=0,
                   device='cpu', prob=0.5, uint8=True)  # as --mode train builds them
     shared = reads == 'shared'

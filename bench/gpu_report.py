@@ -223,7 +223,7 @@ def loader_row(opt, device):
 def same_batches_as_cpu(folder, img_size, batch, device, batches=3):
     """The training fetcher's batches on ``device`` (uint8 pixels copied on the copy stream, made
     [-1, 1] there) equal the CPU fetcher's, bit for bit."""
-    from core.datasets.loaders import InputFetcher, get_train_loader
+    from core.datasets.pipeline import InputFetcher, get_train_loader
 
     def draw(dev):
         common = dict(img_size=img_size, batch_size=batch, num_workers=0, seed=0, device=dev, uint8=True)

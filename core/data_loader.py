@@ -11,9 +11,9 @@ from typing import List, Optional
 from PIL import Image
 
 from core.datasets.folders import list_images
-from core.datasets.loaders import DomainDataset, FlatImageDataset, Transform
-from core.datasets.loaders import get_train_loader  # noqa: F401 (official names)
-from core.datasets.loaders import InputFetcher, get_eval_loader, get_test_loader
+from core.datasets.pipeline import DomainDataset, FlatImageDataset, Transform
+from core.datasets.pipeline import get_train_loader  # noqa: F401 (official names)
+from core.datasets.pipeline import InputFetcher, get_eval_loader, get_test_loader
 from core.io.files import StrPath
 
 __all__ = ['listdir', 'DefaultDataset', 'ReferenceDataset', 'get_train_loader', 'get_eval_loader',
@@ -30,7 +30,7 @@ def listdir(dname: StrPath) -> List[Path]:
 
 
 class DefaultDataset(FlatImageDataset):
-    """The official name of :class:`core.datasets.loaders.FlatImageDataset` (all images under ``root``, no labels)."""
+    """The official name of :class:`core.datasets.pipeline.FlatImageDataset` (all images under ``root``, no labels)."""
 
     def __init__(self, root: StrPath, transform: Optional[Transform] = None) -> None:
         super().__init__(root, transform or _identity)
@@ -39,7 +39,7 @@ class DefaultDataset(FlatImageDataset):
 
 class ReferenceDataset(DomainDataset):
     """The official name of a reference dataset: items ``(x, x2, y)``, ``x2`` another image of the
-    same domain (see :class:`core.datasets.loaders.DomainDataset` with ``pair=True``)."""
+    same domain (see :class:`core.datasets.pipeline.DomainDataset` with ``pair=True``)."""
 
     def __init__(self, root: StrPath, transform: Optional[Transform] = None) -> None:
         super().__init__(root, transform or _identity, pair=True)

@@ -12,7 +12,7 @@ import torch
 from munch import Munch
 
 from core.cli.arguments import sample_outputs
-from core.datasets.loaders import InputFetcher
+from core.datasets.pipeline import InputFetcher
 from core.nn.fan import Masks
 from core.use.load_run import load_run_networks
 from core.train.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)

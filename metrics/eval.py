@@ -29,7 +29,7 @@ from PIL import Image
 
 from core.datasets.folders import list_domains
 
-from core.datasets.loaders import get_eval_loader
+from core.datasets.pipeline import get_eval_loader
 
 from core.datasets.order import derive_seed
 from core.device import DeviceLike, data_workers
@@ -49,7 +49,7 @@ def _arg(args: Namespace | Munch, name: str, default: Any = None) -> Any:
 
 
 def _cycle(loader: Any) -> Iterator[torch.Tensor]:
-    """Batches of ``loader`` (a DataLoader of ``core.datasets.loaders.get_eval_loader``) forever, a new shuffle each pass."""
+    """Batches of ``loader`` (a DataLoader of ``core.datasets.pipeline.get_eval_loader``) forever, a new shuffle each pass."""
     if len(loader) == 0:
         raise MetricsError(f"reference folder '{loader.dataset.root}' holds {len(loader.dataset)} "
                            f"images, fewer than val_batch_size {loader.batch_size}; "

@@ -28,7 +28,7 @@ from PIL import Image
 from scipy import linalg
 from torchvision import models
 
-from core.datasets.loaders import plain_transform
+from core.datasets.pipeline import plain_transform
 
 from core.io.images import load_rgb
 from core.device import DeviceLike, as_device, exact_fp32

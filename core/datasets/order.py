@@ -9,7 +9,7 @@ A training loader is a pure function of ``(seed, epoch, position)``:
   with replacement, ``len(dataset)`` draws) and one 63-bit seed per draw;
 * each sample's random crop / flip (and the choice of the second reference image)
   uses only that per-sample seed, so worker processes and their count do not matter;
-* ``get_train_loader(..., seed, epoch=e, start=k)`` (``core.datasets.loaders``) starts at batch
+* ``get_train_loader(..., seed, epoch=e, start=k)`` (``core.datasets.pipeline``) starts at batch
   ``k`` of epoch ``e`` and yields exactly the batches an uninterrupted loader yields from there.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 ``--batch_size`` stays the global batch (as the official DataParallel run): every rank
 follows the same seeded plan of global batches and reads and trains on its rows of each
-(``core.datasets.loaders.InputFetcher``), so the data order, the checkpoints and exact resume do not
+(``core.datasets.pipeline.InputFetcher``), so the data order, the checkpoints and exact resume do not
 depend on the number of processes.
 Gradients are averaged across ranks, which equals the single-process batch mean.
 Wrappers are added outside the networks, after loading; checkpoints always hold the

@@ -29,7 +29,7 @@ import core.train.distributed as distributed
 from core.cli.arguments import LATEST, with_defaults
 from core.cli.config_files import save_config
 from core.datasets.folders import list_domains
-from core.datasets.loaders import InputFetcher, get_test_loader, get_train_loader, without_workers
+from core.datasets.pipeline import InputFetcher, get_test_loader, get_train_loader, without_workers
 from core.io.images import CheckedImages, ImageReadError
 from core.device import configure_training, data_workers, fused_optimizers, select_device
 from core.errors import UserError

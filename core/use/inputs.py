@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from core.datasets.loaders import plain_transform
+from core.datasets.pipeline import plain_transform
 from core.device import DeviceLike
 from core.errors import UserError
 from core.io.images import as_shown_rgb, load_rgb, to_uint8

@@ -133,7 +133,7 @@ def run(args: Any) -> None:
     """``--mode sample``: the first ``--val_batch_size`` images of ``--src_dir`` and ``--ref_dir``
     (in file order) through the run's networks; writes ``--sample_outputs`` into ``--out``
     (``--result_dir``)."""
-    from core.datasets.loaders import InputFetcher, get_test_loader
+    from core.datasets.pipeline import InputFetcher, get_test_loader
     from core.use.load_run import load_run_networks
     nets, _ = load_run_networks(args)
     device = next(nets.generator.parameters()).device

@@ -184,8 +184,8 @@ def _logged_worker(rank, world_size, runs):
     error lines go to ``status.rank{rank}``."""
     import contextlib
     import io
-    import core.datasets.loaders
-    real = core.datasets.loaders.load_rgb
+    import core.datasets.pipeline
+    real = core.datasets.pipeline.load_rgb
     for port, argv, logs, damage in runs:
         os.makedirs(logs, exist_ok=True)
         reads = []
@@ -200,7 +200,7 @@ def _logged_worker(rank, world_size, runs):
                     f.write(f'{path}\n')
             return real(path, *a, **k)
 
-        core.datasets.loaders.load_rgb = logged
+        core.datasets.pipeline.load_rgb = logged
         err = io.StringIO()
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
@@ -209,7 +209,7 @@ def _logged_worker(rank, world_size, runs):
             status = cli.main(argv)
         with open(os.path.join(logs, f'status.rank{rank}'), 'w') as f:
             f.write(f'{status}\n{err.getvalue()}')
-        core.datasets.loaders.load_rgb = real
+        core.datasets.pipeline.load_rgb = real
 
 
 def _reads(logs, rank=0):

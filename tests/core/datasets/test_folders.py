@@ -2,7 +2,7 @@
 import os
 
 from core.datasets.folders import IMG_EXTENSIONS, check_dataset, list_domains, list_images
-from core.datasets.loaders import get_test_loader, get_train_loader
+from core.datasets.pipeline import get_test_loader, get_train_loader
 from helpers import DATA_SIZE as S, coded_dataset, noise, one_line_error, solid
 
 
@@ -112,7 +112,7 @@ def linked_dataset(root, outside):
 
 def test_links_followed_once_without_loops_never_into_another_domain(tmp_path):
     from core.datasets.folders import list_domain_images
-    from core.datasets.loaders import DomainDataset
+    from core.datasets.pipeline import DomainDataset
     root = linked_dataset(tmp_path / 'data', tmp_path / 'outside')
     found = list_domain_images(str(root))
     cat = [os.path.relpath(p, root / 'cat') for p in found['cat']]

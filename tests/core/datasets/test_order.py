@@ -1,7 +1,7 @@
 """core/datasets/order.py: balanced sampling, seeds, the same order for the same seed."""
 import torch
 
-from core.datasets.loaders import get_test_loader, get_train_loader
+from core.datasets.pipeline import get_test_loader, get_train_loader
 from core.datasets.order import BalancedSampler
 from helpers import DATA_SIZE as S, coded_dataset, decode, noise_dataset
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.datasets.folders import check_dataset
-from core.datasets.loaders import get_test_loader
+from core.datasets.pipeline import get_test_loader
 from core.io.images import load_rgb
 from helpers import DATA_SIZE as S, one_line_error, solid
 

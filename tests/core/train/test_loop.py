@@ -58,7 +58,7 @@ def test_an_unexpected_loader_failure_saves_then_keeps_its_traceback(tmp_path, m
     """This rank's loader fails with something other than an unreadable image (a bug, a worker
     killed): the iterations done are saved first, then the error keeps its type and traceback."""
     import pytest
-    import core.datasets.loaders
+    import core.datasets.pipeline
     import core.io.images
     import main as cli
     from core.io.ckpt_files import complete_steps
@@ -70,7 +70,7 @@ def test_an_unexpected_loader_failure_saves_then_keeps_its_traceback(tmp_path, m
             raise RuntimeError('DataLoader worker (pid 7) is killed by signal: Bus error.')
         return real(path, *a, **k)
 
-    monkeypatch.setattr(core.datasets.loaders, 'load_rgb', failing)
+    monkeypatch.setattr(core.datasets.pipeline, 'load_rgb', failing)
     argv = _tiny_run(tmp_path)
     with pytest.raises(RuntimeError, match='Bus error'):
         cli.main(argv)

@@ -1,4 +1,4 @@
-"""core/datasets/loaders.py: datasets, loaders and the fetcher: batches, resume, each process's share, bad input."""
+"""core/datasets/pipeline.py: datasets, loaders and the fetcher: batches, resume, each process's share, bad input."""
 import gc
 import os
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.datasets.loaders import InputFetcher, get_eval_loader, get_test_loader, get_train_loader
+from core.datasets.pipeline import InputFetcher, get_eval_loader, get_test_loader, get_train_loader
 from core.io.images import load_rgb
 from helpers import DATA_SIZE as S, coded_dataset, decode, make_dataset, noise, noise_dataset, one_line_error, solid
 
@@ -183,11 +183,11 @@ def test_resume_with_other_batch_size_or_data_is_refused(tmp_path):
 @pytest.fixture
 def reads(monkeypatch):
     """The image files the loaders open (in this process: num_workers 0), in order."""
-    import core.datasets.loaders
+    import core.datasets.pipeline
     import core.io.images
     opened = []
     real = core.io.images.load_rgb
-    monkeypatch.setattr(core.datasets.loaders, 'load_rgb', lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    monkeypatch.setattr(core.datasets.pipeline, 'load_rgb', lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
     return opened
 
 
@@ -288,7 +288,7 @@ def test_a_stream_started_past_an_epochs_last_batch_is_at_the_next_epoch(tmp_pat
 
 def test_a_short_last_batch_of_another_kind_of_loader_gets_latent_codes_of_its_size(tmp_path):
     from torch.utils import data as tud
-    from core.datasets.loaders import DomainDataset, TrainTransform
+    from core.datasets.pipeline import DomainDataset, TrainTransform
     root = noise_dataset(tmp_path, {'a': 3, 'b': 2})
     src = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0)), batch_size=4)  # batches of 4, then 1
     ref = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0), pair=True), batch_size=4)
@@ -301,7 +301,7 @@ def test_loaders_of_another_kind_are_read_whole_and_sliced(tmp_path):
     """A training loader built outside ``get_train_loader`` (a script's own DataLoader): each
     process keeps its rows of the batch it reads, still the one process's values."""
     from torch.utils import data as tud
-    from core.datasets.loaders import DomainDataset, TrainTransform, share_loader
+    from core.datasets.pipeline import DomainDataset, TrainTransform, share_loader
     from core.datasets.order import Share
     root = noise_dataset(tmp_path, {'a': 3, 'b': 3})
 
@@ -320,7 +320,7 @@ def test_loaders_of_another_kind_are_read_whole_and_sliced(tmp_path):
 def test_uint8_pixels_from_the_workers_become_the_same_values_on_the_device(tmp_path):
     """Training loaders pass uint8 pixels (a quarter of the bytes); the fetcher's conversion on
     the device gives exactly ToTensor + Normalize's values, crops and flips included."""
-    from core.datasets.loaders import TrainTransform, unit_range
+    from core.datasets.pipeline import TrainTransform, unit_range
     root = noise_dataset(tmp_path, {'a': 5, 'b': 6}, size=24)  # 24 px -> 16: every image resized
     kw = dict(img_size=S, batch_size=4, prob=0.5, num_workers=0, seed=3)
 
@@ -339,7 +339,7 @@ def test_uint8_pixels_from_the_workers_become_the_same_values_on_the_device(tmp_
 
 
 def test_a_loader_read_once_leaves_no_workers(tmp_path):
-    from core.datasets.loaders import without_workers
+    from core.datasets.pipeline import without_workers
     root = coded_dataset(tmp_path, {'a': 3, 'b': 4})
     val = get_test_loader(root, img_size=S, batch_size=2, shuffle=True, num_workers=2, seed=0)
     plain = without_workers(val)
@@ -464,7 +464,7 @@ def test_the_loaders_of_one_dataset_check_each_image_once(tmp_path, monkeypatch)
 # ---------------------------------------------------------------- loaders and the device
 
 def test_loaders_follow_the_device_and_keep_workers(tmp_path):
-    from core.datasets.loaders import get_test_loader, get_train_loader
+    from core.datasets.pipeline import get_test_loader, get_train_loader
     data = make_dataset(tmp_path / 'data', n=2)
     cpu = get_train_loader(str(data / 'train'), img_size=32, batch_size=2, num_workers=0, seed=0, device='cpu')
     assert not cpu.pin_memory and not cpu.persistent_workers

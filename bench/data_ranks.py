@@ -45,6 +45,7 @@ def _rank(rank, world_size, port, opt, folder, reads, out):
     """One rank: its loaders, --iters timed batches; (decoded per iteration, seconds) to ``out``."""
     import core.datasets.pipeline
     from core.datasets.pipeline import InputFetcher, get_train_loader
+    from core.io.images import CheckedImages
     from core.datasets.order import Share
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -59,7 +60,7 @@ def _rank(rank, world_size, port, opt, folder, reads, out):
         return real(path, *a, **k)
 
     core.datasets.pipeline.load_rgb = counted
-    common = dict(img_size=opt.img_size, batch_size=opt.batch_size, num_workers=opt.num_workers, seed=0,
+    common = dict(checked=CheckedImages(), img_size=opt.img_size, batch_size=opt.batch_size, num_workers=opt.num_workers, seed=0,
                   device='cpu', prob=0.5, uint8=True)  # as --mode train builds them
     shared = reads == 'shared'
     fetcher = InputFetcher(get_train_loader(folder, 'source', **common), get_train_loader(folder, 'reference', **common),

@@ -224,9 +224,10 @@ def same_batches_as_cpu(folder, img_size, batch, device, batches=3):
     """The training fetcher's batches on ``device`` (uint8 pixels copied on the copy stream, made
     [-1, 1] there) equal the CPU fetcher's, bit for bit."""
     from core.datasets.pipeline import InputFetcher, get_train_loader
+    from core.io.images import CheckedImages
 
     def draw(dev):
-        common = dict(img_size=img_size, batch_size=batch, num_workers=0, seed=0, device=dev, uint8=True)
+        common = dict(checked=CheckedImages(), img_size=img_size, batch_size=batch, num_workers=0, seed=0, device=dev, uint8=True)
         fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
                                get_train_loader(folder, 'reference', **common), 16, 'train', dev, seed=0)
         return [{k: v.cpu() for k, v in next(fetcher).items()} for _ in range(batches)]

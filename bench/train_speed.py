@@ -546,7 +546,9 @@ def loader_speed(folder, img_size, batch, workers, device, batches):
     """Iterations/s of the training inputs (source + reference loaders through the
     InputFetcher, as the training loop draws them) from the domain folders in ``folder``."""
     from core.datasets.pipeline import InputFetcher, get_train_loader
-    common = dict(img_size=img_size, batch_size=batch, num_workers=workers, seed=0, device=device, uint8=True)
+    from core.io.images import CheckedImages
+    common = dict(img_size=img_size, batch_size=batch, num_workers=workers, seed=0, device=device, uint8=True,
+                  checked=CheckedImages())  # both loaders: one check of the dataset
     fetcher = InputFetcher(get_train_loader(folder, 'source', **common),
                            get_train_loader(folder, 'reference', **common), 16, 'train', device, seed=0)
     next(fetcher)  # workers started, first batch

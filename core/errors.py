@@ -6,6 +6,16 @@ from typing import TypeVar
 _T = TypeVar('_T')
 
 
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` at most ``limit`` characters long, '...' marking a cut (for one-line messages)."""
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """How a one-line message shows a value it got: its repr, cut to ``limit``."""
+    return cut(repr(value), limit)
+
+
 class UserError(Exception):
     """Bad input (missing file, wrong folder layout, checkpoint of another configuration...).
 

@@ -1,1 +1,1 @@
-"""The networks (official class names and state-dict keys), the FAN, mean styles and truncation."""
+"""The networks (official class names and state-dict keys), the FAN, style codes: mean styles, truncation, the style-strength rules."""

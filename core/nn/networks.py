@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from munch import Munch
 
 from core.device import DeviceLike
-from core.errors import UserError
+from core.errors import UserError, shown
 from core.nn.fan import Masks
 
 
@@ -284,11 +284,6 @@ _INT_FIELDS = {'img_size': IMG_SIZES, 'style_dim': (1, DIM_LIMIT), 'latent_dim':
                'num_domains': (1, MAX_DOMAINS), 'max_conv_dim': (1, DIM_LIMIT), 'dim_in': (1, DIM_LIMIT)}
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + '...'
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -301,7 +296,7 @@ def check_model_value(key: str, value: Any, label: str = '{}') -> Any:
     configuration: ModelConfig applies it to every instance; the readers of flags, config
     files, Hub folders and the API apply it first to name their source."""
     def bad(rule: str) -> UserError:
-        return UserError(f'{label.format(key)} must be {rule}, not {_shown(value)}')
+        return UserError(f'{label.format(key)} must be {rule}, not {shown(value)}')
 
     if key in _INT_FIELDS:
         lo, hi = _INT_FIELDS[key]
@@ -333,7 +328,7 @@ def check_model_value(key: str, value: Any, label: str = '{}') -> Any:
         for name in names:
             if not name or name != name.strip() or len(name) > NAME_LIMIT or ',' in name \
                     or not name.isprintable():
-                raise UserError(f'{label.format(key)}: domain name {_shown(name)} is not usable; give names of 1 to '
+                raise UserError(f'{label.format(key)}: domain name {shown(name)} is not usable; give names of 1 to '
                                 f'{NAME_LIMIT} printable characters, without commas or spaces around them (rename '
                                 f'the domain folder, or set --domain_names)')
         repeated = sorted({n for n in names if list(names).count(n) > 1})

@@ -35,7 +35,7 @@ from munch import Munch
 from torch import nn
 
 from core.device import DeviceLike, as_device
-from core.errors import UserError
+from core.errors import UserError, cut, shown
 from core.io.ckpt_files import unwrap
 from core.io.files import atomic_write, read_small_file
 from core.nn.networks import INFERENCE, MODEL_KEYS, ModelConfig, build_networks
@@ -105,22 +105,14 @@ def read_hub_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     data = _read_json(path)
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         found = data.get('format') if isinstance(data, dict) else None
-        raise UserError(f"{path} is not the config of a StarGAN v2 Hub folder (format {_short(found)}, "
+        raise UserError(f"{path} is not the config of a StarGAN v2 Hub folder (format {shown(found)}, "
                         f"expected '{FORMAT}'); point at a folder written by --mode export --format hf")
     version = data.get('format_version')
     if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
-        raise UserError(f'{path} has format_version {_short(version)}; this code reads up to {FORMAT_VERSION}: '
+        raise UserError(f'{path} has format_version {shown(version)}; this code reads up to {FORMAT_VERSION}: '
                         f'update the code or export the folder again')
     config_from_hub(data, path)  # checks the model keys
     return data
-
-
-def _cut(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + '...'
-
-
-def _short(value: Any) -> str:
-    return _cut(repr(value), 40)
 
 
 def config_from_hub(data: Mapping[str, Any], where: str = CONFIG_NAME) -> ModelConfig:
@@ -253,7 +245,7 @@ def read_safetensors_header(path: str) -> dict[str, tuple[str, list[int]]]:
         shape = entry.get('shape') if isinstance(entry, dict) else None
         if not (isinstance(entry, dict) and isinstance(entry.get('dtype'), str) and isinstance(shape, list)
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-            raise bad(f'entry {_short(name)} has no dtype and shape')
+            raise bad(f'entry {shown(name)} has no dtype and shape')
         out[name] = (entry['dtype'], shape)
     return out
 
@@ -291,7 +283,7 @@ def load_hub_weights(folder: str | os.PathLike[str], nets: Mapping[str, nn.Modul
     if missing:
         problems.append(f"{_plural(len(missing), 'missing key')} (e.g. {missing[0]})")
     if unexpected:
-        problems.append(f"{_plural(len(unexpected), 'unexpected key')} (e.g. {_cut(unexpected[0])})")
+        problems.append(f"{_plural(len(unexpected), 'unexpected key')} (e.g. {cut(unexpected[0])})")
     if wrong:
         problems.append(f'{len(wrong)} of another shape (e.g. {wrong[0]}: {_shape(header[wrong[0]][1])} in the file, '
                         f'{_shape(ours[wrong[0]].shape)} here)')

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 import main as cli
-import core.train.loop as training_mod
+import core.train.loop as loop
 from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 
@@ -68,7 +68,7 @@ def test_official_checkpoint_without_state_file_still_resumes(data, tmp_path, ca
 
 @pytest.mark.slow
 def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys):
-    real_step = training_mod.train_step
+    real_step = loop.train_step
 
     def step_then_interrupt(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -76,7 +76,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
             os.kill(os.getpid(), signal.SIGINT)
         return logs
 
-    monkeypatch.setattr(training_mod, 'train_step', step_then_interrupt)
+    monkeypatch.setattr(loop, 'train_step', step_then_interrupt)
     # saved, then the shell's status of a process stopped by SIGINT (128 + 2), for requeue scripts
     assert cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
                              '--save_every', '100')) == 128 + signal.SIGINT
@@ -88,7 +88,7 @@ def test_ctrl_c_saves_the_current_iteration(data, tmp_path, monkeypatch, capsys)
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
-    real_step = training_mod.train_step
+    real_step = loop.train_step
 
     def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeyp
             logs['G/ref_cyc'] = torch.tensor(float('nan'))
         return logs
 
-    monkeypatch.setattr(training_mod, 'train_step', diverge_at_three)
+    monkeypatch.setattr(loop, 'train_step', diverge_at_three)
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '0', '--sample_every', '0',
                            '--save_every', '2'))
     err = capsys.readouterr().err.strip().splitlines()
@@ -206,7 +206,7 @@ def test_divergence_found_on_a_later_logging_step_names_the_first_bad_iteration(
     """Losses are read back only every --print_every and before saving: a NaN at iteration
     3 is seen at iteration 5 (log) yet reported as iteration 3, and no checkpoint after the
     last good one (iteration 2) is written."""
-    real_step = training_mod.train_step
+    real_step = loop.train_step
 
     def diverge_at_three(nets, nets_ema, optims, inputs, args, step, **kw):
         logs = real_step(nets, nets_ema, optims, inputs, args, step, **kw)
@@ -214,7 +214,7 @@ def test_divergence_found_on_a_later_logging_step_names_the_first_bad_iteration(
             logs['D/ref_fake'] = logs['D/ref_fake'] * float('inf')
         return logs
 
-    monkeypatch.setattr(training_mod, 'train_step', diverge_at_three)
+    monkeypatch.setattr(loop, 'train_step', diverge_at_three)
     data = make_dataset(tmp_path / 'data', n=4)
     rc = cli.main(run_args(data, tmp_path, '--total_iters', '10', '--print_every', '5', '--sample_every', '0',
                            '--save_every', '2', '--device', 'cpu'))

@@ -5,8 +5,7 @@ import os
 import pytest
 import yaml
 
-import core.cli.arguments as C
-import core.cli.config_files as config_file
+import core.cli.config_files as config_files
 from core.cli.arguments import parse_args
 from core.cli.config_files import load_config, save_config
 from core.errors import UserError
@@ -102,7 +101,7 @@ def test_save_config_overwrites_atomically(tmp_path, monkeypatch):
 
     def failing_replace(src, dst):
         raise boom
-    monkeypatch.setattr(C.os, 'replace', failing_replace)
+    monkeypatch.setattr(os, 'replace', failing_replace)
     with pytest.raises(RuntimeError):
         save_config(args, str(tmp_path))
     monkeypatch.undo()
@@ -158,7 +157,7 @@ def test_demo_config_comments_every_change():
             if not line.strip() or line.startswith('#'):
                 continue
             key, value = next(iter(yaml.safe_load(line).items()))
-            value = config_file._coerce(key, value, flag_actions(build_parser())[key], path)
+            value = config_files._coerce(key, value, flag_actions(build_parser())[key], path)
             if value != paper[key]:
                 assert '#' in line and line.split('#', 1)[1].strip(), line
 

@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-import core.io.files as fileio
+import core.io.files as files
 from core.io.ckpt_files import atomic_save
 from core.errors import UserError
 from core.io.files import append_line, atomic_write, check_output_dir, current_umask, write_json
@@ -52,7 +52,7 @@ def test_overwriting_takes_the_current_umask(tmp_path, umask):
 
 def test_umask_read_without_proc(monkeypatch, umask):
     assert current_umask() == umask
-    monkeypatch.setattr(fileio, 'open', lambda *a, **k: (_ for _ in ()).throw(OSError('no /proc')), raising=False)
+    monkeypatch.setattr(files, 'open', lambda *a, **k: (_ for _ in ()).throw(OSError('no /proc')), raising=False)
     assert current_umask() == umask
     assert os.umask(umask) == umask  # left as it was
 
@@ -109,19 +109,19 @@ def case_insensitive(tmp_path, monkeypatch):
 def test_check_outside_compares_files_not_spellings(case_insensitive, out):
     src = case_insensitive / 'photos'
     with pytest.raises(UserError, match="--out .* the input folder --src") as e:
-        fileio.check_outside(str(case_insensitive / out), str(src), '--out', '--src')
+        files.check_outside(str(case_insensitive / out), str(src), '--out', '--src')
     assert ("' is the input" in str(e.value)) == (out == 'Photos')
-    fileio.check_outside(str(case_insensitive / 'elsewhere'), str(src), '--out', '--src')  # outside: fine
+    files.check_outside(str(case_insensitive / 'elsewhere'), str(src), '--out', '--src')  # outside: fine
 
 
 def test_check_no_overwrite_compares_files_not_spellings(case_insensitive):
     src = case_insensitive / 'photos' / 'a.png'
     with pytest.raises(UserError, match='would overwrite an input'):
-        fileio.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'a.png'))], '--out')
+        files.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'a.png'))], '--out')
     with pytest.raises(UserError, match='would overwrite an input'):  # the reference, given in another case
-        fileio.check_no_overwrite([(str(case_insensitive / 'x.png'), str(src))], '--out',
+        files.check_no_overwrite([(str(case_insensitive / 'x.png'), str(src))], '--out',
                                   inputs=[str(case_insensitive / 'Photos' / 'a.png')])
-    fileio.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'b.png'))], '--out')  # a new file: fine
+    files.check_no_overwrite([(str(src), str(case_insensitive / 'Photos' / 'b.png'))], '--out')  # a new file: fine
 
 
 # ---------------------------------------------------------------------------- a full disk at any save
@@ -221,7 +221,7 @@ def test_a_sample_grid_is_written_atomically_in_the_format_of_its_extension(tmp_
 
 
 def test_read_small_file_reads_small_text_and_refuses_big_undecodable_or_deep_files(tmp_path, monkeypatch):
-    files = fileio
+
     ok = tmp_path / 'ok.json'
     ok.write_text('{"a": [1, 2]}')
     assert files.read_small_file(str(ok), json.load, 'ok.json', 'a settings file', 'write it again') == {'a': [1, 2]}

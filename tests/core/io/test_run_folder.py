@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import platform_sim
-import core.io.run_folder as runfolder
+import core.io.run_folder as run_folder
 from core.errors import UserError
 from core.io.run_folder import LOCK_NAME, RunLock
 from helpers import ROOT
@@ -46,7 +46,7 @@ def test_second_run_is_refused_naming_the_holder(tmp_path, request, platform):
     with RunLock(tmp_path) as again:  # released when the first ends
         assert again.fd is not None
     if calls is not None:  # Windows: one byte, past the holder's text, so that it stays readable
-        assert calls and all(n == 1 and pos == runfolder._WINDOWS_LOCK_BYTE for _, pos, n in calls)
+        assert calls and all(n == 1 and pos == run_folder._WINDOWS_LOCK_BYTE for _, pos, n in calls)
         assert json.loads((tmp_path / '.lock').read_text())['pid'] == os.getpid()  # the text is at the start
 
 
@@ -56,13 +56,13 @@ def test_lock_file_waits_and_unlocks_on_windows(tmp_path, windows):
     b = os.open(path, os.O_RDWR)
     try:
         os.lseek(a, 3, os.SEEK_SET)
-        runfolder.lock_file(a, wait=True)
+        run_folder.lock_file(a, wait=True)
         assert os.lseek(a, 0, os.SEEK_CUR) == 3  # the file position is kept
         with pytest.raises(OSError) as e:
-            runfolder.lock_file(b)
-        assert e.value.errno in runfolder._HELD
-        runfolder.unlock_file(a)
-        runfolder.lock_file(b)
+            run_folder.lock_file(b)
+        assert e.value.errno in run_folder._HELD
+        run_folder.unlock_file(a)
+        run_folder.lock_file(b)
     finally:
         os.close(a)
         os.close(b)

@@ -1,1 +1,2 @@
-"""The networks (official class names and state-dict keys), the FAN, style codes: mean styles, truncation, the style-strength rules."""
+"""The networks (official class names and state-dict keys), the FAN, and style codes: mean
+styles, truncation, the style-strength rules."""

@@ -1,1 +1,2 @@
-"""Using a trained model: loading a run, the API's inputs, sample grids, videos, translation, the web demo, export, Hub folders and their model card, face alignment."""
+"""Using a trained model: loading a run, the API's inputs, sample grids, videos, translation, the
+web demo, export, Hub folders and their model card, face alignment."""

@@ -78,10 +78,11 @@ def train(case):
     b1, b2 = case['betas']
     args = loss_args(case, ds_iter=case['ds_iter'], lr=case['lr'], f_lr=case['f_lr'], beta1=b1, beta2=b2,
                      weight_decay=case['weight_decay'], ema_beta=case['ema_beta'])
-    optims = build_optimizers(nets, TrainConfig.from_args(args))
+    hp = TrainConfig.from_args(args)
+    optims = build_optimizers(nets, hp)
     log_err, lam_err = 0.0, 0.0
     for step, batch in enumerate(case['batches']):
-        logs = train_step(nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), args, step)
+        logs = train_step(nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), hp, step)
         lam_err = max(lam_err, abs(logs['G/lambda_ds'] - case['logs'][step]['lambda_ds']))
         if step == 0:
             log_err = max(rel(logs[f'{g}_{p}'], v) for g, parts in case['logs'][0].items() if g != 'lambda_ds'

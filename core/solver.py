@@ -16,7 +16,7 @@ from core.datasets.pipeline import InputFetcher
 from core.nn.fan import Masks
 from core.use.load_run import load_run_networks
 from core.train.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)
-from core.use.sample_grids import write_samples
+from core.use.sample_grids import GridConfig, write_samples
 from core.train.step import moving_average  # noqa: F401 (official name)
 from core.train.loop import Trainer
 
@@ -34,9 +34,7 @@ class Solver(Trainer):
         nets, _ = load_run_networks(args, self.device)
         src = next(InputFetcher(loaders.src, None, args.latent_dim, 'test', self.device))
         ref = next(InputFetcher(loaders.ref, None, args.latent_dim, 'test', self.device))
-        write_samples(nets, src, ref, args.result_dir, sample_outputs(args), w_hpf=args.w_hpf,
-                      num_domains=args.num_domains, latent_dim=args.latent_dim,
-                      num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
+        write_samples(nets, src, ref, args.result_dir, GridConfig.from_args(args), sample_outputs(args))
 
     @torch.no_grad()
     def evaluate(self, step: Optional[int] = None) -> None:

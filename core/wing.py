@@ -18,6 +18,7 @@ from core.use.align import (EYE_LEFT, EYE_RIGHT, MOUTH_CORNERS, FloatArray, alig
                         load_mean_landmarks)
 from core.use.align import align_faces as _align_faces
 from core.use.align import pad_mirror as _pad_mirror
+from core.cli.arguments import with_defaults
 from core.device import select_device
 from core.nn.fan import (FAN, PART_OPS, AddCoords, ConvBlock, CoordConvTh, HourGlass, fan_masks,  # noqa: F401 (re-exported)
                       heatmaps_to_masks, landmarks_from_heatmaps, load_fan, normalize, truncate)
@@ -120,5 +121,6 @@ class FaceAligner:
 
 
 def align_faces(args: Namespace | Munch, input_dir: str, output_dir: str) -> None:
-    """Align mode: every image of ``input_dir`` aligned into ``output_dir`` (``core.use.align``)."""
-    return _align_faces(args, input_dir, output_dir)
+    """Align mode: every image of ``input_dir`` aligned into ``output_dir`` (``core.use.align``;
+    flags the official ``main.py`` lacks take this project's defaults)."""
+    return _align_faces(with_defaults(args), input_dir, output_dir)

@@ -27,6 +27,7 @@ import torch
 from munch import Munch
 from PIL import Image
 
+from core.cli.arguments import with_defaults
 from core.datasets.folders import list_domains
 
 from core.datasets.pipeline import get_eval_loader
@@ -42,10 +43,6 @@ from metrics.fid import Features, InceptionPool3, activations_from_uint8, build_
 from metrics.lpips import LPIPS, build_lpips, calculate_lpips_given_images
 
 MODES = ('latent', 'reference')
-
-
-def _arg(args: Namespace | Munch, name: str, default: Any = None) -> Any:
-    return getattr(args, name, default)
 
 
 def _cycle(loader: Any) -> Iterator[torch.Tensor]:
@@ -72,7 +69,7 @@ class Task:
         self.name = f'{src}2{trg}'
         self.trg_idx = trg_idx
         seed = derive_seed(args.seed, 'eval', mode, self.name)
-        workers = data_workers(_arg(args, 'num_workers', 0) or 0, 1 / 2)  # two loaders
+        workers = data_workers(args.num_workers or 0, 1 / 2)  # two loaders
         self.sources = get_eval_loader(os.path.join(args.val_img_dir, src), args.img_size,
                                        args.val_batch_size, imagenet_normalize=False, shuffle=True,
                                        num_workers=workers, seed=derive_seed(seed, 'source'), device=device)
@@ -115,7 +112,7 @@ def evaluate_task(nets: Munch, args: Namespace | Munch, task: Task, inception: I
                   device: torch.device) -> tuple[Features, float]:
     """(Inception activations of all outputs, mean LPIPS over source batches) of one task."""
     folder = None
-    if _arg(args, 'save_eval_images', False):
+    if args.save_eval_images:
         folder = os.path.join(args.eval_dir, task.name)
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
@@ -214,13 +211,15 @@ def calculate_metrics(nets: Munch, args: Namespace | Munch, step: int, mode: str
     ``nets``: generator, mapping_network, style_encoder (and fan when ``args.w_hpf > 0``),
     usually the EMA networks. The device is the generator's. ``cache_dir`` holds the
     training-image statistics (default ``eval_dir/fid_stats``).
-    Returns ``(fid_values, lpips_values)``, the dicts written to the JSON files.
+    Returns ``(fid_values, lpips_values)``, the dicts written to the JSON files. Flags that
+    scripts written for the official ``main.py`` lack take this project's defaults.
     """
+    args = with_defaults(args)
     domains = list_domains(args.val_img_dir)
     _check(nets, args, mode, domains)
     device = next(nets.generator.parameters()).device
-    inception = build_inception(_arg(args, 'inception_path'), device)
-    lpips_net = build_lpips(_arg(args, 'alexnet_path'), device)
+    inception = build_inception(args.inception_path, device)
+    lpips_net = build_lpips(args.alexnet_path, device)
     cache_dir = cache_dir or os.path.join(args.eval_dir, 'fid_stats')
 
     fid_values: dict[str, float] = {}
@@ -257,8 +256,8 @@ def check_weights(args: Namespace | Munch) -> None:
     possible, as the evaluation would)."""
     from metrics.fid import INCEPTION_WEIGHTS
     from metrics.lpips import ALEXNET_WEIGHTS
-    resolve_weights(INCEPTION_WEIGHTS, _arg(args, 'inception_path'), '--inception_path')
-    resolve_weights(ALEXNET_WEIGHTS, _arg(args, 'alexnet_path'), '--alexnet_path')
+    resolve_weights(INCEPTION_WEIGHTS, args.inception_path, '--inception_path')
+    resolve_weights(ALEXNET_WEIGHTS, args.alexnet_path, '--alexnet_path')
 
 
 def evaluate_networks(nets: Munch, args: Namespace | Munch, step: int
@@ -270,7 +269,9 @@ def evaluate_networks(nets: Munch, args: Namespace | Munch, step: int
 def calculate_fid_for_all_tasks(args: Namespace | Munch, domains: Sequence[str], step: int, mode: str) -> dict[str, float]:
     """FID of every task from images already written to ``{eval_dir}/{src}2{trg}`` (as
     ``calculate_metrics`` writes them with ``save_eval_images``) against the target's
-    training images; writes ``FID_{step:05d}_{mode}.json`` and returns the values."""
+    training images; writes ``FID_{step:05d}_{mode}.json`` and returns the values. Flags that
+    scripts written for the official ``main.py`` lack take this project's defaults."""
+    args = with_defaults(args)
     from metrics.fid import calculate_fid_given_paths
     fid_values: dict[str, float] = {}
     for trg in domains:
@@ -283,7 +284,7 @@ def calculate_fid_for_all_tasks(args: Namespace | Munch, domains: Sequence[str],
                                    f"save_eval_images (--save_eval_images) first")
             fid_values[f'FID_{mode}/{src}2{trg}'] = calculate_fid_given_paths(
                 [os.path.join(args.train_img_dir, trg), fake], img_size=args.img_size,
-                batch_size=args.val_batch_size, inception_path=_arg(args, 'inception_path'))
+                batch_size=args.val_batch_size, inception_path=args.inception_path)
     fid_values[f'FID_{mode}/mean'] = float(np.mean(list(fid_values.values())))
     write_json(fid_values, os.path.join(args.eval_dir, f'FID_{step:05d}_{mode}.json'))
     return fid_values

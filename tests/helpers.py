@@ -66,17 +66,11 @@ def golden_cases(kind, slow=False):
 
 def filled_nets(case):
     """G, F, E, D (and FAN when w_hpf > 0) of a golden case's configuration, filled by name."""
-    from core.nn.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
-    from core.nn.fan import FAN
+    from core.nn.networks import ModelConfig, build_networks
     from weights_by_name import fill_by_name
     args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],
                  num_domains=case['num_domains'], w_hpf=case['w_hpf'])
-    nets = Munch(generator=Generator(args.img_size, args.style_dim, w_hpf=args.w_hpf),
-                 mapping_network=MappingNetwork(args.latent_dim, args.style_dim, args.num_domains),
-                 style_encoder=StyleEncoder(args.img_size, args.style_dim, args.num_domains),
-                 discriminator=Discriminator(args.img_size, args.num_domains))
-    if args.w_hpf > 0:
-        nets.fan = FAN().eval()
+    nets = build_networks(ModelConfig.from_args(args), training=True)  # the FAN too when w_hpf > 0
     for net in nets.values():
         fill_by_name(net)
     return nets, args

@@ -385,14 +385,14 @@ class ModelConfig:
     @classmethod
     def from_args(cls, args: Namespace | Munch, domain_names: str | list | None = None) -> ModelConfig:
         """From parsed arguments (a Namespace or Munch; scripts written for the official
-        ``main.py`` may lack our keys, which then take their defaults); ``domain_names`` (a
-        list or a comma-separated string) overrides ``args.domain_names``."""
-        default = cls()
-        known = {f.name: getattr(args, f.name, getattr(default, f.name)) for f in dataclasses.fields(cls)}
-        names = split_names(domain_names if domain_names is not None else known['domain_names'])
-        known.update(max_conv_dim=known['max_conv_dim'] or cls.max_conv_dim,
-                     domain_names=tuple(names) if names else None)
-        return cls(**known)
+        ``main.py`` may lack our keys, which then take their defaults), through ``checked``;
+        ``domain_names`` (a list or a comma-separated string) overrides ``args.domain_names``;
+        a ``max_conv_dim`` of None or 0 is the default."""
+        values = {key: getattr(args, key) for key in MODEL_KEYS if hasattr(args, key)}
+        names = split_names(domain_names if domain_names is not None else values.get('domain_names'))
+        values.update(max_conv_dim=values.get('max_conv_dim') or cls.max_conv_dim,
+                      domain_names=tuple(names) if names else None)
+        return cls.checked(values)
 
     def names(self) -> List[str]:
         """Domain names, or the indices as strings when the run has none."""

@@ -38,7 +38,7 @@ from core.io.files import StrPath, append_line
 from core.cli.flags import StepOrLatest
 from core.nn.networks import TRAINED, ModelConfig, build_networks, ema_copies
 from core.io.run_folder import RunLock, check_free_space, check_writable
-from core.use.sample_grids import training_grids
+from core.use.sample_grids import GridConfig, training_grids
 from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, match_optimizer_layout,
                           prepare_inputs, speed_nets, to_memory_format, train_step)
 
@@ -107,8 +107,6 @@ class Trainer:
     def __init__(self, args: Namespace | Munch) -> None:
         self.args = args = with_defaults(args)  # scripts written for the official main.py lack our extra flags
         self.hp = hp = TrainConfig.from_args(args)
-        self.resumed_from = 0  # the step train() started from: --keep_last never removes its set
-        self.stopped_by: Optional[int] = None  # the signal that stopped training, if one did
         device = select_device(args.device)  # the one device decision
         # several processes only when torchrun launched this one
         self.dist = distributed.from_env(args.batch_size, device)
@@ -168,7 +166,7 @@ class Trainer:
             hook = None if self.save_hook is None else functools.partial(self.save_hook, step)
             ckpt.save_checkpoint(self.args.checkpoint_dir, step, self.nets, self.nets_ema, self.optims,
                                  state=self._train_state(step, run.fetcher, position), hook=hook)
-            ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(self.resumed_from, step))
+            ckpt.prune(self.args.checkpoint_dir, self.args.keep_last, keep=(run.start, step))
         run.last_saved = step
 
     def _save_before_stopping(self, run: _Run, done: int, position: Dict[str, Any]) -> str:
@@ -180,21 +178,21 @@ class Trainer:
         return f'iteration {run.last_saved} is the last saved' if run.last_saved else 'nothing was saved'
 
     # ------------------------------------------------------------------ train
-    def train(self, loaders: Munch) -> int:
-        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``. One run
+    def train(self, loaders: Munch) -> Tuple[int, Optional[int]]:
+        """Trains from ``--resume_iter`` (a step, 0, or 'latest') to ``--total_iters``; returns
+        the iterations done and the stop signal that ended training early (None: none). One run
         writes into a run folder at a time (``RunLock``); nothing in it changes until every
         check has passed (``_preflight``, the resume's own checks)."""
         run_dir = self.args.checkpoint_dir
         lock = RunLock(run_dir) if self.dist.is_main else contextlib.nullcontext()
         with lock:
-            start = self.resumed_from = resume_start(run_dir, self.args.resume_iter)
+            start = resume_start(run_dir, self.args.resume_iter)
             run = self._prepare(loaders, start)
             try:
                 done, stopped = self._loop(run, start)
             finally:
                 run.logger.close()
                 self.dist.close()
-        self.stopped_by = stopped
         if stopped and self.dist.is_main:
             name = signal.Signals(stopped).name
             if done:
@@ -203,7 +201,7 @@ class Trainer:
             else:  # stopped before the first iteration of a fresh run
                 print(f'interrupted by {name} before the first iteration: nothing was saved; '
                       f'run the same command again', flush=True)
-        return done
+        return done, stopped
 
     def _prepare(self, loaders: Munch, start: int) -> _Run:
         """What a run from ``start`` holds beside the Trainer, made once before its first
@@ -237,7 +235,7 @@ class Trainer:
         to_memory_format(self.nets_ema, self.hp)  # the EMA update then runs as multi-tensor kernels
         match_optimizer_layout(self.optims)  # moments loaded in another layout than the parameters now have
         logger = _Logger(run_dir, start, args.total_iters, enabled=self.dist.is_main)
-        return _Run(fetcher, inputs_val, train_nets, logger, _FiniteWatch(self.dist), last_saved=start)
+        return _Run(start, fetcher, inputs_val, train_nets, logger, _FiniteWatch(self.dist), last_saved=start)
 
     def _preflight(self, start: int) -> None:
         """What the run will need later, checked before its first iteration: writable output
@@ -309,8 +307,7 @@ class Trainer:
             run.logger.log(i, self.dist.mean(logs))
         if args.sample_every and i % args.sample_every == 0 and self.dist.is_main:
             sample_nets = self.nets if args.sample_from == 'online' else self.nets_ema
-            training_grids(sample_nets, run.inputs_val, i, args.sample_dir, w_hpf=args.w_hpf, num_domains=args.num_domains,
-                           latent_dim=args.latent_dim, num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
+            training_grids(sample_nets, run.inputs_val, i, args.sample_dir, GridConfig.from_args(args))
         if args.save_every and i % args.save_every == 0:
             self._checked_save(run, i)
         if args.eval_every and i % args.eval_every == 0:
@@ -328,9 +325,11 @@ class Trainer:
 @dataclasses.dataclass
 class _Run:
     """What one ``Trainer.train`` holds beside the Trainer (made by ``Trainer._prepare``): the
-    data fetcher, the fixed batch of the sample grids, the networks the step calls (speed
-    switches and parallel wrappers around ``Trainer.nets``), the logger, the non-finite watch,
-    and the last iteration saved (or resumed from)."""
+    iteration it started from (--keep_last never removes its set), the data fetcher, the fixed
+    batch of the sample grids, the networks the step calls (speed switches and parallel wrappers
+    around ``Trainer.nets``), the logger, the non-finite watch, and the last iteration saved (or
+    resumed from)."""
+    start: int
     fetcher: InputFetcher
     inputs_val: Munch
     train_nets: Munch
@@ -449,6 +448,5 @@ def run(args: Namespace | Munch) -> int:
                     val=get_test_loader(args.val_img_dir, img_size=args.img_size, batch_size=args.val_batch_size,
                                         shuffle=True, num_workers=0, seed=args.seed,  # read once, in this process
                                         num_domains=args.num_domains, device=args.device))
-    trainer = Trainer(args)
-    trainer.train(loaders)
-    return 128 + trainer.stopped_by if trainer.stopped_by else 0
+    _, stopped = Trainer(args).train(loaders)
+    return 128 + stopped if stopped else 0

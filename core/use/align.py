@@ -111,10 +111,11 @@ def plan(input_dir: str, output_dir: str, out_flag: str = '--out_dir') -> list[t
 
 @torch.no_grad()
 def align_faces(args: Namespace | Munch, input_dir: str, output_dir: str) -> None:
+    """Every photo under ``input_dir`` aligned into ``output_dir`` (``args``: complete parsed arguments)."""
     ref = load_mean_landmarks(args.lm_path, 256)
-    out_flag = output_flag(args) if getattr(args, 'mode', None) == 'align' else '--out_dir'
+    out_flag = output_flag(args) if args.mode == 'align' else '--out_dir'
     jobs = plan(input_dir, output_dir, out_flag)  # every path checked before the FAN loads
-    device = select_device(getattr(args, 'device', 'auto'))
+    device = select_device(args.device)
     fan = load_fan(FAN().eval(), args.wing_path).to(device)
     for path, out in jobs:
         img = np.array(load_rgb(path).resize((args.img_size, args.img_size), Image.Resampling.BILINEAR))

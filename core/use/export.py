@@ -33,7 +33,6 @@ from core.cli.arguments import output_flag
 from core.cli.config_files import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.io.files import atomic_write, check_output_dir, same_file
-from core.cli.flags import build_parser, flag_actions
 from core.use.hub_folder import is_hub_folder, read_hub_config, save_hub_folder
 from core.use.hub_transport import check_repo_id, push_folder
 from core.use.model_card import card_metrics, card_training_data, training_data
@@ -139,9 +138,9 @@ def run(args: Namespace | Munch) -> None:
     ``--hub_public``)."""
     if args.format not in FORMATS:
         raise UserError(f"--format {args.format} is not supported; use --format onnx or --format hf")
-    if getattr(args, 'push_to_hub', None) and args.format != 'hf':
+    if args.push_to_hub and args.format != 'hf':
         raise UserError('--push_to_hub uploads a Hub folder: add --format hf')
-    if getattr(args, 'hub_public', False) and not getattr(args, 'push_to_hub', None):
+    if args.hub_public and not args.push_to_hub:
         raise UserError('--hub_public makes the repository of --push_to_hub public: add --push_to_hub REPO '
                         '(or drop --hub_public)')
     if args.format == 'hf':
@@ -164,7 +163,7 @@ def export_hub(args: Namespace | Munch) -> dict[str, Any]:
     (``core.use.hub_folder.save_hub_folder``; metadata from ``hub_metadata``), then, with
     ``--push_to_hub REPO``, its upload. Paths, the repository id and the package are checked
     before the networks load. Returns what config.json holds."""
-    out, repo = args.result_dir, getattr(args, 'push_to_hub', None)
+    out, repo = args.result_dir, args.push_to_hub
     check_output_dir(out, output_flag(args))
     if same_file(out, args.checkpoint_dir):
         raise UserError(f"{output_flag(args)} '{out}' is --checkpoint_dir itself: the Hub folder would mix with the "
@@ -179,12 +178,8 @@ def export_hub(args: Namespace | Munch) -> dict[str, Any]:
     nets, step = load_run_networks(args, device='cpu')
     meta = save_hub_folder(nets, ModelConfig.from_args(args), out, step=step, extra=hub_metadata(args, step))
     if repo:
-        push_folder(out, repo, public=bool(getattr(args, 'hub_public', False)))
+        push_folder(out, repo, public=bool(args.hub_public))
     return meta
-
-
-def _flag_default(name: str) -> Any:
-    return flag_actions(build_parser())[name].default
 
 
 def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
@@ -214,9 +209,8 @@ def hub_metadata(args: Namespace | Munch, step: int) -> dict[str, Any]:
     if recorded is not None:
         data = training_data(recorded.get('train_img_dir'), recorded.get('demo_data'))
     else:
-        data = training_data(getattr(args, 'train_img_dir', None) or _flag_default('train_img_dir'),
-                             getattr(args, 'demo_data', None))
-    candidates = [getattr(args, 'eval_dir', None), recorded.get('eval_dir') if recorded else None, folder]
+        data = training_data(args.train_img_dir, args.demo_data)
+    candidates = [args.eval_dir, recorded.get('eval_dir') if recorded else None, folder]
     candidates = [c for c in candidates if isinstance(c, str)]  # a hand-edited config.yaml may hold anything
     from metrics.eval import read_results  # the metrics stack is loaded only when used
     metrics, seen = None, set()

@@ -4,6 +4,7 @@ Images are tensors in [-1, 1]; every function follows the device of its inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, List
@@ -18,6 +19,22 @@ from core.io.files import StrPath
 from core.io.images import save_image
 from core.nn.styles import mean_style, shared_latents, truncated_style
 from core.use.video import video_latent, video_ref
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """What the sample grids read of the arguments: the high-pass weight, the domains, the
+    latent codes per domain and the seed of their draws."""
+    w_hpf: float
+    num_domains: int
+    latent_dim: int
+    num_outs_per_domain: int
+    seed: int
+
+    @classmethod
+    def from_args(cls, args: Any) -> GridConfig:
+        """From parsed arguments (a Namespace or Munch holding these fields)."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 @torch.no_grad()
@@ -64,37 +81,35 @@ def translate_using_reference(nets: Munch, w_hpf: float, x_src: torch.Tensor, x_
 
 
 @torch.no_grad()
-def training_grids(nets: Munch, inputs: Munch, step: int, sample_dir: StrPath, *, w_hpf: float, num_domains: int,
-                   latent_dim: int, num_outs_per_domain: int, seed: int) -> None:
+def training_grids(nets: Munch, inputs: Munch, step: int, sample_dir: StrPath, grid: GridConfig) -> None:
     """The official training-time grids of ``step`` into ``sample_dir``. Random codes come from
-    a private generator seeded by (seed, step): sampling never moves the training RNG."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    a private generator seeded by (``grid.seed``, step): sampling never moves the training RNG."""
+    generator = torch.Generator().manual_seed(grid.seed * 1_000_003 + step)
     x_src, y_src, x_ref, y_ref = inputs.x_src, inputs.y_src, inputs.x_ref, inputs.y_ref
     device, n = x_src.device, x_src.size(0)
     out = lambda name: os.path.join(sample_dir, f'{step:06d}_{name}.jpg')
-    translate_and_reconstruct(nets, w_hpf, x_src, y_src, x_ref, y_ref, out('cycle_consistency'))
-    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(min(num_domains, 5))]
-    z_trg_list = shared_latents(num_outs_per_domain, n, latent_dim, generator, device)
-    mean_styles = [mean_style(nets, y[0], latent_dim, generator=generator) for y in y_trg_list]
+    translate_and_reconstruct(nets, grid.w_hpf, x_src, y_src, x_ref, y_ref, out('cycle_consistency'))
+    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(min(grid.num_domains, 5))]
+    z_trg_list = shared_latents(grid.num_outs_per_domain, n, grid.latent_dim, generator, device)
+    mean_styles = [mean_style(nets, y[0], grid.latent_dim, generator=generator) for y in y_trg_list]
     for psi in (0.5, 0.7, 1.0):
-        translate_using_latent(nets, w_hpf, x_src, y_trg_list, z_trg_list, psi, out(f'latent_psi_{psi:.1f}'), mean_styles)
-    translate_using_reference(nets, w_hpf, x_src, x_ref, y_ref, out('reference'))
+        translate_using_latent(nets, grid.w_hpf, x_src, y_trg_list, z_trg_list, psi, out(f'latent_psi_{psi:.1f}'), mean_styles)
+    translate_using_reference(nets, grid.w_hpf, x_src, x_ref, y_ref, out('reference'))
 
 
 # --------------------------------------------------------------------------- sample mode
 
 @torch.no_grad()
-def write_samples(nets: Munch, src: Munch, ref: Munch, result_dir: StrPath,
-                  outputs: str | Sequence[str] = DEFAULT_SAMPLE_OUTPUTS, *, w_hpf: float, num_domains: int,
-                  latent_dim: int, num_outs_per_domain: int, seed: int) -> List[str]:
+def write_samples(nets: Munch, src: Munch, ref: Munch, result_dir: StrPath, grid: GridConfig,
+                  outputs: str | Sequence[str] = DEFAULT_SAMPLE_OUTPUTS) -> List[str]:
     """Sample mode's files into ``result_dir``; returns their paths in order.
 
     ``src``/``ref``: batches with ``x`` (N, 3, H, W) and ``y`` (N,) (InputFetcher 'test').
     ``outputs`` (names of SAMPLE_OUTPUTS, or their comma list): 'reference' -> reference.jpg, 'video_ref' ->
     video_ref.mp4, 'latent' -> latent_{y}_psi_{0.5,0.7,1.0}.jpg per domain,
     'video_latent' -> video_latent.mp4. Random codes come from a generator seeded with
-    ``seed`` anew for each output, so an output does not depend on which others are chosen;
-    ``num_outs_per_domain`` latent codes each.
+    ``grid.seed`` anew for each output, so an output does not depend on which others are chosen;
+    ``grid.num_outs_per_domain`` latent codes each.
     """
     outputs = parse_sample_outputs(outputs)
     out = lambda name: os.path.join(result_dir, name)
@@ -102,28 +117,28 @@ def write_samples(nets: Munch, src: Munch, ref: Munch, result_dir: StrPath,
     device, n = src.x.device, src.x.size(0)
     written: List[str] = []
     if 'reference' in outputs:
-        translate_using_reference(nets, w_hpf, src.x, ref.x, ref.y, out('reference.jpg'))
+        translate_using_reference(nets, grid.w_hpf, src.x, ref.x, ref.y, out('reference.jpg'))
         written.append(out('reference.jpg'))
-    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(num_domains)]
+    y_trg_list = [torch.full((n,), y, dtype=torch.long, device=device) for y in range(grid.num_domains)]
 
     # the same latent codes for every output, each output's draws independent of the others
     def codes() -> tuple[torch.Generator, torch.Tensor]:
-        generator = torch.Generator().manual_seed(seed)
-        return generator, shared_latents(num_outs_per_domain, n, latent_dim, generator, device)
+        generator = torch.Generator().manual_seed(grid.seed)
+        return generator, shared_latents(grid.num_outs_per_domain, n, grid.latent_dim, generator, device)
 
     if 'latent' in outputs:
         generator, z_trg_list = codes()
         for y, y_trg in enumerate(y_trg_list):
-            s_avg = mean_style(nets, y, latent_dim, generator=generator)
+            s_avg = mean_style(nets, y, grid.latent_dim, generator=generator)
             for psi in (0.5, 0.7, 1.0):
-                translate_using_latent(nets, w_hpf, src.x, [y_trg], z_trg_list, psi, out(f'latent_{y}_psi_{psi:.1f}.jpg'),
+                translate_using_latent(nets, grid.w_hpf, src.x, [y_trg], z_trg_list, psi, out(f'latent_{y}_psi_{psi:.1f}.jpg'),
                                        [s_avg])
                 written.append(out(f'latent_{y}_psi_{psi:.1f}.jpg'))
     if 'video_ref' in outputs:  # videos need imageio-ffmpeg (a UserError when absent)
-        written.append(video_ref(nets, w_hpf, src.x, ref.x, ref.y, out('video_ref.mp4')))
+        written.append(video_ref(nets, grid.w_hpf, src.x, ref.x, ref.y, out('video_ref.mp4')))
     if 'video_latent' in outputs:
         generator, z_trg_list = codes()
-        written.append(video_latent(nets, w_hpf, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
+        written.append(video_latent(nets, grid.w_hpf, src.x, y_trg_list, z_trg_list, 1.0, out('video_latent.mp4'),
                                     generator=generator))
     return written
 
@@ -141,5 +156,4 @@ def run(args: Any) -> None:
                   num_workers=data_workers(args.num_workers), num_domains=args.num_domains, device=args.device)
     src, ref = (next(InputFetcher(get_test_loader(root, **common), None, args.latent_dim, 'test', device))
                 for root in (args.src_dir, args.ref_dir))
-    write_samples(nets, src, ref, args.result_dir, sample_outputs(args), w_hpf=args.w_hpf, num_domains=args.num_domains,
-                  latent_dim=args.latent_dim, num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
+    write_samples(nets, src, ref, args.result_dir, GridConfig.from_args(args), sample_outputs(args))

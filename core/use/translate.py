@@ -21,7 +21,7 @@ from core.api import StarGANv2
 from core.datasets.folders import IMG_EXTENSIONS, is_image_file, list_images
 from core.errors import UserError
 from core.io.files import check_no_overwrite, check_output_dir, check_outside, mirror_paths
-from core.use.inputs import domain_index as model_domain_index
+from core.use.inputs import domain_index
 from core.use.load_run import load_run_networks
 from core.nn.networks import ModelConfig
 from core.nn.styles import need_source_domain
@@ -29,17 +29,13 @@ from core.io.images import save_image
 
 
 OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}
+NAMES_HINT = ', or give names with --domain_names'  # the end of the message on an unknown domain
 
 
 def known_domains(args: Any) -> list[str]:
     """Domain names: --domain_names, else those stored with the run (read back into the
     arguments by parse_args), else indices."""
     return ModelConfig.from_args(args).names()
-
-
-def domain_index(value: str | int | None, names: list[str], flag: str) -> int:
-    """The index of the domain ``value`` (a name or an index) given with ``flag``."""
-    return model_domain_index(value, names, flag, hint=', or give names with --domain_names')
 
 
 def plan(args: Any) -> list[tuple[str, str]]:
@@ -77,9 +73,8 @@ def plan(args: Any) -> list[tuple[str, str]]:
 
 def source_domain(args: Any, names: list[str]) -> int | None:
     """The index of --src_domain, which a --strength below 1 needs (None when not given)."""
-    src_domain = getattr(args, 'src_domain', None)
-    need_source_domain(getattr(args, 'strength', 1.0), src_domain, names, '--strength', '--src_domain')
-    return None if src_domain is None else domain_index(src_domain, names, '--src_domain')
+    need_source_domain(args.strength, args.src_domain, names, '--strength', '--src_domain')
+    return None if args.src_domain is None else domain_index(args.src_domain, names, '--src_domain', NAMES_HINT)
 
 
 @torch.no_grad()
@@ -88,11 +83,11 @@ def run(args: Any) -> None:
     jobs = plan(args)
     names = known_domains(args)
     if args.ref:
-        y_trg = domain_index(args.ref_domain, names, '--ref_domain')
+        y_trg = domain_index(args.ref_domain, names, '--ref_domain', NAMES_HINT)
     else:
-        y_trg = domain_index(args.trg_domain, names, '--trg_domain')
+        y_trg = domain_index(args.trg_domain, names, '--trg_domain', NAMES_HINT)
     y_src = source_domain(args, names)
-    strength = getattr(args, 'strength', 1.0)
+    strength = args.strength
     nets, step = load_run_networks(args)
     model = StarGANv2(nets, ModelConfig.from_args(args), step)
     if args.ref:

@@ -253,15 +253,13 @@ def test_checkpointio_writes_and_reads_the_official_file(tmp_path, capsys):
 
 def test_utils_sampling_helpers_write_the_sample_mode_files(tmp_path, one_thread):
     from core import utils
-    from core.use.sample_grids import write_samples
+    from core.use.sample_grids import GridConfig, write_samples
     args = official_args(result_dir=str(tmp_path / 'mode'))
     nets = filled_nets(args)
     g = torch.Generator().manual_seed(3)
     src = Munch(x=torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, y=torch.tensor([0]))
     ref = Munch(x=torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, y=torch.tensor([0, 1]))
-    written = write_samples(nets, src, ref, args.result_dir, ('reference', 'video_ref'), w_hpf=args.w_hpf,
-                            num_domains=args.num_domains, latent_dim=args.latent_dim,
-                            num_outs_per_domain=args.num_outs_per_domain, seed=args.seed)
+    written = write_samples(nets, src, ref, args.result_dir, GridConfig.from_args(args), ('reference', 'video_ref'))
     assert [os.path.basename(p) for p in written] == ['reference.jpg', 'video_ref.mp4']
     utils.translate_using_reference(nets, args, src.x, ref.x, ref.y, str(tmp_path / 'reference.jpg'))
     utils.video_ref(nets, args, src.x, ref.x, ref.y, str(tmp_path / 'video_ref.mp4'))

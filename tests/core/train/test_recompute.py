@@ -32,12 +32,13 @@ def train(nets, nets_ema, args, batches, flag):
     if 'fan' in nets:
         nets_ema.fan = nets.fan
     args = Munch(args, grad_checkpoint=flag)
-    optims = build_optimizers(nets, TrainConfig.from_args(args))
-    train_nets = speed_nets(nets, TrainConfig.from_args(args))
+    hp = TrainConfig.from_args(args)
+    optims = build_optimizers(nets, hp)
+    train_nets = speed_nets(nets, hp)
     assert is_recomputed(nets.generator) == is_recomputed(nets.discriminator) == flag
     logs = []
     for step, batch in enumerate(batches):
-        logs.append(train_step(train_nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), args, step))
+        logs.append(train_step(train_nets, nets_ema, optims, Munch({k: v.clone() for k, v in batch.items()}), hp, step))
     return nets, nets_ema, optims, logs
 
 

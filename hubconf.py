@@ -32,7 +32,8 @@ import urllib.error
 
 import torch
 
-from core import api, device as devices, errors
+from core import api, errors
+from core import device as devices
 from core.io import ckpt_files as ckpt
 from core.nn import fan, networks
 

@@ -8,8 +8,8 @@ import sys
 from typing import Callable, List, Optional
 
 from core.cli.arguments import parse_args
-from core.errors import UserError
 from core.cli.mode_table import MODES
+from core.errors import UserError
 
 
 def runner(mode: str) -> Callable:

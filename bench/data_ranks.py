@@ -44,9 +44,9 @@ def _free_port():
 def _rank(rank, world_size, port, opt, folder, reads, out):
     """One rank: its loaders, --iters timed batches; (decoded per iteration, seconds) to ``out``."""
     import core.datasets.pipeline
+    from core.datasets.order import Share
     from core.datasets.pipeline import InputFetcher, get_train_loader
     from core.io.images import CheckedImages
-    from core.datasets.order import Share
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group('gloo', rank=rank, world_size=world_size)

@@ -62,7 +62,6 @@ def load_val_images(val_dir, img_size, num_images):
     from PIL import Image
 
     from core.datasets.folders import list_domains, list_images
-
     from core.io.images import load_rgb
     domains = list_domains(val_dir)
     if not domains:
@@ -278,9 +277,9 @@ def _split_argv(argv):
 
 
 def main(argv=None):
-    from core.io.ckpt_files import ckpt_path, load_modules
     from core.cli.arguments import parse_args
     from core.device import select_device
+    from core.io.ckpt_files import ckpt_path, load_modules
     from core.model import build_model
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -32,10 +32,10 @@ from torchvision import models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import metrics as metrics_pkg  # noqa: E402
 from core.datasets.folders import list_domains  # noqa: E402
 from core.nn.networks import ModelConfig, build_generator, build_mapping_network, build_style_encoder  # noqa: E402
 from metrics import eval as meval  # noqa: E402
-import metrics as metrics_pkg  # noqa: E402
 from metrics import fid, lpips  # noqa: E402
 
 

@@ -22,9 +22,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.use.export import export_onnx  # noqa: E402
-from core.nn.networks import ModelConfig, build_networks  # noqa: E402
 from core.nn.fan import fan_masks  # noqa: E402
+from core.nn.networks import ModelConfig, build_networks  # noqa: E402
+from core.use.export import export_onnx  # noqa: E402
 
 MODELS = {'afhq': ModelConfig(img_size=256, num_domains=3, w_hpf=0),
           'celeba_hq': ModelConfig(img_size=256, num_domains=2, w_hpf=1)}

@@ -15,12 +15,13 @@ from munch import Munch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
-from core.solver import compute_d_loss, compute_g_loss  # noqa: E402
-from core.model import build_model  # noqa: E402
-from core.train.step import TrainConfig, build_optimizers, init_weights, train_step  # noqa: E402
-from core.nn.fan import heatmaps_to_masks  # noqa: E402
 from helpers import filled_nets, loss_args, masks_of  # noqa: E402
 from weights_by_name import checksum  # noqa: E402
+
+from core.model import build_model  # noqa: E402
+from core.nn.fan import heatmaps_to_masks  # noqa: E402
+from core.solver import compute_d_loss, compute_g_loss  # noqa: E402
+from core.train.step import TrainConfig, build_optimizers, init_weights, train_step  # noqa: E402
 
 
 def rel(got, exp):

@@ -25,11 +25,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
+from weights_by_name import fill_by_name  # noqa: E402
+
 import main as cli  # noqa: E402
 from core.cli.arguments import SAMPLE_OUTPUTS  # noqa: E402
 from core.model import build_model  # noqa: E402
 from core.nn.fan import FAN  # noqa: E402
-from weights_by_name import fill_by_name  # noqa: E402
 
 
 def write_released_format(folder, img_size=256, num_domains=2):

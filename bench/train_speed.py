@@ -55,13 +55,12 @@ from munch import Munch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
 from core.cli.arguments import parse_args  # noqa: E402
 from core.cli.config_files import as_dict  # noqa: E402
 from core.device import select_device  # noqa: E402
 from core.model import build_model  # noqa: E402
-from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, prepare_inputs,  # noqa: E402
-                          speed_nets, train_step)
-from bench.train_memory import count_iteration, format_phases, gib  # noqa: E402
+from core.train.step import TrainConfig, build_optimizers, init_weights, make_scaler, prepare_inputs, speed_nets, train_step  # noqa: E402
 
 # Dense peak FLOP/s from NVIDIA's datasheets (SXM parts), by the dtype the convolutions run in.
 # fp32 rows use the TF32 tensor-core rate: cuDNN convolutions use TF32 by default

@@ -11,9 +11,15 @@ from typing import List, Optional
 from PIL import Image
 
 from core.datasets.folders import list_images
-from core.datasets.pipeline import DomainDataset, FlatImageDataset, Transform
-from core.datasets.pipeline import get_train_loader  # noqa: F401 (official names)
-from core.datasets.pipeline import InputFetcher, get_eval_loader, get_test_loader
+from core.datasets.pipeline import (
+    DomainDataset,
+    FlatImageDataset,
+    InputFetcher,
+    Transform,
+    get_eval_loader,
+    get_test_loader,
+    get_train_loader,  # noqa: F401 (official names)
+)
 from core.io.files import StrPath
 
 __all__ = ['listdir', 'DefaultDataset', 'ReferenceDataset', 'get_train_loader', 'get_eval_loader',

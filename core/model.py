@@ -8,8 +8,19 @@ from typing import Any, Tuple
 from munch import Munch
 
 from core.nn.fan import FAN, load_fan  # noqa: F401 (official name)
-from core.nn.networks import (AdaIN, AdainResBlk, Discriminator, Generator, HighPass, MappingNetwork,  # noqa: F401
-                           ModelConfig, ResBlk, StyleEncoder, build_networks, ema_copies)
+from core.nn.networks import (  # noqa: F401
+    AdaIN,
+    AdainResBlk,
+    Discriminator,
+    Generator,
+    HighPass,
+    MappingNetwork,
+    ModelConfig,
+    ResBlk,
+    StyleEncoder,
+    build_networks,
+    ema_copies,
+)
 
 __all__ = ['ResBlk', 'AdaIN', 'AdainResBlk', 'HighPass', 'Generator', 'MappingNetwork', 'StyleEncoder',
            'Discriminator', 'build_model']

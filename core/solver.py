@@ -14,11 +14,11 @@ from munch import Munch
 from core.cli.arguments import sample_outputs
 from core.datasets.pipeline import InputFetcher
 from core.nn.fan import Masks
-from core.use.load_run import load_run_networks
-from core.train.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)
-from core.use.sample_grids import GridConfig, write_samples
-from core.train.step import moving_average  # noqa: F401 (official name)
 from core.train.loop import Trainer
+from core.train.losses import adv_loss, discriminator_loss, generator_loss, r1_reg, target_style  # noqa: F401 (official names)
+from core.train.step import moving_average  # noqa: F401 (official name)
+from core.use.load_run import load_run_networks
+from core.use.sample_grids import GridConfig, write_samples
 
 __all__ = ['Solver', 'compute_d_loss', 'compute_g_loss', 'moving_average', 'adv_loss', 'r1_reg']
 

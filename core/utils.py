@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from core.errors import UserError as _UserError
-from core.nn.fan import fan_masks as _fan_masks
 from core.io.files import write_json as _write_json
 from core.io.images import denormalize, save_image  # noqa: F401 (official names)
 from core.io.images import to_float255 as _to_float255
+from core.nn.fan import fan_masks as _fan_masks
 from core.nn.styles import mean_style as _mean_style
-from core.use import sample_grids as _sample_grids
 from core.train.step import he_init  # noqa: F401 (official name)
+from core.use import sample_grids as _sample_grids
 from core.use.video import SLOWDOWN as _SLOWDOWN
 from core.use.video import VideoWriter as _VideoWriter
 from core.use.video import interpolation_weights as _interpolation_weights

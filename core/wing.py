@@ -14,16 +14,36 @@ import numpy.typing as npt
 import torch
 from munch import Munch
 
-from core.use.align import (EYE_LEFT, EYE_RIGHT, MOUTH_CORNERS, FloatArray, align_image, face_axis, landmarks_to_matrix,
-                        load_mean_landmarks)
-from core.use.align import align_faces as _align_faces
-from core.use.align import pad_mirror as _pad_mirror
 from core.cli.arguments import with_defaults
 from core.device import select_device
-from core.nn.fan import (FAN, PART_OPS, AddCoords, ConvBlock, CoordConvTh, HourGlass, fan_masks,  # noqa: F401 (re-exported)
-                      heatmaps_to_masks, landmarks_from_heatmaps, load_fan, normalize, truncate)
-from core.nn.fan import _shift
 from core.io.images import from_uint8, to_uint8, to_uint8_truncated
+from core.nn.fan import (  # noqa: F401 (re-exported)
+    FAN,
+    PART_OPS,
+    AddCoords,
+    ConvBlock,
+    CoordConvTh,
+    HourGlass,
+    _shift,
+    fan_masks,
+    heatmaps_to_masks,
+    landmarks_from_heatmaps,
+    load_fan,
+    normalize,
+    truncate,
+)
+from core.use.align import (
+    EYE_LEFT,
+    EYE_RIGHT,
+    MOUTH_CORNERS,
+    FloatArray,
+    align_image,
+    face_axis,
+    landmarks_to_matrix,
+    load_mean_landmarks,
+)
+from core.use.align import align_faces as _align_faces
+from core.use.align import pad_mirror as _pad_mirror
 
 AddCoordsTh = AddCoords
 get_preds_fromhm = landmarks_from_heatmaps

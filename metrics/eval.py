@@ -29,17 +29,22 @@ from PIL import Image
 
 from core.cli.arguments import with_defaults
 from core.datasets.folders import list_domains
-
-from core.datasets.pipeline import get_eval_loader
-
 from core.datasets.order import derive_seed
+from core.datasets.pipeline import get_eval_loader
 from core.device import DeviceLike, data_workers
-from core.nn.fan import fan_masks
 from core.io.files import write_json
 from core.io.images import to_uint8
+from core.nn.fan import fan_masks
 from metrics import MetricsError, resolve_weights
-from metrics.fid import Features, InceptionPool3, activations_from_uint8, build_inception, frechet_distance, \
-    statistics, stats_from_folder
+from metrics.fid import (
+    Features,
+    InceptionPool3,
+    activations_from_uint8,
+    build_inception,
+    frechet_distance,
+    statistics,
+    stats_from_folder,
+)
 from metrics.lpips import LPIPS, build_lpips, calculate_lpips_given_images
 
 MODES = ('latent', 'reference')

@@ -29,11 +29,10 @@ from scipy import linalg
 from torchvision import models
 
 from core.datasets.pipeline import plain_transform
-
-from core.io.images import load_rgb
 from core.device import DeviceLike, as_device, exact_fp32
 from core.errors import UserError
 from core.io.files import StrPath, atomic_write
+from core.io.images import load_rgb
 from metrics import MetricsError, build_cached, file_fingerprint, load_into, read_state_dict, resolve_weights
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'stargan-v2')
@@ -163,7 +162,7 @@ def statistics(actvs: npt.ArrayLike) -> Stats:
 
 
 def list_image_files(folder: StrPath) -> list[str]:
-    from core.datasets.folders import list_images   # the project's one definition of "an image"
+    from core.datasets.folders import list_images  # the project's one definition of "an image"
     if not os.path.isdir(folder):
         raise MetricsError(f"image folder '{folder}' does not exist; check the path")
     files = list_images(folder)

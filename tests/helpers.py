@@ -66,8 +66,9 @@ def golden_cases(kind, slow=False):
 
 def filled_nets(case):
     """G, F, E, D (and FAN when w_hpf > 0) of a golden case's configuration, filled by name."""
-    from core.nn.networks import ModelConfig, build_networks
     from weights_by_name import fill_by_name
+
+    from core.nn.networks import ModelConfig, build_networks
     args = Munch(img_size=case['img_size'], style_dim=case['style_dim'], latent_dim=case['latent_dim'],
                  num_domains=case['num_domains'], w_hpf=case['w_hpf'])
     nets = build_networks(ModelConfig.from_args(args), training=True)  # the FAN too when w_hpf > 0
@@ -103,10 +104,11 @@ def tiny_nets(w_hpf=0, seed=0, **over):
     as training builds them (under ``torch.manual_seed(seed)``, in the official order, the EMA
     copies taken before He init), He-initialised; with ``w_hpf > 0`` a FAN filled by name whose
     heat-maps leave masks that vary (``tiny_run.sparse_heatmaps``)."""
-    from core.nn.networks import ModelConfig, build_networks, ema_copies
-    from core.train.step import init_weights
     from tiny_run import sparse_heatmaps
     from weights_by_name import fill_by_name
+
+    from core.nn.networks import ModelConfig, build_networks, ema_copies
+    from core.train.step import init_weights
     args = tiny_args(w_hpf, **over)
     torch.manual_seed(seed)
     nets = build_networks(ModelConfig.from_args(args), training=True)

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from tiny_run import STEP, make_checkpoint
 
 import core.use.hub_folder as hub
 from core.cli.arguments import parse_args
 from core.nn.fan import fan_masks
 from core.nn.networks import ModelConfig
 from core.use.load_run import load_networks
-from tiny_run import STEP, make_checkpoint
 
 NAMES = ['cat', 'dog']
 CASES = [pytest.param(0, 32, id='hpf0'), pytest.param(1, 64, id='hpf1')]  # the FAN always sees 256 px

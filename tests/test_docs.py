@@ -25,7 +25,6 @@ import re
 import shlex
 
 import pytest
-
 from helpers import ROOT
 
 README = os.path.join(ROOT, 'README.md')

@@ -8,15 +8,15 @@ import re
 
 import pytest
 import torch
-
-import hubconf
-from core.api import StarGANv2
-from core.io.ckpt_files import atomic_save, state_dicts
-from core.errors import UserError
-from core.nn.networks import INFERENCE, Generator, ModelConfig, build_networks
 from helpers import ROOT, SHARED_GOLDENS
 from tiny_run import make_image, sparse_heatmaps
 from weights_by_name import fill_by_name
+
+import hubconf
+from core.api import StarGANv2
+from core.errors import UserError
+from core.io.ckpt_files import atomic_save, state_dicts
+from core.nn.networks import INFERENCE, Generator, ModelConfig, build_networks
 
 # a small stand-in for the released files: the official configuration with these keywords changed
 TINY = dict(img_size=32, dim_in=8, max_conv_dim=32, style_dim=16, latent_dim=8)

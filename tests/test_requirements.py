@@ -5,9 +5,8 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 
 import pytest
-from packaging.version import Version
-
 from helpers import ROOT
+from packaging.version import Version
 
 
 def requirements():

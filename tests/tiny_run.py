@@ -5,12 +5,12 @@ import os
 import numpy as np
 import torch
 from PIL import Image
+from weights_by_name import fill_by_name
 
-from core.io.ckpt_files import atomic_save, ckpt_path, state_dicts, NETS_EMA
 from core.cli.arguments import parse_args
 from core.cli.config_files import save_config
+from core.io.ckpt_files import NETS_EMA, atomic_save, ckpt_path, state_dicts
 from core.nn.networks import ModelConfig, build_networks
-from weights_by_name import fill_by_name
 
 STEP = 3
 

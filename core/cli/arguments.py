@@ -14,13 +14,12 @@ from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Set, Tuple
 from munch import Munch
 
 from core.cli.config_files import CONFIG_FILENAME, as_dict, load_config, read_yaml_defaults
-from core.errors import UserError
-from core.use.hub_folder import is_hub_folder, model_values
-from core.cli.flags import (AUTO, CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser,  # noqa: F401
-                        flag_actions)
+from core.cli.flags import AUTO, CLI_ONLY, DEFAULT_SAMPLE_OUTPUTS, LATEST, SAMPLE_OUTPUTS, build_parser, flag_actions  # noqa: F401
 from core.cli.mode_table import MODES, OUTPUT_FLAG
+from core.errors import UserError
 from core.nn.networks import MODEL_KEYS, ModelConfig, check_model_values, split_names
 from core.nn.styles import check_strength
+from core.use.hub_folder import is_hub_folder, model_values
 
 __all__ = ['parse_args', 'resolve_args', 'validate_args', 'given_on_command_line', 'run_values', 'with_defaults',
            'domain_names', 'sample_outputs', 'parse_sample_outputs', 'output_flag', 'LATEST', 'SAMPLE_OUTPUTS',

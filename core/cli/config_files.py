@@ -8,9 +8,9 @@ from typing import IO, Any, Dict, Optional
 import yaml
 from munch import Munch
 
+from core.cli.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest, workers
 from core.errors import UserError
 from core.io.files import atomic_write, read_small_file
-from core.cli.flags import CLI_ONLY, LATEST, build_parser, flag_actions, step_or_latest, workers
 from core.nn.networks import MODEL_KEYS, check_model_values
 
 __all__ = ['CONFIG_FILENAME', 'read_yaml_defaults', 'save_config', 'load_config', 'as_dict']

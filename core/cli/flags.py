@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, Final, Literal, NoReturn, TypeAlias
 
-from core.errors import UserError
 from core.cli.mode_table import MODES, OUTPUT_FLAG
+from core.errors import UserError
 
 __all__ = ['build_parser', 'flag_actions', 'step_or_latest', 'LATEST', 'SAMPLE_OUTPUTS', 'DEFAULT_SAMPLE_OUTPUTS',
            'CLI_ONLY']

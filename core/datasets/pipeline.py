@@ -18,12 +18,12 @@ from PIL import Image
 from torch.utils import data
 from torchvision import transforms
 
+from core.datasets.folders import EXT_TEXT, check_dataset, list_domain_images, list_domains, list_images, require_dir
+from core.datasets.order import SEED_MAX, BalancedSampler, Resumable, Share, ShuffleSampler, resolve_seed
 from core.device import DeviceLike, pin_memory, select_device
 from core.errors import UserError
 from core.io.files import StrPath
 from core.io.images import CheckedImages, ImageReadError, load_rgb
-from core.datasets.folders import EXT_TEXT, check_dataset, list_domain_images, list_domains, list_images, require_dir
-from core.datasets.order import SEED_MAX, BalancedSampler, Resumable, Share, ShuffleSampler, resolve_seed
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

@@ -14,7 +14,6 @@ from torch import nn
 
 from core.errors import UserError
 
-
 N_MEAN_STYLE = 10000  # latent codes averaged for a domain's mean style
 
 

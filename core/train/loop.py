@@ -28,19 +28,28 @@ import core.io.ckpt_files as ckpt
 import core.train.distributed as distributed
 from core.cli.arguments import LATEST, with_defaults
 from core.cli.config_files import save_config
+from core.cli.flags import StepOrLatest
 from core.datasets.folders import list_domains
 from core.datasets.pipeline import InputFetcher, get_test_loader, get_train_loader, without_workers
-from core.io.images import CheckedImages, ImageReadError
 from core.device import configure_training, data_workers, fused_optimizers, select_device
 from core.errors import UserError
-from core.nn.fan import load_fan
 from core.io.files import StrPath, append_line
-from core.cli.flags import StepOrLatest
-from core.nn.networks import TRAINED, ModelConfig, build_networks, ema_copies
+from core.io.images import CheckedImages, ImageReadError
 from core.io.run_folder import RunLock, check_free_space, check_writable
+from core.nn.fan import load_fan
+from core.nn.networks import TRAINED, ModelConfig, build_networks, ema_copies
+from core.train.step import (
+    TrainConfig,
+    build_optimizers,
+    init_weights,
+    make_scaler,
+    match_optimizer_layout,
+    prepare_inputs,
+    speed_nets,
+    to_memory_format,
+    train_step,
+)
 from core.use.sample_grids import GridConfig, training_grids
-from core.train.step import (TrainConfig, build_optimizers, init_weights, make_scaler, match_optimizer_layout,
-                          prepare_inputs, speed_nets, to_memory_format, train_step)
 
 __all__ = ['Trainer', 'TrainingDiverged', 'resume_start', 'run']
 

@@ -16,8 +16,8 @@ import torch.nn as nn
 from munch import Munch
 
 from core.nn.fan import fan_masks
-from core.train.losses import discriminator_loss, generator_loss, target_style
 from core.nn.networks import INFERENCE, TRAINED, ModelConfig
+from core.train.losses import discriminator_loss, generator_loss, target_style
 from core.train.recompute import recompute_nets
 
 

@@ -19,11 +19,11 @@ from scipy.ndimage import gaussian_filter
 from skimage.transform import warp
 
 from core.cli.arguments import output_flag
-from core.device import select_device
 from core.datasets.folders import list_images
-from core.io.images import load_rgb
+from core.device import select_device
 from core.errors import UserError
 from core.io.files import check_output_dir, check_outside, mirror_paths
+from core.io.images import load_rgb
 from core.nn.fan import FAN, load_fan
 
 EYE_LEFT = list(range(60, 68)) + [96]

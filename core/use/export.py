@@ -33,10 +33,10 @@ from core.cli.arguments import output_flag
 from core.cli.config_files import CONFIG_FILENAME, load_config
 from core.errors import UserError
 from core.io.files import atomic_write, check_output_dir, same_file
+from core.nn.networks import ModelConfig
 from core.use.hub_folder import is_hub_folder, read_hub_config, save_hub_folder
 from core.use.hub_transport import check_repo_id, push_folder
 from core.use.model_card import card_metrics, card_training_data, training_data
-from core.nn.networks import ModelConfig
 
 if TYPE_CHECKING:
     from core.nn.fan import FAN

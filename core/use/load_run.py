@@ -19,9 +19,9 @@ from munch import Munch
 import core.io.ckpt_files as ckpt
 from core.device import DeviceLike, as_device
 from core.errors import UserError
-from core.use.hub_folder import hub_step, is_hub_folder, load_hub_weights
-from core.nn.networks import INFERENCE, ModelConfig, build_networks
 from core.nn.fan import load_fan
+from core.nn.networks import INFERENCE, ModelConfig, build_networks
+from core.use.hub_folder import hub_step, is_hub_folder, load_hub_weights
 
 __all__ = ['load_networks', 'resolve_step', 'load_run_networks']
 

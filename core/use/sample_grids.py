@@ -14,9 +14,9 @@ from munch import Munch
 
 from core.cli.arguments import DEFAULT_SAMPLE_OUTPUTS, parse_sample_outputs, sample_outputs
 from core.device import data_workers
-from core.nn.fan import fan_masks
 from core.io.files import StrPath
 from core.io.images import save_image
+from core.nn.fan import fan_masks
 from core.nn.styles import mean_style, shared_latents, truncated_style
 from core.use.video import video_latent, video_ref
 

@@ -32,12 +32,15 @@ from munch import Munch  # noqa: E402
 
 from core.api import StarGANv2  # noqa: E402
 from core.datasets.folders import list_domain_images  # noqa: E402
-from core.io.images import FORMATS_TEXT, ImageTooLargeError
 from core.errors import UserError  # noqa: E402
+from core.io.images import (
+    FORMATS_TEXT,
+    ImageTooLargeError,
+    image_row,  # noqa: E402
+)
 from core.nn.networks import ModelConfig  # noqa: E402
 from core.nn.styles import check_strength, need_source_domain  # noqa: E402
 from core.use.inputs import as_batch  # noqa: E402
-from core.io.images import image_row  # noqa: E402
 
 __all__ = ['Translator', 'build_app', 'example_images', 'run']
 

@@ -21,12 +21,11 @@ from core.api import StarGANv2
 from core.datasets.folders import IMG_EXTENSIONS, is_image_file, list_images
 from core.errors import UserError
 from core.io.files import check_no_overwrite, check_output_dir, check_outside, mirror_paths
-from core.use.inputs import domain_index
-from core.use.load_run import load_run_networks
+from core.io.images import save_image
 from core.nn.networks import ModelConfig
 from core.nn.styles import need_source_domain
-from core.io.images import save_image
-
+from core.use.inputs import domain_index
+from core.use.load_run import load_run_networks
 
 OUTPUT_EXTENSIONS = {e.lower() for e in IMG_EXTENSIONS}
 NAMES_HINT = ', or give names with --domain_names'  # the end of the message on an unknown domain

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 from munch import Munch
 
 from core.errors import UserError
-from core.nn.fan import fan_masks
 from core.io.files import StrPath
 from core.io.images import to_uint8
+from core.nn.fan import fan_masks
 from core.nn.styles import N_MEAN_STYLE, domain_mean_style
 
 __all__ = ['FPS', 'SLOWDOWN', 'HOLD_LAST', 'VideoWriter', 'interpolation_weights',

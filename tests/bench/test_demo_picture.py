@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 from bench.shape_classifier import classify_shape
 from core.datasets.demo_shapes import SHAPES, make_shapes_dataset
 from core.errors import UserError
-from helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -34,9 +34,9 @@ def test_picture_cli_writes_a_captioned_png(tmp_path):
     from PIL import Image
 
     from bench.demo_picture import main
-    from core.io.ckpt_files import save_checkpoint
     from core.cli.arguments import parse_args
     from core.cli.config_files import save_config
+    from core.io.ckpt_files import save_checkpoint
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=2)
     ckpt = tmp_path / 'ckpt'

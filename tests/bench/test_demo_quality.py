@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from core.datasets.demo_shapes import SHAPES, make_shapes_dataset
 from core.errors import UserError
-from helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -52,8 +52,8 @@ def test_bench_diversity_sees_one_colour_per_domain_as_none(tmp_path, stub_nets,
 
 def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
     from bench.demo_quality import main
-    from core.io.ckpt_files import save_checkpoint
     from core.cli.arguments import parse_args
+    from core.io.ckpt_files import save_checkpoint
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
     flags = ['--config', os.path.join(ROOT, 'configs', 'demo.yaml'), '--val_img_dir', str(tmp_path / 'data' / 'val'),
@@ -75,8 +75,8 @@ def test_bench_cli_on_a_checkpoint(tmp_path, capsys):
 
 def test_bench_curve_scores_every_checkpoint_with_its_training_time(tmp_path, capsys):
     from bench.demo_quality import main
-    from core.io.ckpt_files import save_checkpoint
     from core.cli.arguments import parse_args
+    from core.io.ckpt_files import save_checkpoint
     from core.model import build_model
     make_shapes_dataset(tmp_path / 'data', img_size=32, n_train=1, n_val=3)
     ckpt = tmp_path / 'ckpt'

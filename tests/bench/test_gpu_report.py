@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import torch
+from helpers import ROOT
 
 from bench import gpu_report
 from core.errors import UserError
-from helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from helpers import tiny_nets
 from munch import Munch
 
 from bench.train_memory import PHASES, MemoryCount, count_iteration
-from core.train.losses import adv_loss, r1_reg
 from core.nn.networks import Discriminator
+from core.train.losses import adv_loss, r1_reg
 from core.train.step import TrainConfig, build_optimizers, speed_nets, train_step
-from helpers import tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 

@@ -11,12 +11,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, TINY_MODEL, tiny_nets
 from munch import Munch
 from PIL import Image
+from weights_by_name import fill_by_name, fill_torch_hub
 
 from core.errors import UserError
-from helpers import ROOT, TINY_MODEL, tiny_nets
-from weights_by_name import fill_by_name, fill_torch_hub
 
 # The official modules' public names and their argument lists (clovaai/stargan-v2, read from
 # the repository; for a class, its __init__ without self). Names are facts, not code.
@@ -324,8 +324,9 @@ def test_wing_mask_helpers_match_the_mask_pipeline():
 
 
 def test_wing_align_helpers():
-    from core import wing
     from helpers import face_like_landmarks
+
+    from core import wing
     lm = face_like_landmarks()
     np.testing.assert_allclose(wing.points2T(lm, 'from') @ np.r_[lm.mean(0), 1], [0, 0, 1], atol=1e-9)
     np.testing.assert_allclose(wing.points2T(lm, 'to') @ [0, 0, 1], np.r_[lm.mean(0), 1])

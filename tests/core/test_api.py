@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from PIL import Image
+from tiny_run import STEP, make_checkpoint, make_image
 
 from core.api import StarGANv2, as_batch
 from core.errors import UserError
 from core.nn.fan import fan_masks
 from core.nn.styles import mean_style, truncated_style
-from helpers import ROOT
-from tiny_run import STEP, make_checkpoint, make_image
 
 NAMES3 = ['cat', 'dog', 'wild']
 

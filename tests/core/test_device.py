@@ -2,11 +2,11 @@
 cuDNN's autotuner for CUDA training (GPU paths: docs/first_gpu_run.md items 9, 11)."""
 import pytest
 import torch
+from helpers import switched
 
 from core import device as device_mod
 from core.device import select_device
 from core.errors import UserError
-from helpers import switched
 
 
 def test_select_device(monkeypatch):

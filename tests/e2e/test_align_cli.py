@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, face_like_landmarks
 from PIL import Image
+from weights_by_name import fill_by_name
 
 import main as cli
 from core.nn.fan import FAN
-from helpers import ROOT, face_like_landmarks
-from weights_by_name import fill_by_name
 
 CUSTOM = os.path.join(ROOT, '..', 'shared', 'assets', 'representative', 'custom', 'female')
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import ROOT, make_dataset, run_args
 
 import main as cli
-from helpers import ROOT, make_dataset, run_args
 
 pytestmark = pytest.mark.slow  # two training processes
 
@@ -114,9 +114,10 @@ def test_two_nodes_on_loopback_match_one_process(tmp_path):
 # ---------------------------------------------------------------- the DDP matrix
 def _wing(path):
     """wing.ckpt from name-filled FAN weights with sparse heat-maps (masks that vary)."""
-    from core.nn.fan import FAN
     from tiny_run import sparse_heatmaps
     from weights_by_name import fill_by_name
+
+    from core.nn.fan import FAN
     torch.save({'state_dict': sparse_heatmaps(fill_by_name(FAN())).state_dict()}, path)
     return path
 
@@ -184,6 +185,7 @@ def _logged_worker(rank, world_size, runs):
     error lines go to ``status.rank{rank}``."""
     import contextlib
     import io
+
     import core.datasets.pipeline
     real = core.datasets.pipeline.load_rgb
     for port, argv, logs, damage in runs:

@@ -12,7 +12,6 @@ import time
 import zipfile
 
 import pytest
-
 from helpers import ROOT, loadable, write_zip
 
 pytestmark = pytest.mark.slow  # each test runs download.sh in a subprocess

@@ -14,14 +14,14 @@ import onnxscript  # noqa: F401 (the exporter needs it)
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 from PIL import Image
+from tiny_run import STEP, make_checkpoint, make_image
 
 import main as cli
-from helpers import ROOT
 from core.api import StarGANv2, as_batch
 from core.nn.fan import PART_OPS
 from core.nn.networks import ModelConfig
-from tiny_run import STEP, make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow
 

@@ -20,14 +20,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, assert_files_equal, make_dataset, run_args, small_disk
 from PIL import Image
+from tiny_run import make_checkpoint, make_image
 
-import main as cli
 import core.io.ckpt_files as ckpt_mod
+import main as cli
 from core.io.ckpt_files import complete_steps
 from core.io.run_folder import RunLock
-from helpers import ROOT, assert_files_equal, make_dataset, run_args, small_disk
-from tiny_run import make_checkpoint, make_image
 
 pytestmark = pytest.mark.slow  # every test runs main.py, download.sh or a server, or a whole training run
 
@@ -546,7 +546,6 @@ def test_download_refetches_a_broken_checkpoint_and_an_interrupted_unzip_leaves_
     import time
 
     import torch
-
     from helpers import loadable, write_zip
     project, mirror = tmp_path / 'project', tmp_path / 'mirror'
     project.mkdir()

@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
+from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 import main as cli
 from core.io.ckpt_files import complete_steps, latest_step
-from helpers import ROOT, assert_files_equal, make_dataset, run_args
 
 COMMON = ['--total_iters', '6', '--print_every', '0', '--sample_every', '0', '--save_every', '2',
           '--randcrop_prob', '0.5']

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import TESTS, face_like_landmarks, make_dataset
 from PIL import Image
+from weights_by_name import fill_by_name, fill_torch_hub
 
 from core.wing import FAN
-from helpers import TESTS, face_like_landmarks, make_dataset
-from weights_by_name import fill_by_name, fill_torch_hub
 
 SCRIPT = os.path.join(TESTS, 'official_style_main.py')
 # official flags only; 32 px keeps the official widths (dim_in = 2**14 // img_size) affordable

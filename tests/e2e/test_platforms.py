@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
-
 from helpers import ROOT, TESTS, make_dataset, run_args
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # four main.py subprocesses
 

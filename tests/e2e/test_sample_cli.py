@@ -3,10 +3,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import make_dataset, run_args
 from PIL import Image
 
 import main as cli
-from helpers import make_dataset, run_args
 
 pytestmark = pytest.mark.slow  # each test runs main.py on a trained checkpoint
 

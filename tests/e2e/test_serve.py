@@ -12,9 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import ROOT, Server
+from PIL import Image
 from tiny_run import make_checkpoint, make_image, upload_images
 
 pytestmark = pytest.mark.slow

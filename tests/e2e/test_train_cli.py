@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import ROOT, assert_files_equal, make_dataset, run_args
 from PIL import Image
 
-import main as cli
 import core.train.loop as loop
-from helpers import ROOT, assert_files_equal, make_dataset, run_args
+import main as cli
 
 
 @pytest.fixture(scope='module')
@@ -154,8 +154,9 @@ REPRESENTATIVE = os.path.join(ROOT, '..', 'shared', 'assets', 'representative')
 def test_official_readme_celeba_command_on_real_photos(tmp_path):
     """The official README's CelebA-HQ train command, unchanged but for small sizes, with the
     high-pass path and FAN masks (wing.ckpt written from name-filled weights)."""
-    from core.nn.fan import FAN
     from weights_by_name import fill_by_name
+
+    from core.nn.fan import FAN
     torch.save({'state_dict': fill_by_name(FAN()).state_dict()}, tmp_path / 'wing.ckpt')
     celeba = os.path.join(REPRESENTATIVE, 'celeba_hq')
     official = ['--mode', 'train', '--num_domains', '2', '--w_hpf', '1',

@@ -1,8 +1,8 @@
 """Fixtures of the metrics tests: offline Inception v3 and AlexNet weights (filled by name)."""
 import pytest
+from weights_by_name import fill_torch_hub
 
 from metrics import fid
-from weights_by_name import fill_torch_hub
 
 
 @pytest.fixture(scope='session')

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import random_uint8, switched, tiny_nets, write_pngs
 from munch import Munch
 from PIL import Image
 
 import metrics as metrics_pkg
-from helpers import random_uint8, switched, tiny_nets, write_pngs
 from metrics import eval as meval
 from metrics import fid
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import ROOT, random_uint8, write_pngs
+
 from metrics import fid
 
 

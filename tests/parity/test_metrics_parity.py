@@ -8,12 +8,12 @@ import os
 
 import pytest
 import torch
-from torchvision import models
-
 from helpers import golden_cases
+from torchvision import models
+from weights_by_name import value_for
+
 from metrics.fid import calculate_fid_given_paths
 from metrics.lpips import calculate_lpips_given_images
-from weights_by_name import value_for
 
 RTOL = 1e-4            # goldens/README.md, "metrics"
 DEFAULT_IMG_SIZE = 64  # README: 64x64 PNGs, img_size=64, batch 8 (used when the case omits them)

@@ -6,15 +6,15 @@ import copy
 
 import pytest
 import torch
+from helpers import LOCAL_GOLDENS, filled_nets, golden_cases, loss_args, masks_of
 from munch import Munch
+from weights_by_name import checksum
 
 from core.model import build_model
+from core.nn.fan import FAN, heatmaps_to_masks
 from core.nn.networks import Discriminator, Generator, MappingNetwork, StyleEncoder
 from core.solver import compute_d_loss, compute_g_loss
 from core.train.step import TrainConfig, build_optimizers, init_weights, train_step
-from core.nn.fan import FAN, heatmaps_to_masks
-from helpers import LOCAL_GOLDENS, filled_nets, golden_cases, loss_args, masks_of
-from weights_by_name import checksum
 
 
 def load(path):

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from munch import Munch
 
-import main as cli
 import core.cli.arguments as C
+import main as cli
 from core.cli.arguments import parse_args
 from core.errors import UserError
 

@@ -4,14 +4,14 @@ import os
 
 import pytest
 import yaml
+from helpers import OFFICIAL_DEFAULTS, ROOT
 
 import core.cli.config_files as config_files
 from core.cli.arguments import parse_args
 from core.cli.config_files import load_config, save_config
-from core.errors import UserError
 from core.cli.flags import build_parser, flag_actions
+from core.errors import UserError
 from core.nn.networks import ModelConfig
-from helpers import OFFICIAL_DEFAULTS, ROOT
 
 CONFIGS = os.path.join(ROOT, 'configs')
 

@@ -1,11 +1,11 @@
 """core/cli/flags.py: every official flag with its official default and type, ours marked; --mode;
 argparse's mistakes as one-line errors."""
 import pytest
+from helpers import OFFICIAL_DEFAULTS
 
 import main as cli
 from core.cli.arguments import parse_args
 from core.errors import UserError
-from helpers import OFFICIAL_DEFAULTS
 
 OFFICIAL_TYPES = {k: type(v) for k, v in OFFICIAL_DEFAULTS.items()}
 OUR_DEFAULTS = {

@@ -8,9 +8,9 @@ import pytest
 import main as cli
 from core.cli.arguments import output_flag, parse_args, run_values
 from core.cli.config_files import save_config
-from core.errors import UserError
 from core.cli.flags import build_parser, flag_actions
 from core.cli.mode_table import MODE_NAMES, MODES, OUTPUT_FLAG
+from core.errors import UserError
 
 
 def test_the_mode_flag_accepts_exactly_the_table():

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets.demo_shapes import (SHAPES, MANIFEST, POSITION_JITTER, SIZE_RANGE, make_shapes_dataset, random_params,
-                                      render_shape)
+from core.datasets.demo_shapes import (
+    MANIFEST,
+    POSITION_JITTER,
+    SHAPES,
+    SIZE_RANGE,
+    make_shapes_dataset,
+    random_params,
+    render_shape,
+)
 from core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures('one_thread')

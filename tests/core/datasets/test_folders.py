@@ -1,10 +1,11 @@
 """core/datasets/folders.py: domain folders, their images (links followed once), the up-front check of a dataset."""
 import os
 
+from helpers import DATA_SIZE as S
+from helpers import coded_dataset, noise, one_line_error, solid
+
 from core.datasets.folders import IMG_EXTENSIONS, check_dataset, list_domains, list_images
 from core.datasets.pipeline import get_test_loader, get_train_loader
-from helpers import DATA_SIZE as S, coded_dataset, noise, one_line_error, solid
-
 
 # ----------------------------------------------------------------------------- domain folders and their images
 

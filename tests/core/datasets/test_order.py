@@ -1,10 +1,10 @@
 """core/datasets/order.py: balanced sampling, seeds, the same order for the same seed."""
 import torch
+from helpers import DATA_SIZE as S
+from helpers import coded_dataset, decode, noise_dataset
 
-from core.datasets.pipeline import get_test_loader, get_train_loader
 from core.datasets.order import BalancedSampler
-from helpers import DATA_SIZE as S, coded_dataset, decode, noise_dataset
-
+from core.datasets.pipeline import get_test_loader, get_train_loader
 
 # ----------------------------------------------------------------------------- balanced sampling and seeds
 

@@ -4,11 +4,12 @@ import os
 
 import pytest
 import torch
+from helpers import DATA_SIZE as S
+from helpers import coded_dataset, decode, make_dataset, noise, noise_dataset, one_line_error, solid
 from PIL import Image
 
 from core.datasets.pipeline import InputFetcher, get_eval_loader, get_test_loader, get_train_loader
 from core.io.images import load_rgb
-from helpers import DATA_SIZE as S, coded_dataset, decode, make_dataset, noise, noise_dataset, one_line_error, solid
 
 
 def take(fetcher, n):
@@ -288,6 +289,7 @@ def test_a_stream_started_past_an_epochs_last_batch_is_at_the_next_epoch(tmp_pat
 
 def test_a_short_last_batch_of_another_kind_of_loader_gets_latent_codes_of_its_size(tmp_path):
     from torch.utils import data as tud
+
     from core.datasets.pipeline import DomainDataset, TrainTransform
     root = noise_dataset(tmp_path, {'a': 3, 'b': 2})
     src = tud.DataLoader(DomainDataset(root, TrainTransform(S, 0.0)), batch_size=4)  # batches of 4, then 1
@@ -301,8 +303,9 @@ def test_loaders_of_another_kind_are_read_whole_and_sliced(tmp_path):
     """A training loader built outside ``get_train_loader`` (a script's own DataLoader): each
     process keeps its rows of the batch it reads, still the one process's values."""
     from torch.utils import data as tud
-    from core.datasets.pipeline import DomainDataset, TrainTransform, share_loader
+
     from core.datasets.order import Share
+    from core.datasets.pipeline import DomainDataset, TrainTransform, share_loader
     root = noise_dataset(tmp_path, {'a': 3, 'b': 3})
 
     def fetcher(rank, world_size):

@@ -5,20 +5,33 @@ import contextlib
 import errno
 import os
 
+import helpers
 import pytest
 import torch
 import torch.nn as nn
+from helpers import adam_after_one_step, tiny_nets
 from munch import Munch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import core.io.ckpt_files as ckpt_mod
-from core.io.ckpt_files import (atomic_save, check_complete, ckpt_path, complete_steps, describe, latest_step,
-                       load_checkpoint, load_modules, load_optimizers, prune, save_checkpoint, saved_files,
-                       set_aside_later, to_host)
 from core.errors import UserError
+from core.io.ckpt_files import (
+    atomic_save,
+    check_complete,
+    ckpt_path,
+    complete_steps,
+    describe,
+    latest_step,
+    load_checkpoint,
+    load_modules,
+    load_optimizers,
+    prune,
+    save_checkpoint,
+    saved_files,
+    set_aside_later,
+    to_host,
+)
 from core.train.step import TrainConfig, build_optimizers
-import helpers
-from helpers import adam_after_one_step, tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (and FAN): threads only spin
 

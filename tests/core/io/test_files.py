@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import core.io.files as files
-from core.io.ckpt_files import atomic_save
 from core.errors import UserError
+from core.io.ckpt_files import atomic_save
 from core.io.files import append_line, atomic_write, check_output_dir, current_umask, write_json
 from core.io.images import save_image
 

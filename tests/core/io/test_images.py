@@ -3,14 +3,14 @@ import os
 
 import numpy as np
 import pytest
+from helpers import DATA_SIZE as S
+from helpers import one_line_error, solid
 from PIL import Image
 
-from core.errors import UserError
 from core.datasets.folders import check_dataset
 from core.datasets.pipeline import get_test_loader
+from core.errors import UserError
 from core.io.images import load_rgb
-from helpers import DATA_SIZE as S, one_line_error, solid
-
 
 # ----------------------------------------------------------------------------- formats and modes
 

@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import platform_sim
+import pytest
+from helpers import ROOT
+
 import core.io.run_folder as run_folder
 from core.errors import UserError
 from core.io.run_folder import LOCK_NAME, RunLock
-from helpers import ROOT
 
 
 @pytest.fixture

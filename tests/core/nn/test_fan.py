@@ -1,9 +1,9 @@
 """core/nn/fan.py beyond the goldens (tests/parity/test_parity.py): the masks under autocast."""
 import pytest
 import torch
+from helpers import tiny_nets
 
 from core.nn.fan import fan_masks
-from helpers import tiny_nets
 
 
 # ------------------------------------------------------------------ FAN under autocast (docs/first_gpu_run.md item 7)

@@ -7,15 +7,15 @@ import copy
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import tiny_nets
 from munch import Munch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.train.distributed import Distributed, Single, stack_on
 from core.errors import UserError
 from core.nn.networks import TRAINED
+from core.train.distributed import Distributed, Single, stack_on
 from core.train.step import TrainConfig, build_optimizers, train_step
-from helpers import tiny_nets
 
 
 def tiny_inputs(batch=2, seed=0):

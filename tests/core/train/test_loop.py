@@ -39,8 +39,8 @@ def test_a_batch_another_process_could_not_read_stops_this_one_after_saving(tmp_
     """Another rank's loader failed in iteration 3 (here: a worker killed, reported through the
     per-iteration agreement): this rank, whose batch was fine, stops in the same iteration
     with that rank's line, after saving the 2 iterations done."""
-    import main as cli
     import core.train.distributed as distributed
+    import main as cli
     from core.io.ckpt_files import complete_steps
     calls = []
     report = 'reading a training batch failed: RuntimeError: DataLoader worker (pid 7) is killed by signal: Bus error.'
@@ -58,6 +58,7 @@ def test_an_unexpected_loader_failure_saves_then_keeps_its_traceback(tmp_path, m
     """This rank's loader fails with something other than an unreadable image (a bug, a worker
     killed): the iterations done are saved first, then the error keeps its type and traceback."""
     import pytest
+
     import core.datasets.pipeline
     import core.io.images
     import main as cli
@@ -79,8 +80,9 @@ def test_an_unexpected_loader_failure_saves_then_keeps_its_traceback(tmp_path, m
 
 def test_a_stop_before_the_first_iteration_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
     import signal
-    import main as cli
+
     import core.train.distributed as distributed
+    import main as cli
     from core.io.ckpt_files import complete_steps
     monkeypatch.setattr(distributed.Single, 'agree', lambda self, failed, signum: (failed, int(signal.SIGTERM)))
     assert cli.main(_tiny_run(tmp_path)) == 128 + signal.SIGTERM
@@ -117,7 +119,8 @@ def test_the_state_made_in_init_is_the_state_trained(tmp_path, monkeypatch):
 
 
 def test_the_ema_copies_share_the_fan_of_the_networks():
-    from core.train.loop import Trainer
     from helpers import tiny_args
+
+    from core.train.loop import Trainer
     trainer = Trainer(tiny_args(w_hpf=1, device='cpu'))
     assert trainer.nets_ema.fan is trainer.nets.fan

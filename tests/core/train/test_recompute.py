@@ -5,13 +5,13 @@ import copy
 
 import pytest
 import torch
+from helpers import filled_nets, golden_cases, loss_args, tiny_nets
 from munch import Munch
 
 from core.cli.arguments import parse_args
 from core.nn.networks import ModelConfig, build_networks
 from core.train.recompute import is_recomputed
 from core.train.step import TrainConfig, build_optimizers, speed_nets, train_step
-from helpers import filled_nets, golden_cases, loss_args, tiny_nets
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

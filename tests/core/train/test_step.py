@@ -7,13 +7,26 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from helpers import adam_after_one_step, tiny_nets
 from munch import Munch
 
 from core.cli.arguments import parse_args, with_defaults
 from core.solver import compute_d_loss, compute_g_loss
-from core.train.step import (TrainConfig, autocast, build_optimizers, ema_update, lambda_ds_at, lr_scale_at, make_scaler,
-                          match_optimizer_layout, moving_average, prepare_inputs, set_lr, speed_nets, train_step)
-from helpers import adam_after_one_step, tiny_nets
+from core.train.step import (
+    TrainConfig,
+    autocast,
+    build_optimizers,
+    ema_update,
+    lambda_ds_at,
+    lr_scale_at,
+    make_scaler,
+    match_optimizer_layout,
+    moving_average,
+    prepare_inputs,
+    set_lr,
+    speed_nets,
+    train_step,
+)
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors: one thread (conftest)
 

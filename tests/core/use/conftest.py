@@ -1,6 +1,5 @@
 """Fixtures of the tests of core/use/: ``runs``, tiny checkpoints exported as Hub folders."""
 import pytest
-
 from hub_helpers import hub_runs
 
 

@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from helpers import face_like_landmarks
 from PIL import Image
 
 import main as cli
 from core.use.align import align_image, landmarks_to_matrix, pad_mirror
-from helpers import face_like_landmarks
 
 
 def similarity(angle, scale, shift):

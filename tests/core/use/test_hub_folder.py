@@ -9,17 +9,16 @@ import pickle
 
 import pytest
 import torch
+from hub_helpers import CASES, NAMES, copy_folder, one_line, outputs
 from safetensors.torch import load_file, save_file
+from tiny_run import STEP, make_checkpoint, make_image
 
 import core.use.hub_folder as hub
 import main as cli
 from core.cli.arguments import parse_args
 from core.errors import UserError
-from core.use.load_run import load_networks, load_run_networks, resolve_step
 from core.nn.networks import MODEL_KEYS, ModelConfig
-from hub_helpers import CASES, NAMES, copy_folder, one_line, outputs
-from tiny_run import STEP, make_checkpoint, make_image
-
+from core.use.load_run import load_networks, load_run_networks, resolve_step
 
 # ---------------------------------------------------------------------------- the folder and its reload
 

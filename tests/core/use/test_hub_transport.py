@@ -7,15 +7,14 @@ import socket
 
 import pytest
 import torch
+from hub_helpers import export_args, one_line, outputs
+from tiny_run import STEP
 
 import core.use.hub_folder as hub
 import core.use.hub_transport as transport
 from core.cli.arguments import parse_args
 from core.errors import UserError
 from core.use.export import run as export_run
-from hub_helpers import export_args, one_line, outputs
-from tiny_run import STEP
-
 
 # ---------------------------------------------------------------------------- export --format hf, --push_to_hub
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import make_image
 
 from core.errors import UserError
 from core.io.images import to_uint8
 from core.use.inputs import as_batch, domain_index, to_pil
-from tiny_run import make_image
 
 
 def test_a_tensor_of_another_size_is_resized_close_to_pil(tmp_path):

@@ -5,10 +5,11 @@ tests/core/cli/test_arguments.py."""
 import pytest
 import torch
 
-from core.io.ckpt_files import complete_steps, save_checkpoint
 from core.errors import UserError
-from core.use.load_run import load_networks, resolve_step
+from core.io.ckpt_files import complete_steps, save_checkpoint
 from core.nn.networks import ModelConfig, build_networks, ema_copies
+from core.use.load_run import load_networks, resolve_step
+
 
 def built(cfg):
     """``(nets, nets_ema)`` of ``cfg`` as training builds them (EMA copies at PyTorch's init)."""

@@ -5,15 +5,16 @@ import json
 
 import pytest
 import yaml
+from hub_helpers import NAMES, copy_folder, export_args
 from PIL import Image
+from tiny_run import STEP, make_checkpoint
 
 import core.use.hub_folder as hub
-from metrics.eval import read_results
 from core.cli.arguments import parse_args
-from core.use.export import hub_metadata, run as export_run
+from core.use.export import hub_metadata
+from core.use.export import run as export_run
 from core.use.model_card import IMAGE, model_card, training_data
-from hub_helpers import NAMES, copy_folder, export_args
-from tiny_run import STEP, make_checkpoint
+from metrics.eval import read_results
 
 
 def card_parts(text):

@@ -5,9 +5,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import free_port
+from PIL import Image
 from tiny_run import make_checkpoint, make_image, upload_images
 
 pytestmark = pytest.mark.slow  # gradio and served apps

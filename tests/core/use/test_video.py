@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_nets
 from munch import Munch
 
 import core.use.video as video
 from core.errors import UserError
 from core.io.images import to_uint8 as tensor_to_uint8
 from core.use.video import VideoWriter, interpolation_weights, ref_frames, video_latent, video_ref
-from helpers import tiny_nets
 
 imageio_ffmpeg = pytest.importorskip('imageio_ffmpeg')
 

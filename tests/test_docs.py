@@ -401,7 +401,7 @@ def test_readme_is_short_and_states_the_ci_commands():
     ci = read(os.path.join(ROOT, '.ci', 'run'))
     # (README's command, what .ci/run holds of it: it installs with python3 -m pip -q)
     for command, in_ci in (('pip install -r requirements.txt', '-r requirements.txt'),
-                           ('python3 -m pytest -q', 'python3 -m pytest -q'),
+                           ('python3 -m pytest -q -n 2', 'python3 -m pytest -q -n 2'),
                            ('python3 -m ruff check .', 'python3 -m ruff check .'),
                            ('python3 -m mypy', 'python3 -m mypy')):
         assert in_ci in ci, f'.ci/run no longer runs {in_ci!r}: update README.md and this test'

@@ -1,21 +1,7 @@
 """Fixtures shared by the tests (helper functions are in helpers.py)."""
-import os
-
 import pytest
 import torch
 from PIL import Image
-
-
-def pytest_configure(config):
-    """Under ``pytest -n N`` (pytest-xdist) each of the N processes gets its share of the cores as
-    intra-op threads (N processes of the default thread count would only contend), and so do the
-    subprocesses it starts."""
-    workers = os.environ.get('PYTEST_XDIST_WORKER_COUNT')
-    if workers:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-        threads = max(1, cores // int(workers))
-        torch.set_num_threads(threads)
-        os.environ.setdefault('OMP_NUM_THREADS', str(threads))
 
 
 @pytest.fixture(scope='module')
